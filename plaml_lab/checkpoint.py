@@ -1,0 +1,122 @@
+"""Checkpoint files: atomic writes, safe loads, and the RNG states that make resume exact.
+
+A checkpoint is a dict of tensors and plain data (no pickled objects), loaded with
+`torch.load(..., weights_only=True)`; anything else is refused with a one-line CheckpointError
+naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+FORMAT = "plaml_lab.checkpoint"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file."""
+
+
+def save_atomic(obj: Any, path: str | Path) -> None:
+    """torch.save to a temp file in the same folder, flush + fsync, then rename over `path`:
+    a kill during the save leaves the previous file intact and loadable."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    try:  # make the rename itself durable
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load and sanity-check a plaml_lab checkpoint (weights_only: no code is ever unpickled)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, expected a checkpoint file (.pt)")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for bad files
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "weights_only" in str(e) or "Unsupported global" in str(e) or "GLOBAL" in str(e):
+            problem = "holds pickled code or objects, refused (only tensors and plain data load)"
+        elif isinstance(e, (EOFError, RuntimeError)) and ("zip" in text.lower() or "EOF" in text
+                                                          or "central directory" in text):
+            problem = "truncated or corrupt file"
+        else:
+            problem = f"not a readable checkpoint ({text[:120]})"
+        raise CheckpointError(f"{path}: {problem}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a plaml_lab checkpoint (no '{FORMAT}' marker)")
+    for key in ("config", "model", "step"):
+        if key not in ckpt:
+            raise CheckpointError(f"{path}: plaml_lab checkpoint without '{key}'")
+    return ckpt
+
+
+def load_model_state(model: torch.nn.Module, state: dict, path: str | Path) -> None:
+    """load_state_dict(strict) with a one-line error on a shape or key mismatch."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        names = (missing or unexpected)[:3]
+        what = "missing" if missing else "unexpected"
+        raise CheckpointError(f"{path}: model from another configuration ({what} keys "
+                              f"{', '.join(names)}{'...' if len(missing or unexpected) > 3 else ''})")
+    for k, v in state.items():
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise CheckpointError(f"{path}: model of another shape ({k}: checkpoint "
+                                  f"{tuple(v.shape)}, config {tuple(own[k].shape)})")
+    model.load_state_dict(state, strict=True)
+
+
+# --- RNG state as plain data -------------------------------------------------------------------
+
+def rng_state() -> dict:
+    """Every global RNG a training step may touch (drop-path uses torch's)."""
+    py = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["cached"]))
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = [s.cpu() for s in state["cuda"]]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)

@@ -1,0 +1,111 @@
+"""`plaml-lab` command line: pretrain, eval, export, sweep, bench.
+
+Exit codes: 0 success; 2 bad input (one line `error: ...` naming the key, path or file);
+3 a run stopped on a non-finite loss; 1 anything else (e.g. failed sweep points)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from plaml_lab.checkpoint import CheckpointError
+from plaml_lab.config import ConfigError
+
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, CheckpointError, FileNotFoundError)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from plaml_lab.data.datasets import DatasetError
+    from plaml_lab.train import RunError
+    return USER_ERRORS + (DatasetError, RunError)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports mistakes in one line and exits 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
+
+
+def _add_pretrain(sub) -> None:
+    p = sub.add_parser("pretrain", help="pretrain one configuration (resumes an existing --out)",
+                       description="Pretrain one configuration. Re-running with the same --out "
+                       "resumes from --out/checkpoints/last.pt.")
+    p.add_argument("--config", help="YAML preset, e.g. experiments/configs/lab.yaml")
+    p.add_argument("--out", help="run folder (default experiments/runs/<run.name>)")
+    p.add_argument("--force-new", action="store_true",
+                   help="move an existing run in --out aside to a dated folder and start anew")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="dotted config overrides, e.g. method.teachers=single mask.ratio=0.6")
+    p.set_defaults(func=cmd_pretrain)
+
+
+def cmd_pretrain(args) -> int:
+    from plaml_lab.train import NonFiniteLossError, pretrain
+    try:
+        summary = pretrain(args.config, args.out, args.overrides, force_new=args.force_new)
+    except NonFiniteLossError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate frozen features of a run (JSON to stdout)")
+    p.add_argument("--checkpoint", help="checkpoint file or run folder")
+    p.add_argument("--config", help="with --random-init and no checkpoint: the model's preset")
+    p.add_argument("--probes", default="knn", help="comma-separated probes (default knn)")
+    p.add_argument("--encoder", default="student",
+                   choices=["student", "labelling", "reconstruction"])
+    p.add_argument("--random-init", action="store_true",
+                   help="evaluate an untrained encoder of the same shape (the baseline)")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args) -> int:
+    from plaml_lab.evaluate import evaluate
+    probes = [p.strip() for p in args.probes.split(",") if p.strip()]
+    if not args.checkpoint and not (args.random_init and args.config):
+        raise ConfigError("--checkpoint: required (or --random-init with --config)")
+    result = evaluate(args.checkpoint, probes=probes, encoder=args.encoder,
+                      random_init=args.random_init, config=args.config, overrides=args.overrides)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="plaml-lab", description="Pseudo-labelling MAE research workbench.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_pretrain(sub)
+    _add_eval(sub)
+    for extra in ("export", "sweep", "bench"):
+        try:
+            mod = __import__(f"plaml_lab.{extra}", fromlist=["add_cli"])
+        except ImportError:
+            continue
+        if hasattr(mod, "add_cli"):
+            mod.add_cli(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except _user_errors() as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if isinstance(e, FileNotFoundError) and e.filename:
+            msg = f"file not found: {e.filename}"
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

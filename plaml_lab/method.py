@@ -1,0 +1,170 @@
+"""PLAML: the student, its EMA teachers and the losses combined into one module.
+
+One call = one optimisation step's forward: mask each view, run the student, run the teachers
+on the full views (no grad), turn the labelling teacher's head scores into pseudo labels and
+the reconstruction teacher's tokens into targets, and return the named loss parts.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from plaml_lab import losses
+from plaml_lab.config import PretrainConfig
+from plaml_lab.model.mae import Student
+from plaml_lab.model.masking import random_masking
+from plaml_lab.model.teachers import Teacher
+
+LOSS_KEYS = ("loss", "loss_rec", "loss_cls", "loss_patch")
+
+
+def _gather_tokens(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """x (B, L, D), ids (B, M) -> (B, M, D)."""
+    return torch.gather(x, 1, ids.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+class PLAML(nn.Module):
+    """Student + labelling teacher + reconstruction teacher (or one teacher for both roles).
+
+    Which teachers exist follows `cfg.teacher_roles`: the labelling teacher (encoder + heads)
+    when pseudo labels are on; the reconstruction teacher (encoder only) when tokens are
+    reconstructed; in single mode one teacher serves both roles."""
+
+    def __init__(self, cfg: PretrainConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.student = Student(cfg)
+        self.teachers = nn.ModuleDict({
+            name: Teacher(self.student, with_heads=(name == "labelling"))
+            for name in cfg.teacher_roles})
+        k = cfg.pl.num_prototypes
+        # Centers of the teacher's cls and patch scores (DINO centering); kept in checkpoints.
+        self.register_buffer("center_cls", torch.zeros(1, k))
+        self.register_buffer("center_patch", torch.zeros(1, k))
+
+    # -- teachers -------------------------------------------------------------------------------
+    @property
+    def labelling_teacher(self) -> Teacher | None:
+        return self.teachers["labelling"] if "labelling" in self.teachers else None
+
+    @property
+    def reconstruction_teacher(self) -> Teacher | None:
+        name = self.cfg.rec_teacher
+        return self.teachers[name] if name else None
+
+    @torch.no_grad()
+    def update_teachers(self, momenta: dict[str, float]) -> None:
+        """EMA step of each teacher with its own momentum ({teacher name: m})."""
+        for name, teacher in self.teachers.items():
+            teacher.update(self.student, momenta[name])
+
+    def train(self, mode: bool = True) -> "PLAML":
+        super().train(mode)
+        for t in self.teachers.values():
+            t.train(False)
+        return self
+
+    # -- targets --------------------------------------------------------------------------------
+    def _pseudo_label_targets(self, scores: torch.Tensor, which: str, temp: float) -> torch.Tensor:
+        """Teacher head scores (..., K) -> target distributions (..., K); updates the center."""
+        pl = self.cfg.pl
+        if pl.assignment == "sinkhorn":
+            flat = scores.reshape(-1, scores.shape[-1])
+            return losses.sinkhorn_knopp(flat, temp, pl.sinkhorn_iters).reshape(scores.shape)
+        center = getattr(self, f"center_{which}")
+        targets = losses.centering_targets(scores, center, temp)
+        if self.training:
+            new = losses.center_update(center, losses.batch_mean(scores), pl.center_momentum)
+            center.copy_(new)
+        return targets
+
+    @torch.no_grad()
+    def teacher_targets(self, x: torch.Tensor, ids_masked: torch.Tensor, teacher_temp: float
+                        ) -> dict[str, torch.Tensor]:
+        """Full views x (VB, C, H, W), hidden positions ids_masked (VB, M) ->
+        rec (VB, M, D) token targets; cls (VB, K) and patch (VB, M, K) pseudo-label targets,
+        plus the raw teacher scores (for dashboards and cluster metrics)."""
+        cfg = self.cfg
+        out: dict[str, torch.Tensor] = {}
+        rec_name = cfg.rec_teacher
+        for name, teacher in self.teachers.items():
+            k = cfg.rec.target_layers if name == rec_name else 0
+            tokens, layers = teacher.encoder.forward_features(x, return_layers=k)
+            if name == rec_name:
+                data_layers = [layer[:, 1:] for layer in layers]
+                out["rec"] = _gather_tokens(losses.token_targets(data_layers, cfg.rec.target_norm),
+                                            ids_masked)
+            if name == "labelling":
+                heads = teacher.heads
+                if cfg.pl_cls:
+                    out["cls_scores"] = heads["cls"](tokens[:, 0]).float()
+                    out["cls"] = self._pseudo_label_targets(out["cls_scores"], "cls", teacher_temp)
+                if cfg.pl_patch:
+                    masked = _gather_tokens(tokens[:, 1:], ids_masked)
+                    out["patch_scores"] = heads["patch"](masked).float()
+                    out["patch"] = self._pseudo_label_targets(out["patch_scores"], "patch",
+                                                              teacher_temp)
+        return out
+
+    # -- the step -------------------------------------------------------------------------------
+    def forward(self, views: list[torch.Tensor], teacher_temp: float = 0.07, *,
+                generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
+                return_details: bool = False) -> dict[str, torch.Tensor]:
+        """views: V augmented, normalised images, each (B, C, H, W).
+
+        Returns loss, loss_rec, loss_cls, loss_patch (scalar tensors; 0 for parts that are off),
+        and with return_details also mask (VB, L), ids_masked (VB, M), the student's predicted
+        tokens / pixels, the teachers' targets and scores."""
+        cfg = self.cfg
+        num_views = len(views)
+        x = torch.cat(views) if num_views > 1 else views[0]
+        n = x.shape[0]
+        s = self.student
+        ids_keep, mask, ids_restore, ids_masked = random_masking(
+            n, s.num_patches, cfg.mask.ratio, strategy=cfg.mask.strategy,
+            block_size=cfg.mask.block_size, device=x.device, generator=generator, noise=noise)
+
+        latent = s.forward_encoder(x, ids_keep)
+        zero = latent.new_zeros((), dtype=torch.float32)
+        out = {"loss_rec": zero, "loss_cls": zero, "loss_patch": zero}
+        details: dict[str, torch.Tensor] = {}
+
+        decoded = s.forward_decoder(latent, ids_restore) if s.has_decoder else None
+        p_tok = None
+        if decoded is not None and hasattr(s, "token_pred"):
+            p_tok = s.token_pred(_gather_tokens(decoded, ids_masked))  # (VB, M, D)
+
+        targets = self.teacher_targets(x, ids_masked, teacher_temp) if self.teachers else {}
+
+        if cfg.method.target == "pixels":
+            pred = s.decoder_pred(decoded)
+            out["loss_rec"] = losses.pixel_loss(pred.float(), x.float(), mask, s.patch_size,
+                                                cfg.rec.norm_pix_loss)
+            details["pred_pixels"] = pred
+        elif cfg.method.target == "tokens":
+            out["loss_rec"] = losses.token_loss(p_tok, targets["rec"], cfg.rec.loss)
+
+        st = cfg.pl.student_temp
+        if cfg.pl_cls:
+            s_cls = s.heads["cls"](latent[:, 0]).float()
+            k = s_cls.shape[-1]
+            out["loss_cls"] = losses.cross_view_loss(
+                targets["cls"].reshape(num_views, -1, k), s_cls.reshape(num_views, -1, k), st)
+            details["student_cls_scores"] = s_cls
+        if cfg.pl_patch:
+            s_patch = s.heads["patch"](p_tok).float()
+            out["loss_patch"] = losses.pl_cross_entropy(targets["patch"], s_patch, st).mean()
+            details["student_patch_scores"] = s_patch
+
+        w = cfg.loss
+        out["loss"] = w.w_rec * out["loss_rec"] + w.w_cls * out["loss_cls"] + w.w_patch * out["loss_patch"]
+        if return_details:
+            details.update(mask=mask, ids_keep=ids_keep, ids_masked=ids_masked,
+                           ids_restore=ids_restore, latent=latent)
+            if p_tok is not None:
+                details["pred_tokens"] = p_tok
+            for key, val in targets.items():
+                details[f"teacher_{key}"] = val
+            out.update(details)
+        return out

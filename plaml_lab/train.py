@@ -1,0 +1,497 @@
+"""The training loop: single device or torchrun DDP, exact resume, checkpoints, metrics.
+
+Everything random in a step (data order, augmentation, masking) is drawn from generators seeded
+by (run.seed, epoch / step, rank), so a resumed run replays exactly what an uninterrupted run
+would have done; the global RNGs (drop-path) are saved in checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import time
+import warnings
+from datetime import datetime
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from plaml_lab import distributed as du
+from plaml_lab import schedules
+from plaml_lab.checkpoint import (FORMAT, VERSION, CheckpointError, load_checkpoint,
+                                  load_model_state, rng_state, save_atomic, set_rng_state)
+from plaml_lab.config import (ConfigError, PretrainConfig, diff, from_dict, load_config,
+                              save_yaml, to_dict)
+from plaml_lab.data import build_dataset, epoch_batches, make_views, steps_per_epoch
+from plaml_lab.method import LOSS_KEYS, PLAML
+
+# Keys that may change between a run and its resumption without changing what is computed.
+RESUMABLE_KEYS = ("run.max_steps", "run.ckpt_every", "run.keep_ckpts", "run.log_every",
+                  "run.progress", "run.num_threads", "run.eval_knn", "run.name", "run.device",
+                  "run.compile", "data.num_workers", "data.root", "data.download")
+
+
+class RunError(ValueError):
+    """A run that must not start (e.g. it would overwrite another run); one-line message."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """A NaN/inf loss with run.on_nonfinite=stop."""
+
+
+# --- devices and precision -----------------------------------------------------------------
+
+def resolve_device(name: str) -> torch.device:
+    """auto: cuda, then mps, then cpu. Under torchrun each rank takes cuda:LOCAL_RANK."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            name = "cuda"
+        elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            name = "mps"
+        else:
+            name = "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("run.device='cuda': no CUDA device is available (use auto or cpu)")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if name == "mps" and not (getattr(torch.backends, "mps", None)
+                              and torch.backends.mps.is_available()):
+        raise ConfigError("run.device='mps': MPS is not available (use auto or cpu)")
+    return torch.device(name)
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def autocast(device: torch.device, precision: str):
+    dtype = autocast_dtype(precision)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+# --- the run folder ---------------------------------------------------------------------------
+
+RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoints")
+
+
+def _dated_aside(out: Path) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    target = out.with_name(f"{out.name}.old-{stamp}")
+    n = 1
+    while target.exists():
+        target = out.with_name(f"{out.name}.old-{stamp}-{n}")
+        n += 1
+    return target
+
+
+def check_run_dir(out: Path, cfg: PretrainConfig, force_new: bool = False) -> str:
+    """Decide what a run in `out` does: 'new', 'resume', or 'aside' (force_new moves an existing
+    run to a dated folder). Raises RunError, naming the differing keys, when `out` holds a run of
+    another config; nothing is written here."""
+    if out.exists() and not out.is_dir():
+        raise RunError(f"--out {out}: exists and is not a folder")
+    if not out.exists():
+        return "new"
+    ours = [name for name in RUN_FILES if (out / name).exists()]
+    if not ours:
+        return "new"
+    if force_new:
+        return "aside"
+    cfg_path = out / "config.yaml"
+    if not cfg_path.exists():
+        raise RunError(f"--out {out}: holds {', '.join(ours)} but no config.yaml; refusing to "
+                       "overwrite it (choose another --out, or --force-new to move it aside)")
+    from plaml_lab.config import load_yaml
+    try:
+        old = to_dict(from_dict(load_yaml(cfg_path)))
+    except ConfigError as e:
+        raise RunError(f"{cfg_path}: unreadable run config ({e}); use --force-new to move the run "
+                       "aside") from None
+    changed = [k for k in diff(old, to_dict(cfg)) if k not in RESUMABLE_KEYS]
+    if changed:
+        shown = ", ".join(changed[:6]) + (", ..." if len(changed) > 6 else "")
+        raise RunError(f"--out {out}: holds a run with a different config (differs in {shown}); "
+                       "choose another --out, or --force-new to move the old run aside")
+    return "resume"
+
+
+def _read_metrics(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line cut by a kill: everything after it is re-logged
+    return rows
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metrics logged after the checkpoint we resume from (they will be logged again)."""
+    rows = [r for r in _read_metrics(path) if r.get("step", 0) <= step]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    os.replace(tmp, path)
+
+
+# --- optimiser --------------------------------------------------------------------------------
+
+def param_groups(model: PLAML, weight_decay: float) -> list[dict]:
+    """AdamW groups: no weight decay on 1-D tensors (norms, biases), tokens, position
+    embeddings; frozen tensors (fixed position embeddings, teachers) are left out."""
+    skip = model.student.no_weight_decay()
+    decay, no_decay = [], []
+    for name, p in model.student.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name in skip else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+class Schedule:
+    """Every per-step value of a run, as pure functions of the optimiser step."""
+
+    def __init__(self, cfg: PretrainConfig, steps_per_epoch: int, global_batch: int):
+        o, pl = cfg.optim, cfg.pl
+        self.cfg = cfg
+        self.steps_per_epoch = steps_per_epoch
+        self.total = max(1, int(round(o.epochs * steps_per_epoch)))
+        self.end = min(self.total, cfg.run.max_steps) if cfg.run.max_steps else self.total
+        self.warmup = int(round(o.warmup_epochs * steps_per_epoch))
+        self.base_lr = o.lr if o.lr > 0 else o.blr * global_batch / 256
+        self.temp_warmup = int(round(pl.warmup_teacher_temp_epochs * steps_per_epoch))
+        self.freeze_protos = int(round(pl.freeze_prototypes_epochs * steps_per_epoch))
+
+    def lr(self, step: int) -> float:
+        return schedules.warmup_cosine(step, self.warmup, self.total, self.base_lr,
+                                       self.cfg.optim.min_lr)
+
+    def teacher_temp(self, step: int) -> float:
+        pl = self.cfg.pl
+        return schedules.linear_warmup(step, self.temp_warmup, pl.warmup_teacher_temp,
+                                       pl.teacher_temp)
+
+    def momenta(self, step: int) -> dict[str, float]:
+        out = {}
+        for name, sched in self.cfg.teacher_roles.items():
+            t = getattr(self.cfg.teachers, sched)
+            out[name] = schedules.momentum(step, self.total, t.momentum, t.momentum_end)
+        return out
+
+
+def _step_generator(device: torch.device, seed: int, step: int, micro: int, rank: int
+                    ) -> torch.Generator:
+    g = torch.Generator(device=device)
+    # distinct, reproducible stream per (seed, step, micro-batch, rank)
+    g.manual_seed((seed * 1_000_003 + step * 1009 + micro * 101 + rank) % (2**63 - 1))
+    return g
+
+
+# --- the loop ----------------------------------------------------------------------------------
+
+def pretrain(cfg: PretrainConfig | str | Path | None = None, out_dir: str | Path | None = None,
+             overrides: list[str] | None = None, *, force_new: bool = False,
+             callback=None) -> dict:
+    """Pretrain one configuration into `out_dir`; returns the summary dict.
+
+    cfg: a PretrainConfig, or a YAML path; overrides: dotted `key=value` strings applied on top.
+    Re-running with the same out_dir resumes from out_dir/checkpoints/last.pt. callback(row) is
+    called on rank 0 with every metrics row (notebooks use it for live plots)."""
+    if cfg is None or isinstance(cfg, (str, Path)):
+        cfg = load_config(cfg, overrides)
+    elif overrides:
+        from plaml_lab.config import apply_overrides
+        cfg = from_dict(apply_overrides(to_dict(cfg), overrides))
+    out = Path(out_dir or f"experiments/runs/{cfg.run.name}")
+
+    device = resolve_device(cfg.run.device)
+    created = du.setup(device.type)
+    try:
+        return _pretrain(cfg, out, device, force_new, callback)
+    finally:
+        du.cleanup(created)
+
+
+def _pretrain(cfg: PretrainConfig, out: Path, device: torch.device, force_new: bool,
+              callback) -> dict:
+    rank, world = du.rank(), du.world_size()
+    main = rank == 0
+    if cfg.run.num_threads:
+        torch.set_num_threads(cfg.run.num_threads)
+    if cfg.run.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+    decision = check_run_dir(out, cfg, force_new) if main else None
+    decision = du.broadcast_object(decision)
+
+    # Build everything before touching the folder: a bad dataset root or model shape must not
+    # leave a half-written run behind.
+    torch.manual_seed(cfg.run.seed)
+    train_set = build_dataset(cfg.data, cfg.model.img_size, "train")
+    accum = cfg.optim.accum_steps
+    global_batch = cfg.optim.batch_size * world * accum
+    spe = steps_per_epoch(len(train_set), cfg.optim.batch_size * accum, world)
+    sched = Schedule(cfg, spe, global_batch)
+
+    model = PLAML(cfg).to(device)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=sched.base_lr,
+                                  betas=(cfg.optim.beta1, cfg.optim.beta2))
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.run.precision == "fp16")
+
+    ckpt_dir = out / "checkpoints"
+    start_step = 0
+    counters = {"skipped_steps": 0, "bad_images": 0}
+    resume_path = ckpt_dir / "last.pt"
+    if decision == "resume" and resume_path.exists():
+        ckpt = load_checkpoint(resume_path, map_location="cpu")
+        load_model_state(model, ckpt["model"], resume_path)
+        try:
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scaler.load_state_dict(ckpt["scaler"])
+        except (ValueError, KeyError) as e:
+            raise CheckpointError(f"{resume_path}: optimiser state does not fit ({e})") from None
+        start_step = int(ckpt["step"])
+        counters.update(ckpt.get("counters", {}))
+        set_rng_state(ckpt["rng"])
+        del ckpt
+
+    if main:
+        if decision == "aside":
+            aside = _dated_aside(out)
+            shutil.move(str(out), str(aside))
+            print(f"moved the previous run aside to {aside}")
+        out.mkdir(parents=True, exist_ok=True)
+        ckpt_dir.mkdir(exist_ok=True)
+        save_yaml(cfg, out / "config.yaml")
+        metrics_path = out / "metrics.jsonl"
+        if start_step:
+            _truncate_metrics(metrics_path, start_step)
+        elif metrics_path.exists():
+            metrics_path.unlink()
+    du.barrier()
+
+    step_module: torch.nn.Module = model
+    if world > 1:
+        step_module = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
+                          broadcast_buffers=False)
+    if cfg.run.compile:
+        step_module = _try_compile(step_module)
+
+    summary = _loop(cfg, out, device, model, step_module, optimizer, scaler, sched, train_set,
+                    start_step, counters, callback)
+    return summary
+
+
+def _try_compile(module: torch.nn.Module) -> torch.nn.Module:
+    if not hasattr(torch, "compile"):
+        warnings.warn("run.compile=true: torch.compile is not available; running eagerly")
+        return module
+    try:
+        return torch.compile(module)
+    except Exception as e:  # noqa: BLE001
+        warnings.warn(f"run.compile=true: torch.compile failed ({e}); running eagerly")
+        return module
+
+
+def save_checkpoint(path: Path, cfg, model, optimizer, scaler, step, epoch, counters) -> None:
+    save_atomic({
+        "format": FORMAT, "version": VERSION, "config": to_dict(cfg), "step": step,
+        "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(), "rng": rng_state(), "counters": dict(counters),
+        "world_size": du.world_size(),
+    }, path)
+
+
+def _prune_periodic(ckpt_dir: Path, keep: int) -> None:
+    periodic = sorted(ckpt_dir.glob("step_*.pt"))
+    for p in periodic[:max(0, len(periodic) - keep)]:
+        p.unlink(missing_ok=True)
+
+
+def _loop(cfg, out, device, model, step_module, optimizer, scaler, sched, train_set, start_step,
+          counters, callback) -> dict:
+    rank, world = du.rank(), du.world_size()
+    main = rank == 0
+    accum = cfg.optim.accum_steps
+    views_n = cfg.data.views
+    img = cfg.model.img_size
+    spe = sched.steps_per_epoch
+    end = sched.end
+    metrics_path = out / "metrics.jsonl"
+    ckpt_dir = out / "checkpoints"
+
+    bar = None
+    if main and cfg.run.progress and end > start_step:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=end, initial=start_step, desc=f"pretrain {cfg.run.name}", unit="step",
+                   dynamic_ncols=True)
+
+    protos = [p for n, p in model.student.named_parameters() if n.endswith("prototypes.weight")]
+    model.train()
+    sums = {k: torch.zeros((), device=device) for k in LOSS_KEYS}
+    n_logged = 0
+    # first non-finite step and which parts were bad, kept on the device: no sync per step
+    bad_step = torch.full((), -1, dtype=torch.long, device=device)
+    bad_parts = torch.zeros(len(LOSS_KEYS), dtype=torch.bool, device=device)
+    last_row: dict = {}
+    t_log = time.perf_counter()
+    steps_since_log = 0
+    batches = None
+    batches_epoch = -1
+
+    step = start_step
+    while step < end:
+        epoch = step // spe
+        if epoch != batches_epoch:
+            batches = epoch_batches(train_set, cfg.optim.batch_size, seed=cfg.run.seed,
+                                    epoch=epoch, rank=rank, world_size=world,
+                                    start_step=(step % spe) * accum,
+                                    num_workers=cfg.data.num_workers, device=device)
+            batches = iter(batches)
+            batches_epoch = epoch
+        lr = sched.lr(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        temp = sched.teacher_temp(step)
+
+        out_parts = None
+        for micro in range(accum):
+            batch = next(batches)
+            counters["bad_images"] += int(batch.get("num_bad", 0))
+            g = _step_generator(device, cfg.run.seed, step, micro, rank)
+            views = make_views(batch["image"], cfg.data.aug, views_n, img, generator=g)
+            sync = contextlib.nullcontext()
+            if isinstance(step_module, DDP) and micro < accum - 1:
+                sync = step_module.no_sync()
+            with sync:
+                with autocast(device, cfg.run.precision):
+                    out_parts = step_module(views, temp, generator=g)
+                scaler.scale(out_parts["loss"] / accum).backward()
+
+        parts = torch.stack([out_parts[k].detach().float() for k in LOSS_KEYS])
+        finite = torch.isfinite(parts)
+        if cfg.run.on_nonfinite == "skip":
+            # dropping a step needs the answer now: one host sync per step in this mode only
+            if not bool(finite.all()):
+                optimizer.zero_grad(set_to_none=True)
+                counters["skipped_steps"] += 1
+                step += 1
+                steps_since_log += 1
+                if bar:
+                    bar.update(1)
+                continue
+        else:
+            newly_bad = (~finite.all()) & (bad_step < 0)
+            bad_step = torch.where(newly_bad, torch.full_like(bad_step, step), bad_step)
+            bad_parts = torch.where(newly_bad, ~finite, bad_parts)
+
+        if cfg.optim.clip_grad > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.student.parameters(), cfg.optim.clip_grad)
+        if step < sched.freeze_protos:
+            for p in protos:
+                p.grad = None  # DINO: prototypes stay fixed while the heads settle
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        model.update_teachers(sched.momenta(step))
+
+        for k, v in zip(LOSS_KEYS, parts):
+            sums[k] += v
+        n_logged += 1
+        steps_since_log += 1
+        step += 1
+        if bar:
+            bar.update(1)
+
+        is_log = step % cfg.run.log_every == 0 or step == end
+        is_ckpt = (cfg.run.ckpt_every and step % cfg.run.ckpt_every == 0) or step == end
+        if is_log or is_ckpt:
+            _raise_if_nonfinite(bad_step, bad_parts)
+        if is_log and n_logged:
+            dt = time.perf_counter() - t_log
+            row = {"step": step, "epoch": round(step / spe, 4)}
+            for k in LOSS_KEYS:
+                row[k] = float(sums[k] / n_logged)
+            row.update(lr=lr, teacher_temp=temp,
+                       imgs_per_s=round(steps_since_log * cfg.optim.batch_size * accum * world
+                                        / max(dt, 1e-9), 2))
+            for name, m in sched.momenta(step - 1).items():
+                row[f"momentum_{name}"] = m
+            row.update(counters)
+            if main:
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                if bar:
+                    bar.set_postfix(loss=f"{row['loss']:.4f}")
+                if callback:
+                    callback(row)
+            last_row = row
+            sums = {k: torch.zeros((), device=device) for k in LOSS_KEYS}
+            n_logged = 0
+            t_log = time.perf_counter()
+            steps_since_log = 0
+        if is_ckpt and main:
+            save_checkpoint(ckpt_dir / "last.pt", cfg, model, optimizer, scaler, step,
+                            step / spe, counters)
+            if cfg.run.keep_ckpts and cfg.run.ckpt_every and step % cfg.run.ckpt_every == 0:
+                shutil.copyfile(ckpt_dir / "last.pt", ckpt_dir / f"step_{step:07d}.pt")
+                _prune_periodic(ckpt_dir, cfg.run.keep_ckpts)
+    if bar:
+        bar.close()
+    du.barrier()
+
+    summary_path = out / "summary.json"
+    if not last_row:  # nothing ran (already complete): keep what the finished run wrote
+        rows = _read_metrics(metrics_path) if main else []
+        if summary_path.exists() and main:
+            return json.loads(summary_path.read_text())
+        last_row = rows[-1] if rows else {}
+    summary = {"run": str(out), "steps": step, "total_steps": sched.total,
+               "epochs": round(step / spe, 4), "complete": step >= sched.total,
+               "variant": variant_name(cfg)}
+    summary.update({k: last_row.get(k) for k in LOSS_KEYS})
+    summary.update(counters)
+    if cfg.run.eval_knn and main:
+        from plaml_lab.evaluate import knn_eval
+        model.eval()
+        summary.update(knn_eval(model.student.encoder, cfg, device=device))
+    if main:
+        tmp = summary_path.with_name("summary.json.tmp")
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+        os.replace(tmp, summary_path)
+    return summary
+
+
+def _raise_if_nonfinite(bad_step: torch.Tensor, bad_parts: torch.Tensor) -> None:
+    step = int(bad_step)  # host sync, only at log / checkpoint steps
+    if step >= 0:
+        parts = [k for k, bad in zip(LOSS_KEYS, bad_parts.tolist()) if bad and k != "loss"]
+        raise NonFiniteLossError(
+            f"non-finite loss at step {step + 1} ({', '.join(parts) or 'loss'} not finite); the "
+            "last good checkpoint is kept (lower optim.blr, set optim.clip_grad, or "
+            "run.on_nonfinite=skip)")
+
+
+def variant_name(cfg: PretrainConfig) -> str:
+    """METHOD.md's grid name for a config (mae, token, single, dual, plonly, or a description)."""
+    t, p, te = cfg.method.target, cfg.method.pseudo_labels, cfg.method.teachers
+    if t == "pixels" and p == "none":
+        return "mae"
+    if t == "tokens" and p == "none":
+        return "token"
+    if t == "tokens" and p == "both":
+        return te
+    if t == "none" and p == "both":
+        return "plonly"
+    return f"{t}+pl_{p}+{te}"
