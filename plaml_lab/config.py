@@ -325,19 +325,21 @@ def _unknown_key_error(key: str) -> ConfigError:
     return ConfigError(f"unknown config key '{key}'{hint}")
 
 
-def _build(cls: type, data: dict | None, prefix: str = "") -> Any:
+def _build(cls: type, data: dict | None, prefix: str = "", base: Any = None) -> Any:
+    """Set `data` onto `base` (default: cls()); nested sections start from the parent's default
+    for that field, so e.g. the reconstruction teacher keeps its own default momenta."""
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
     hints = _field_types(cls)
-    obj = cls()
+    obj = cls() if base is None else base
     for key, value in data.items():
         full = f"{prefix}{key}"
         if key not in hints:
             raise _unknown_key_error(full)
         tp = hints[key]
         if _is_dataclass_type(tp):
-            setattr(obj, key, _build(tp, value, full + "."))
+            setattr(obj, key, _build(tp, value, full + ".", getattr(obj, key)))
         else:
             setattr(obj, key, _convert(full, value, tp))
     return obj

@@ -1,0 +1,100 @@
+"""The method end to end on the quick preset: teachers, variants, loss parts."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from plaml_lab.config import load_config
+from plaml_lab.method import PLAML
+from plaml_lab.runs import load_run
+from plaml_lab.train import pretrain
+
+VARIANTS = {
+    "mae": ["method.target=pixels", "method.pseudo_labels=none"],
+    "token": ["method.target=tokens", "method.pseudo_labels=none"],
+    "single": ["method.teachers=single"],
+    "dual": ["method.teachers=dual"],
+    "plonly": ["method.target=none", "method.pseudo_labels=both"],
+}
+
+
+def _max_abs_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:
+    return max(float((x - y).abs().max()) for x, y in zip(a.parameters(), b.parameters()))
+
+
+def test_default_momenta_make_the_two_teachers_differ_after_20_steps(tmp_path, quick_yaml):
+    pretrain(quick_yaml, tmp_path / "r", ["run.max_steps=20", "run.eval_knn=false"])
+    m = load_run(tmp_path / "r").model
+    assert _max_abs_diff(m.teachers["labelling"].encoder, m.teachers["reconstruction"].encoder) > 1e-6
+
+
+def test_equal_schedules_keep_the_two_teachers_identical(tmp_path, quick_yaml):
+    pretrain(quick_yaml, tmp_path / "r", ["run.max_steps=20", "run.eval_knn=false",
+                                          "teachers.reconstruction.momentum=0.996",
+                                          "teachers.reconstruction.momentum_end=1.0"])
+    m = load_run(tmp_path / "r").model
+    assert _max_abs_diff(m.teachers["labelling"].encoder, m.teachers["reconstruction"].encoder) == 0.0
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_every_variant_loss_falls_over_50_steps_on_quick(tmp_path, quick_yaml, variant):
+    summary = pretrain(quick_yaml, tmp_path / variant,
+                       VARIANTS[variant] + ["run.max_steps=50", "run.log_every=5",
+                                            "run.eval_knn=false"])
+    rows = [json.loads(line) for line in (tmp_path / variant / "metrics.jsonl").open()]
+    assert [r["step"] for r in rows] == list(range(5, 51, 5))
+    first = sum(r["loss"] for r in rows[:2]) / 2
+    last = sum(r["loss"] for r in rows[-2:]) / 2
+    assert all(math.isfinite(r["loss"]) for r in rows)
+    assert last < first, (variant, first, last)
+    assert summary["variant"] == variant
+
+
+def test_loss_parts_present_exactly_when_switched_on():
+    x = torch.randn(4, 3, 16, 16)
+    for name, ov in VARIANTS.items():
+        cfg = load_config("experiments/configs/quick.yaml", ov)
+        out = PLAML(cfg)([x, x.flip(-1)], 0.04)
+        assert (float(out["loss_rec"]) > 0) == (cfg.method.target != "none"), name
+        assert (float(out["loss_cls"]) > 0) == cfg.pl_cls, name
+        assert (float(out["loss_patch"]) > 0) == cfg.pl_patch, name
+        total = out["loss_rec"] + out["loss_cls"] + out["loss_patch"]
+        assert torch.allclose(out["loss"], total)
+
+
+def test_loss_weights_scale_their_parts():
+    x = torch.randn(4, 3, 16, 16)
+    cfg = load_config("experiments/configs/quick.yaml", ["loss.w_rec=2", "loss.w_cls=0.5",
+                                                         "loss.w_patch=0"])
+    torch.manual_seed(0)
+    out = PLAML(cfg)([x, x], 0.04, generator=torch.Generator().manual_seed(0))
+    expected = 2 * out["loss_rec"] + 0.5 * out["loss_cls"]
+    assert torch.allclose(out["loss"], expected)
+
+
+def test_pixel_mode_loss_is_the_mae_loss_of_the_decoder_output():
+    from plaml_lab import losses
+    cfg = load_config("experiments/configs/quick.yaml", VARIANTS["mae"] + ["data.views=1"])
+    m = PLAML(cfg)
+    x = torch.randn(3, 3, 16, 16)
+    out = m([x], generator=torch.Generator().manual_seed(0), return_details=True)
+    ref = losses.pixel_loss(out["pred_pixels"], x, out["mask"], 4, norm_pix=True)
+    assert torch.equal(out["loss_rec"], ref)
+
+
+def test_teacher_sees_full_view_and_student_only_visible_tokens():
+    cfg = load_config("experiments/configs/quick.yaml", ["data.views=1"])
+    m = PLAML(cfg)
+    x = torch.randn(2, 3, 16, 16)
+    out = m([x], return_details=True)
+    L = m.student.num_patches
+    keep = int(L * (1 - cfg.mask.ratio))
+    assert out["latent"].shape[1] == 1 + keep
+    assert out["pred_tokens"].shape == (2, L - keep, cfg.model.embed_dim)
+    assert out["teacher_rec"].shape == (2, L - keep, cfg.model.embed_dim)
+    assert out["teacher_patch"].shape == (2, L - keep, cfg.pl.num_prototypes)
+    assert torch.allclose(out["teacher_cls"].sum(-1), torch.ones(2))
