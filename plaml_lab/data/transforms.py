@@ -1,0 +1,138 @@
+"""Batched augmentation on the images' device: crops, flips, colour jitter, normalisation.
+
+Every random number comes from the ``generator`` argument (on the images' device; None = the
+global RNG) and the number drawn per call depends only on the batch size, so a caller that
+seeds a generator per step gets identical views when it resumes at that step.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_LUMA = (0.299, 0.587, 0.114)
+_RGB_TO_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
+_CROP_ATTEMPTS = 10  # as torchvision's RandomResizedCrop
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) in [0, 1] -> ImageNet-normalised (B, 3, H, W)."""
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
+def _crop_boxes(B: int, H: int, W: int, scale, ratio, generator, device) -> torch.Tensor:
+    """(B, 4) float32 crop boxes (i, j, h, w) in pixels, sampled like RandomResizedCrop.get_params:
+    the first of 10 attempts that fits, else a centre crop at the closest allowed aspect ratio."""
+    r = torch.rand(B, _CROP_ATTEMPTS, 4, generator=generator, device=device, dtype=torch.float32)
+    area = float(H * W)
+    target = area * (scale[0] + (scale[1] - scale[0]) * r[..., 0])
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    aspect = torch.exp(log_lo + (log_hi - log_lo) * r[..., 1])
+    w = torch.sqrt(target * aspect).round()
+    h = torch.sqrt(target / aspect).round()
+    valid = (w > 0) & (w <= W) & (h > 0) & (h <= H)
+    i = torch.floor(r[..., 2] * (H - h + 1))
+    j = torch.floor(r[..., 3] * (W - w + 1))
+    first = valid.to(torch.int8).argmax(dim=1, keepdim=True)
+    pick = lambda t: t.gather(1, first).squeeze(1)  # noqa: E731
+    boxes = torch.stack([pick(i), pick(j), pick(h), pick(w)], dim=1)
+
+    in_ratio = W / H
+    if in_ratio < min(ratio):
+        fw, fh = W, round(W / min(ratio))
+    elif in_ratio > max(ratio):
+        fw, fh = round(H * max(ratio)), H
+    else:
+        fw, fh = W, H
+    fallback = torch.tensor([(H - fh) // 2, (W - fw) // 2, fh, fw], device=device, dtype=torch.float32)
+    return torch.where(valid.any(dim=1, keepdim=True), boxes, fallback).float()
+
+
+def random_resized_crop(images: torch.Tensor, out_size: int, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3),
+                        flip_p: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, out_size, out_size): per-sample random crop + resize + h-flip.
+
+    One affine_grid + grid_sample (bilinear, align_corners=False, border padding): the crop
+    of pixels [j, j+w) x [i, i+h) is resampled like a crop-then-resize, except that samples in
+    the outer half-pixel margin read the pixels beyond the crop instead of clamping to its edge,
+    and there is no antialiasing when shrinking.  The flip is a sign in the affine.
+    """
+    B, C, H, W = images.shape
+    if B == 0:  # a batch whose every image was unreadable
+        return images.new_empty(0, C, out_size, out_size)
+    box = _crop_boxes(B, H, W, scale, ratio, generator, images.device).to(images.dtype)
+    flip = torch.rand(B, generator=generator, device=images.device) < flip_p
+    i, j, h, w = box.unbind(1)
+    theta = torch.zeros(B, 2, 3, device=images.device, dtype=images.dtype)
+    theta[:, 0, 0] = torch.where(flip, -w / W, w / W)
+    theta[:, 0, 2] = (2 * j + w) / W - 1  # crop centre in [-1, 1] units
+    theta[:, 1, 1] = h / H
+    theta[:, 1, 2] = (2 * i + h) / H - 1
+    grid = F.affine_grid(theta, [B, C, out_size, out_size], align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _luma(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, 1, H, W) ITU-R 601 luma."""
+    w = torch.tensor(_LUMA, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    return (images * w).sum(dim=1, keepdim=True)
+
+
+def _hue_matrices(angle: torch.Tensor) -> torch.Tensor:
+    """angle (B,) radians -> (B, 3, 3) RGB -> RGB matrices rotating the chroma plane of YIQ."""
+    yiq = torch.tensor(_RGB_TO_YIQ, dtype=torch.float64)
+    to_yiq, from_yiq = yiq.to(angle.device, angle.dtype), torch.linalg.inv(yiq).to(angle.device, angle.dtype)
+    c, s = torch.cos(angle), torch.sin(angle)
+    one, zero = torch.ones_like(c), torch.zeros_like(c)
+    rot = torch.stack([one, zero, zero, zero, c, -s, zero, s, c], dim=1).view(-1, 3, 3)
+    return from_yiq @ rot @ to_yiq
+
+
+def color_jitter(images: torch.Tensor, strength: float = 0.4, p: float = 0.8, grayscale_p: float = 0.2,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """(B, 3, H, W) in [0, 1] -> jittered (B, 3, H, W) in [0, 1].
+
+    With probability p per sample: brightness, contrast and saturation factors in
+    [1 - s, 1 + s] and a hue shift in [-s/4, s/4] turns of the colour wheel (a YIQ rotation),
+    applied in that fixed order with a clamp after each (torchvision shuffles the order).
+    Then grayscale with probability grayscale_p.
+    """
+    B = images.shape[0]
+    r = torch.rand(B, 6, generator=generator, device=images.device, dtype=images.dtype)
+    factor = 1 - strength + 2 * strength * r[:, :3]  # brightness, contrast, saturation
+    hue = (2 * r[:, 3] - 1) * (strength / 4) * (2 * math.pi)
+    view = lambda t: t.view(B, 1, 1, 1)  # noqa: E731
+
+    x = (images * view(factor[:, 0])).clamp(0, 1)
+    mean = _luma(x).mean(dim=(2, 3), keepdim=True)
+    x = ((x - mean) * view(factor[:, 1]) + mean).clamp(0, 1)
+    grey = _luma(x)
+    x = ((x - grey) * view(factor[:, 2]) + grey).clamp(0, 1)
+    x = torch.einsum("bij,bjhw->bihw", _hue_matrices(hue), x).clamp(0, 1)
+    x = torch.where(view(r[:, 4] < p), x, images)
+    return torch.where(view(r[:, 5] < grayscale_p), _luma(x).expand_as(x), x)
+
+
+def make_views(images: torch.Tensor, aug_cfg, num_views: int, out_size: int,
+               generator: torch.Generator | None = None) -> list[torch.Tensor]:
+    """(B, 3, H, W) in [0, 1] -> num_views independently augmented, ImageNet-normalised views,
+    each (B, 3, out_size, out_size).
+
+    aug_cfg attributes: crop_scale_min, crop_scale_max, flip (bool), color_jitter (strength,
+    0 = off), color_jitter_p, grayscale_p (applied even when color_jitter is 0).
+    """
+    views = []
+    for _ in range(num_views):
+        v = random_resized_crop(images, out_size, scale=(aug_cfg.crop_scale_min, aug_cfg.crop_scale_max),
+                                flip_p=0.5 if aug_cfg.flip else 0.0, generator=generator)
+        jitter_p = aug_cfg.color_jitter_p if aug_cfg.color_jitter > 0 else 0.0
+        if jitter_p > 0 or aug_cfg.grayscale_p > 0:
+            v = color_jitter(v, aug_cfg.color_jitter, p=jitter_p, grayscale_p=aug_cfg.grayscale_p,
+                             generator=generator)
+        views.append(normalize(v))
+    return views
