@@ -26,8 +26,10 @@ from plaml_lab.checkpoint import (FORMAT, VERSION, CheckpointError, load_checkpo
                                   load_model_state, rng_state, save_atomic, set_rng_state)
 from plaml_lab.config import (ConfigError, PretrainConfig, diff, from_dict, load_config,
                               save_yaml, to_dict)
-from plaml_lab.data import build_dataset, epoch_batches, make_views, steps_per_epoch
+from plaml_lab.data import (DatasetError, build_dataset, epoch_batches, make_views,
+                            steps_per_epoch)
 from plaml_lab.method import LOSS_KEYS, PLAML
+from plaml_lab.model.masking import sample_noise
 
 # Keys that may change between a run and its resumption without changing what is computed.
 RESUMABLE_KEYS = ("run.max_steps", "run.ckpt_every", "run.keep_ckpts", "run.log_every",
@@ -189,12 +191,36 @@ class Schedule:
         return out
 
 
-def _step_generator(device: torch.device, seed: int, step: int, micro: int, rank: int
-                    ) -> torch.Generator:
+def _step_generator(device: torch.device, seed: int, step: int) -> torch.Generator:
+    """The same stream on every rank and micro-batch of a step: each draws the randomness of
+    the whole global batch and keeps its own rows (see step_randomness)."""
     g = torch.Generator(device=device)
-    # distinct, reproducible stream per (seed, step, micro-batch, rank)
-    g.manual_seed((seed * 1_000_003 + step * 1009 + micro * 101 + rank) % (2**63 - 1))
+    g.manual_seed((seed * 1_000_003 + step * 7919 + 17) % (2**63 - 1))
     return g
+
+
+def global_rows(batch: int, micro: int, rank: int, world: int) -> torch.Tensor:
+    """Positions, within the step's global batch, of this (micro-batch, rank)'s samples:
+    rank r reads every world-th sample of the epoch order (DistributedSampler), micro-batches
+    are consecutive in its share."""
+    return world * (micro * batch + torch.arange(batch)) + rank
+
+
+def step_randomness(images: torch.Tensor, cfg: PretrainConfig, step: int, micro: int, rank: int,
+                    world: int, num_patches: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Augmented views and masking noise (V*B, L) for one micro-batch. Drawn per sample of the
+    global batch, so 1 process x batch N, N/2 x 2 accumulation steps and 2 ranks x N/2 see the
+    same views and masks: runs agree across world sizes and resume exactly."""
+    batch = images.shape[0]
+    total = batch * cfg.optim.accum_steps * world
+    rows = global_rows(batch, micro, rank, world)
+    g = _step_generator(images.device, cfg.run.seed, step)
+    views = make_views(images, cfg.data.aug, cfg.data.views, cfg.model.img_size, generator=g,
+                       rows=(rows, total))
+    noise = sample_noise(cfg.data.views * total, num_patches, cfg.mask.strategy,
+                         cfg.mask.block_size, device=images.device, generator=g)
+    noise = noise.view(cfg.data.views, total, -1)[:, rows.to(images.device)]
+    return views, noise.reshape(cfg.data.views * batch, -1)
 
 
 # --- the loop ----------------------------------------------------------------------------------
@@ -287,9 +313,22 @@ def _pretrain(cfg: PretrainConfig, out: Path, device: torch.device, force_new: b
     if cfg.run.compile:
         step_module = _try_compile(step_module)
 
-    summary = _loop(cfg, out, device, model, step_module, optimizer, scaler, sched, train_set,
-                    start_step, counters, callback)
-    return summary
+    try:
+        return _loop(cfg, out, device, model, step_module, optimizer, scaler, sched, train_set,
+                     start_step, counters, callback)
+    except (ConfigError, CheckpointError, DatasetError, RunError):
+        # A bad input found once training started (e.g. a corrupt image with
+        # data.on_bad_image=error): a new run that never reached a checkpoint leaves nothing.
+        if main and decision != "resume" and not (ckpt_dir / "last.pt").exists():
+            for name in RUN_FILES:
+                path = out / name
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                elif path.exists():
+                    path.unlink()
+            if out.exists() and not any(out.iterdir()):
+                out.rmdir()
+        raise
 
 
 def _try_compile(module: torch.nn.Module) -> torch.nn.Module:
@@ -323,8 +362,6 @@ def _loop(cfg, out, device, model, step_module, optimizer, scaler, sched, train_
     rank, world = du.rank(), du.world_size()
     main = rank == 0
     accum = cfg.optim.accum_steps
-    views_n = cfg.data.views
-    img = cfg.model.img_size
     spe = sched.steps_per_epoch
     end = sched.end
     metrics_path = out / "metrics.jsonl"
@@ -368,47 +405,48 @@ def _loop(cfg, out, device, model, step_module, optimizer, scaler, sched, train_
         for micro in range(accum):
             batch = next(batches)
             counters["bad_images"] += int(batch.get("num_bad", 0))
-            g = _step_generator(device, cfg.run.seed, step, micro, rank)
-            views = make_views(batch["image"], cfg.data.aug, views_n, img, generator=g)
+            views, noise = step_randomness(batch["image"], cfg, step, micro, rank, world,
+                                           model.student.num_patches)
             sync = contextlib.nullcontext()
             if isinstance(step_module, DDP) and micro < accum - 1:
                 sync = step_module.no_sync()
             with sync:
                 with autocast(device, cfg.run.precision):
-                    out_parts = step_module(views, temp, generator=g)
+                    out_parts = step_module(views, temp, noise=noise)
                 scaler.scale(out_parts["loss"] / accum).backward()
 
         parts = torch.stack([out_parts[k].detach().float() for k in LOSS_KEYS])
         finite = torch.isfinite(parts)
+        skipped = False
         if cfg.run.on_nonfinite == "skip":
-            # dropping a step needs the answer now: one host sync per step in this mode only
-            if not bool(finite.all()):
-                optimizer.zero_grad(set_to_none=True)
-                counters["skipped_steps"] += 1
-                step += 1
-                steps_since_log += 1
-                if bar:
-                    bar.update(1)
-                continue
+            # dropping a step needs the answer now: one host sync per step in this mode only;
+            # every rank must agree, or their weights would diverge
+            ok = finite.all().to(torch.int32)
+            if du.is_initialized():
+                torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
+            skipped = not bool(ok)
         else:
             newly_bad = (~finite.all()) & (bad_step < 0)
             bad_step = torch.where(newly_bad, torch.full_like(bad_step, step), bad_step)
             bad_parts = torch.where(newly_bad, ~finite, bad_parts)
 
-        if cfg.optim.clip_grad > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.student.parameters(), cfg.optim.clip_grad)
-        if step < sched.freeze_protos:
-            for p in protos:
-                p.grad = None  # DINO: prototypes stay fixed while the heads settle
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        model.update_teachers(sched.momenta(step))
-
-        for k, v in zip(LOSS_KEYS, parts):
-            sums[k] += v
-        n_logged += 1
+        if skipped:
+            optimizer.zero_grad(set_to_none=True)
+            counters["skipped_steps"] += 1
+        else:
+            if cfg.optim.clip_grad > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.student.parameters(), cfg.optim.clip_grad)
+            if step < sched.freeze_protos:
+                for p in protos:
+                    p.grad = None  # DINO: prototypes stay fixed while the heads settle
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            model.update_teachers(sched.momenta(step))
+            for k, v in zip(LOSS_KEYS, parts):
+                sums[k] += v
+            n_logged += 1
         steps_since_log += 1
         step += 1
         if bar:
@@ -418,11 +456,11 @@ def _loop(cfg, out, device, model, step_module, optimizer, scaler, sched, train_
         is_ckpt = (cfg.run.ckpt_every and step % cfg.run.ckpt_every == 0) or step == end
         if is_log or is_ckpt:
             _raise_if_nonfinite(bad_step, bad_parts)
-        if is_log and n_logged:
+        if is_log:
             dt = time.perf_counter() - t_log
             row = {"step": step, "epoch": round(step / spe, 4)}
-            for k in LOSS_KEYS:
-                row[k] = float(sums[k] / n_logged)
+            for k in LOSS_KEYS:  # None when every step of the interval was skipped
+                row[k] = float(sums[k] / n_logged) if n_logged else None
             row.update(lr=lr, teacher_temp=temp,
                        imgs_per_s=round(steps_since_log * cfg.optim.batch_size * accum * world
                                         / max(dt, 1e-9), 2))
@@ -432,7 +470,7 @@ def _loop(cfg, out, device, model, step_module, optimizer, scaler, sched, train_
             if main:
                 with open(metrics_path, "a") as f:
                     f.write(json.dumps(row) + "\n")
-                if bar:
+                if bar and row["loss"] is not None:
                     bar.set_postfix(loss=f"{row['loss']:.4f}")
                 if callback:
                     callback(row)

@@ -25,10 +25,21 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     return (images - mean) / std
 
 
-def _crop_boxes(B: int, H: int, W: int, scale, ratio, generator, device) -> torch.Tensor:
+def _uniform(shape: tuple, generator, device, dtype=torch.float32, rows=None) -> torch.Tensor:
+    """torch.rand(shape). With rows = (ids (B,), total) the draw covers all `total` samples of a
+    global batch and this batch's rows are taken: a batch split over ranks or micro-batches then
+    sees, per sample, the same numbers as the unsplit batch (DDP / accumulation equivalence)."""
+    if rows is None:
+        return torch.rand(shape, generator=generator, device=device, dtype=dtype)
+    ids, total = rows
+    full = torch.rand((total, *shape[1:]), generator=generator, device=device, dtype=dtype)
+    return full[ids.to(device)]
+
+
+def _crop_boxes(B: int, H: int, W: int, scale, ratio, generator, device, rows=None) -> torch.Tensor:
     """(B, 4) float32 crop boxes (i, j, h, w) in pixels, sampled like RandomResizedCrop.get_params:
     the first of 10 attempts that fits, else a centre crop at the closest allowed aspect ratio."""
-    r = torch.rand(B, _CROP_ATTEMPTS, 4, generator=generator, device=device, dtype=torch.float32)
+    r = _uniform((B, _CROP_ATTEMPTS, 4), generator, device, rows=rows)
     area = float(H * W)
     target = area * (scale[0] + (scale[1] - scale[0]) * r[..., 0])
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
@@ -54,7 +65,8 @@ def _crop_boxes(B: int, H: int, W: int, scale, ratio, generator, device) -> torc
 
 
 def random_resized_crop(images: torch.Tensor, out_size: int, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3),
-                        flip_p: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
+                        flip_p: float = 0.5, generator: torch.Generator | None = None,
+                        rows=None) -> torch.Tensor:
     """(B, C, H, W) -> (B, C, out_size, out_size): per-sample random crop + resize + h-flip.
 
     One affine_grid + grid_sample (bilinear, align_corners=False, border padding): the crop
@@ -65,8 +77,8 @@ def random_resized_crop(images: torch.Tensor, out_size: int, scale=(0.2, 1.0), r
     B, C, H, W = images.shape
     if B == 0:  # a batch whose every image was unreadable
         return images.new_empty(0, C, out_size, out_size)
-    box = _crop_boxes(B, H, W, scale, ratio, generator, images.device).to(images.dtype)
-    flip = torch.rand(B, generator=generator, device=images.device) < flip_p
+    box = _crop_boxes(B, H, W, scale, ratio, generator, images.device, rows).to(images.dtype)
+    flip = _uniform((B,), generator, images.device, rows=rows) < flip_p
     i, j, h, w = box.unbind(1)
     theta = torch.zeros(B, 2, 3, device=images.device, dtype=images.dtype)
     theta[:, 0, 0] = torch.where(flip, -w / W, w / W)
@@ -94,7 +106,7 @@ def _hue_matrices(angle: torch.Tensor) -> torch.Tensor:
 
 
 def color_jitter(images: torch.Tensor, strength: float = 0.4, p: float = 0.8, grayscale_p: float = 0.2,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+                 generator: torch.Generator | None = None, rows=None) -> torch.Tensor:
     """(B, 3, H, W) in [0, 1] -> jittered (B, 3, H, W) in [0, 1].
 
     With probability p per sample: brightness, contrast and saturation factors in
@@ -103,7 +115,7 @@ def color_jitter(images: torch.Tensor, strength: float = 0.4, p: float = 0.8, gr
     Then grayscale with probability grayscale_p.
     """
     B = images.shape[0]
-    r = torch.rand(B, 6, generator=generator, device=images.device, dtype=images.dtype)
+    r = _uniform((B, 6), generator, images.device, images.dtype, rows)
     factor = 1 - strength + 2 * strength * r[:, :3]  # brightness, contrast, saturation
     hue = (2 * r[:, 3] - 1) * (strength / 4) * (2 * math.pi)
     view = lambda t: t.view(B, 1, 1, 1)  # noqa: E731
@@ -119,20 +131,21 @@ def color_jitter(images: torch.Tensor, strength: float = 0.4, p: float = 0.8, gr
 
 
 def make_views(images: torch.Tensor, aug_cfg, num_views: int, out_size: int,
-               generator: torch.Generator | None = None) -> list[torch.Tensor]:
+               generator: torch.Generator | None = None, rows=None) -> list[torch.Tensor]:
     """(B, 3, H, W) in [0, 1] -> num_views independently augmented, ImageNet-normalised views,
     each (B, 3, out_size, out_size).
 
     aug_cfg attributes: crop_scale_min, crop_scale_max, flip (bool), color_jitter (strength,
     0 = off), color_jitter_p, grayscale_p (applied even when color_jitter is 0).
+    rows: optional (ids (B,), total): draw for a global batch of `total` samples, keep rows ids.
     """
     views = []
     for _ in range(num_views):
         v = random_resized_crop(images, out_size, scale=(aug_cfg.crop_scale_min, aug_cfg.crop_scale_max),
-                                flip_p=0.5 if aug_cfg.flip else 0.0, generator=generator)
+                                flip_p=0.5 if aug_cfg.flip else 0.0, generator=generator, rows=rows)
         jitter_p = aug_cfg.color_jitter_p if aug_cfg.color_jitter > 0 else 0.0
         if jitter_p > 0 or aug_cfg.grayscale_p > 0:
             v = color_jitter(v, aug_cfg.color_jitter, p=jitter_p, grayscale_p=aug_cfg.grayscale_p,
-                             generator=generator)
+                             generator=generator, rows=rows)
         views.append(normalize(v))
     return views

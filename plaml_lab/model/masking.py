@@ -53,16 +53,22 @@ def mask_from_noise(noise: torch.Tensor, ratio: float
     return ids_keep, mask, ids_restore, ids_masked
 
 
+def sample_noise(batch: int, num_patches: int, strategy: str = "random", block_size: int = 2, *,
+                 device=None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(B, L) masking noise of a strategy (random: i.i.d. uniform; block: smooth)."""
+    if strategy == "random":
+        return uniform_noise(batch, num_patches, device=device, generator=generator)
+    if strategy == "block":
+        grid = int(round(num_patches ** 0.5))
+        return block_noise(batch, grid, block_size, device=device, generator=generator)
+    raise ValueError(f"mask.strategy={strategy!r}: allowed values are random|block")
+
+
 def random_masking(batch: int, num_patches: int, ratio: float, *, strategy: str = "random",
                    block_size: int = 2, device=None, generator: torch.Generator | None = None,
                    noise: torch.Tensor | None = None):
     """Sample (or take) noise for a strategy and turn it into a mask; see mask_from_noise."""
     if noise is None:
-        if strategy == "random":
-            noise = uniform_noise(batch, num_patches, device=device, generator=generator)
-        elif strategy == "block":
-            grid = int(round(num_patches ** 0.5))
-            noise = block_noise(batch, grid, block_size, device=device, generator=generator)
-        else:
-            raise ValueError(f"mask.strategy={strategy!r}: allowed values are random|block")
+        noise = sample_noise(batch, num_patches, strategy, block_size, device=device,
+                             generator=generator)
     return mask_from_noise(noise, ratio)
