@@ -34,7 +34,10 @@ from plaml_lab.model.masking import sample_noise
 # Keys that may change between a run and its resumption without changing what is computed.
 RESUMABLE_KEYS = ("run.max_steps", "run.ckpt_every", "run.keep_ckpts", "run.log_every",
                   "run.progress", "run.num_threads", "run.eval_knn", "run.name", "run.device",
-                  "run.compile", "data.num_workers", "data.root", "data.download")
+                  "run.compile", "data.num_workers", "data.root", "data.download",
+                  # per-rank batch and accumulation may change with the number of processes as
+                  # long as the global batch stays the same (checked against the checkpoint)
+                  "optim.batch_size", "optim.accum_steps")
 
 
 class RunError(ValueError):
@@ -286,6 +289,13 @@ def _pretrain(cfg: PretrainConfig, out: Path, device: torch.device, force_new: b
             scaler.load_state_dict(ckpt["scaler"])
         except (ValueError, KeyError) as e:
             raise CheckpointError(f"{resume_path}: optimiser state does not fit ({e})") from None
+        old = ckpt["config"]["optim"]
+        old_global = old["batch_size"] * old["accum_steps"] * int(ckpt.get("world_size", 1))
+        if old_global != global_batch:
+            raise RunError(
+                f"{resume_path}: written with a global batch of {old_global} (optim.batch_size x "
+                f"processes x optim.accum_steps), this run has {global_batch}; keep it equal to "
+                "resume, or use another --out")
         start_step = int(ckpt["step"])
         counters.update(ckpt.get("counters", {}))
         set_rng_state(ckpt["rng"])
