@@ -269,7 +269,13 @@ def _pretrain(cfg: PretrainConfig, out: Path, device: torch.device, force_new: b
     train_set = build_dataset(cfg.data, cfg.model.img_size, "train")
     accum = cfg.optim.accum_steps
     global_batch = cfg.optim.batch_size * world * accum
-    spe = steps_per_epoch(len(train_set), cfg.optim.batch_size * accum, world)
+    try:
+        spe = steps_per_epoch(len(train_set), cfg.optim.batch_size * accum, world)
+    except ValueError:
+        raise ConfigError(
+            f"optim.batch_size={cfg.optim.batch_size}: the {cfg.data.dataset} training split has "
+            f"only {len(train_set)} images, fewer than one batch (x {accum} accumulation steps x "
+            f"{world} processes)") from None
     sched = Schedule(cfg, spe, global_batch)
 
     model = PLAML(cfg).to(device)
