@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 import ipywidgets as widgets
 import torch
 
-from plaml_lab.viz.figures import figure_png
+from plaml_lab.viz.canvas import png as canvas_png
 from plaml_lab.viz.plots import plotly_bundle
 
 
@@ -46,16 +46,17 @@ def css_name(name: str) -> str:
 
 
 class ImageView(widgets.Image):
-    """A PNG image view; `.figure_png(fig)` renders a matplotlib Figure into it."""
+    """A PNG image view: `.show(canvas)` shows an (H, W, 3) uint8 canvas (viz/canvas.py) and
+    returns the PNG bytes."""
 
     def __init__(self, name: str, **kw):
         super().__init__(format="png", **kw)
         self.add_class(css_name("view-" + name))
 
-    def show_figure(self, fig) -> bytes:
-        png = figure_png(fig)
-        self.value = png
-        return png
+    def show(self, canvas) -> bytes:
+        data = canvas_png(canvas)
+        self.value = data
+        return data
 
 
 class PlotlyView(widgets.Output):

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import ipywidgets as widgets
 
+from plaml_lab.viz import canvas as C
 from plaml_lab.viz import figures as F
 from plaml_lab.viz import inspect as I
 from plaml_lab.viz import plots as P
@@ -107,10 +108,10 @@ class MaskExplorer(_ImageApp):
                       ("student predicted tokens", self.on_grid(student_map))]
         else:
             items.append((f"no reconstruction\n(method.target={target})", None))
-        fig = F.panels(items, suptitle="hidden patches grey; token colours: PCA of the "
+        fig = C.compose(items, title="hidden patches grey; token colours: PCA of the "
                        "reconstruction teacher's tokens of this image" if teacher_map is not None
                        else "")
-        png = self.figure.show_figure(fig)
+        png = self.figure.show(fig)
         self.state.update(index=c["image"].value, image=F.image_hwc(img), mask=mask,
                           num_visible=int((mask < 0.5).sum()), visible=visible, recon=recon,
                           teacher_map=teacher_map, student_map=student_map,
@@ -164,14 +165,14 @@ class TokenMapViewer(_ImageApp):
         student_rgb[ids.numpy()] = s_rgb
         cosine = I.cosine_per_patch(res["pred_tokens"], teacher[ids], ids, self.num_patches)
         layer_label = dict((v, k) for k, v in I.teacher_layer_options(self.cfg))[c["layer"].value]
-        fig = F.panels([("image", F.image_hwc(img)),
+        fig = C.compose([("image", F.image_hwc(img)),
                         ("visible", F.masked_image(img, mask, self.patch)),
                         (f"teacher: {layer_label}", self.on_grid(t_rgb)),
                         ("student predictions", self.on_grid(student_rgb)),
                         ("cosine(prediction, teacher)", cosine.reshape(self.grid, self.grid))],
                        vmin=-1, vmax=1, cmap="RdBu_r",
-                       suptitle="PCA fitted on the teacher tokens, applied to both")
-        png = self.figure.show_figure(fig)
+                       title="PCA fitted on the teacher tokens, applied to both")
+        png = self.figure.show(fig)
         mean_cos = float(np.nanmean(cosine))
         self.state.update(index=c["image"].value, layer=c["layer"].value, mask=mask,
                           teacher_rgb=t_rgb, student_rgb=student_rgb, cosine=cosine,
@@ -275,15 +276,14 @@ class ClusterExplorer(_ImageApp):
         lab = int(self.image_labels[i])
         swatch = np.broadcast_to(F.prototype_colors(self.k)[lab], F.image_hwc(img).shape)
         items.append((f"image pseudo label #{lab}", np.ascontiguousarray(swatch)))
-        png = self.figure.show_figure(F.panels(items, panel_size=1.8))
+        png = self.figure.show(C.compose(items, panel=128))
         self.state.update(index=i, patch_labels=None if patch is None else patch[i].numpy(),
                           cluster_map=cmap, image_label=lab, png_map=png)
 
     def _render_prototype(self, k: int) -> None:
         members = np.flatnonzero(self.image_labels == k)
         shown = members[:self.gallery_size]
-        fig = F.image_gallery(self.images[shown], [str(j) for j in shown], ncols=8)
-        png = self.gallery.show_figure(fig)
+        png = self.gallery.show(C.gallery(self.images[shown], [str(j) for j in shown], ncols=8))
         self.usage.show(P.usage_histogram(self.counts, selected=k))
         self.state.update(prototype=k, gallery_indices=shown, counts=self.counts,
                           png_gallery=png)
@@ -365,9 +365,9 @@ class AttentionViewer(_ImageApp):
         items = [("image", F.image_hwc(img))]
         items += [(name, maps[name]) for name in self.encoders]
         head_label = "mean of heads" if head == "mean" else f"head {head}"
-        fig = F.panels(items, cmap="inferno",
-                       suptitle=f"class token -> patches, block {layer}, {head_label}")
-        png = self.figure.show_figure(fig)
+        fig = C.compose(items, cmap="inferno",
+                       title=f"class token -> patches, block {layer}, {head_label}")
+        png = self.figure.show(fig)
         self.state.update(index=c["image"].value, layer=layer, head=head,
                           student_view=c["student_view"].value, maps=maps, png=png)
         self.set_readout({f"{n} max": float(np.nanmax(m)) for n, m in maps.items()})

@@ -2,8 +2,9 @@
 
 Nothing here displays anything or touches pyplot's global state: figures are made with
 `matplotlib.figure.Figure` (Agg canvas), so a library call never opens a window, never needs
-`plt.close`, and is safe in a headless process. The dashboards turn them into PNG bytes with
-`figure_png`; `make demo` saves them with `fig.savefig`.
+`plt.close`, and is safe in a headless process. `make demo` and reports save them with
+`fig.savefig` (or `figure_png`); the dashboards use the array helpers here and compose their
+PNG panels with viz/canvas.py, which is much faster than a matplotlib figure per re-draw.
 
 Array conventions: images are (3, H, W) or (N, 3, H, W) in [0, 1] (tensor or numpy), patch masks
 are (L,) or (N, L) with 1 = hidden (MAE's convention), patch grids are row-major g x g.
@@ -141,64 +142,6 @@ def _show(ax, arr, title: str = "", **kw) -> None:
     ax.set_yticks([])
     if title:
         ax.set_title(title, fontsize=9)
-
-
-def panels(items: Sequence[tuple[str, np.ndarray | None]], *, panel_size: float = 2.0,
-           ncols: int | None = None, suptitle: str = "", cmap: str = "viridis",
-           vmin: float | None = None, vmax: float | None = None, dpi: int = 80) -> Figure:
-    """A row (or grid) of titled image panels. Each item is (title, array): (H, W, 3) RGB, or
-    (H, W) scalar shown with `cmap` and a colour bar; None leaves a blank panel with the title
-    (e.g. 'no reconstruction in this run')."""
-    n = len(items)
-    ncols = ncols or n
-    nrows = -(-n // ncols)
-    fig = new_figure(panel_size * ncols + 0.2, panel_size * nrows + (0.35 if suptitle else 0.1),
-                     dpi=dpi)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    for ax, (title, arr) in zip(axes.flat, items):
-        if arr is None:
-            ax.axis("off")
-            ax.set_title(title, fontsize=9)
-            continue
-        if arr.ndim == 2:
-            im = ax.imshow(np.ma.masked_invalid(arr), interpolation="nearest", cmap=cmap,
-                           vmin=vmin, vmax=vmax)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_title(title, fontsize=9)
-            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03).ax.tick_params(labelsize=7)
-        else:
-            _show(ax, arr, title)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
-    if suptitle:
-        fig.suptitle(suptitle, fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def image_gallery(images, titles: Sequence[str] | None = None, *, ncols: int = 8,
-                  panel_size: float = 0.9, empty: str = "no images", dpi: int = 80) -> Figure:
-    """A grid of (N, 3, H, W) images with optional small titles (e.g. the dataset index)."""
-    imgs = [image_hwc(im) for im in images]
-    if not imgs:
-        fig = new_figure(ncols * panel_size, panel_size, dpi=dpi)
-        fig.text(0.5, 0.5, empty, ha="center", va="center", fontsize=9)
-        return fig
-    ncols = min(ncols, len(imgs))
-    nrows = -(-len(imgs) // ncols)
-    fig = new_figure(ncols * panel_size, nrows * (panel_size + (0.18 if titles else 0)), dpi=dpi)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        if i < len(imgs):
-            ax.imshow(imgs[i], interpolation="nearest")
-            if titles:
-                ax.set_title(titles[i], fontsize=7, pad=2)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.axis("off" if i >= len(imgs) else "on")
-    fig.subplots_adjust(0.01, 0.01, 0.99, 0.95 if titles else 0.99, 0.05, 0.25 if titles else 0.05)
-    return fig
 
 
 def loss_curves(metrics_rows: Sequence[dict], parts: Sequence[str] = LOSS_PARTS) -> Figure:

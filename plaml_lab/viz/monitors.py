@@ -15,6 +15,7 @@ import ipywidgets as widgets
 
 from plaml_lab.config import load_config
 from plaml_lab.runs import Run, read_metrics
+from plaml_lab.viz import canvas as C
 from plaml_lab.viz import figures as F
 from plaml_lab.viz import inspect as I
 from plaml_lab.viz import plots as P
@@ -255,9 +256,9 @@ class TeacherCompare(App):
                       for j in range(len(a))]
             items += [("reconstruction", F.patch_to_pixels(F.label_map(b[j], k), p))
                       for j in range(len(a))]
-            png = self.figure.show_figure(F.panels(
-                items, ncols=len(a), panel_size=1.3,
-                suptitle=f"data-token pseudo labels at step {step}: labelling teacher's encoder "
+            png = self.figure.show(C.compose(
+                items, ncols=len(a), panel=96,
+                title=f"data-token pseudo labels at step {step}: labelling teacher's encoder "
                          "(middle) vs reconstruction teacher's (bottom), same heads"))
             self.state["png_maps"] = png
         self.state.update(steps=self.steps, distances=self.distances, agreement=self.agreement,
