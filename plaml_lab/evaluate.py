@@ -1,8 +1,10 @@
-"""Frozen-feature evaluation: feature extraction and kNN (DINO's weighted cosine kNN).
+"""Frozen-feature evaluation: feature extraction, DINO's weighted kNN, and `evaluate`, which runs
+the probes of probes.py on a run's student encoder or one of its teachers (or on a random-init
+encoder of the same shape, the baseline every table needs).
 
 Features come from an encoder in eval mode, without gradients, in batches: the class token and
 the mean of the data tokens are reported separately, because a pixel MAE's class token gets no
-direct training signal.
+direct training signal. Held-out splits are the datasets' fixed `val` splits (docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from plaml_lab import probes as probes_lib
 from plaml_lab.data import build_dataset
 from plaml_lab.data.transforms import normalize
 
@@ -17,11 +20,14 @@ from plaml_lab.data.transforms import normalize
 @torch.no_grad()
 def extract_features(encoder: torch.nn.Module, dataset, *, device="cpu", batch_size: int = 256,
                      max_items: int | None = None, keep_patches: bool = False,
-                     progress: bool = False, desc: str = "features") -> dict[str, torch.Tensor]:
+                     patch_items: int | None = None, progress: bool = False,
+                     desc: str = "features") -> dict[str, torch.Tensor]:
     """Run `encoder` over the first `max_items` items of `dataset`.
 
     Returns cls (N, D), mean (N, D) (mean-pooled data tokens), labels (N,), and with keep_patches
-    patches (N, L, D); plus masks (N, H, W) / boxes (N, 4) when the dataset has them."""
+    patches (P, L, D) for the first P = min(N, patch_items) items (all N when patch_items is
+    None: data tokens are L times bigger than class tokens, so dense probes keep fewer); plus
+    masks (N, H, W) / boxes (N, 4) when the dataset has them."""
     n = len(dataset) if max_items is None else min(len(dataset), max_items)
     was_training = encoder.training
     encoder.eval()
@@ -46,11 +52,12 @@ def extract_features(encoder: torch.nn.Module, dataset, *, device="cpu", batch_s
         out["cls"].append(tokens[:, 0].cpu())
         out["mean"].append(tokens[:, 1:].mean(1).cpu())
         out["labels"].append(torch.as_tensor(batch["label"]).cpu())
-        if keep_patches:
-            out["patches"].append(tokens[:, 1:].cpu())
-        for key in ("mask", "box"):
+        if keep_patches and (patch_items is None or start < patch_items):
+            stop = None if patch_items is None else patch_items - start
+            out["patches"].append(tokens[:stop, 1:].cpu())
+        for key, plural in (("mask", "masks"), ("box", "boxes")):
             if key in batch:
-                out.setdefault(key + "s", []).append(torch.as_tensor(batch[key]).cpu())
+                out.setdefault(plural, []).append(torch.as_tensor(batch[key]).cpu())
     encoder.train(was_training)
     return {k: torch.cat(v) for k, v in out.items() if v}
 
@@ -105,30 +112,140 @@ def knn_eval(encoder: torch.nn.Module, cfg, *, device="cpu", progress: bool = Fa
     }
 
 
-PROBES = ("knn",)
+# --------------------------------------------------------------------------------------------
+# evaluate: every probe on one encoder
+
+PROBES = ("knn", "linear", "clusters", "seg", "box")
+DENSE_MAX_TRAIN = 1000  # images whose data tokens train the seg / box probes (L tokens each)
 
 
-def evaluate(checkpoint=None, probes=("knn",), *, encoder: str = "student",
+def _not_applicable(notes: dict, probe: str, why: str) -> None:
+    notes[probe] = f"not applicable: {why}"
+
+
+def _pseudo_label_assignments(run, dataset, *, device, e, progress: bool
+                              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The labelling teacher's class-token pseudo labels on the first eval.max_val items of
+    `dataset`: argmax over prototypes of heads['cls'](teacher class token), as the teacher scores
+    them in training before centering / Sinkhorn. Returns (assignments (N,), labels (N,))."""
+    teacher = run.model.labelling_teacher
+    feats = extract_features(teacher.encoder.to(device), dataset, device=device,
+                             batch_size=e.batch_size, max_items=e.max_val, progress=progress,
+                             desc="labelling teacher (held-out)")
+    head = teacher.heads["cls"].to(device)
+    with torch.no_grad():
+        scores = torch.cat([head(c.to(device)).float().cpu()
+                            for c in feats["cls"].split(e.batch_size)])
+    return scores.argmax(1), feats["labels"]
+
+
+def run_probes(enc: torch.nn.Module, run, probes, *, device="cpu", progress: bool = False,
+               dense_max_train: int = DENSE_MAX_TRAIN) -> dict:
+    """Run `probes` on the frozen encoder `enc` (a module of `run`, or of a random-init run):
+    returns the metrics and a `notes` dict saying why a probe was not applicable."""
+    cfg = run.cfg
+    e = cfg.eval
+    train_set, val_set = eval_splits(cfg)
+    notes: dict[str, str] = {}
+    result: dict = {"dataset": cfg.data.dataset}
+    num_classes = int(getattr(train_set, "num_classes", 0) or 0)
+    has_masks = bool(getattr(train_set, "has_masks", False))
+    labelled = num_classes > 0
+
+    want_global = [p for p in ("knn", "linear") if p in probes]
+    want_dense = [p for p in ("seg", "box") if p in probes]
+    if want_dense and not has_masks:
+        for p in want_dense:
+            _not_applicable(notes, p, f"data.dataset={cfg.data.dataset} has no masks/boxes")
+        want_dense = []
+    if want_global and not labelled:
+        for p in want_global:
+            _not_applicable(notes, p, f"data.dataset={cfg.data.dataset} has no labels")
+        want_global = []
+
+    tr = va = None
+    if want_global or want_dense:
+        n_train = e.max_train if want_global else min(e.max_train, dense_max_train)
+        tr = extract_features(enc, train_set, device=device, batch_size=e.batch_size,
+                              max_items=n_train, keep_patches=bool(want_dense),
+                              patch_items=dense_max_train, progress=progress,
+                              desc="features (train)")
+        va = extract_features(enc, val_set, device=device, batch_size=e.batch_size,
+                              max_items=e.max_val, keep_patches=bool(want_dense),
+                              progress=progress, desc="features (held-out)")
+        result.update(num_train=int(tr["cls"].shape[0]), num_val=int(va["cls"].shape[0]))
+
+    if "knn" in want_global:
+        for key, suffix in (("cls", ""), ("mean", "_mean")):
+            result["knn_top1" + suffix] = knn_accuracy(tr[key], tr["labels"], va[key],
+                                                       va["labels"], e.knn_k, e.knn_t,
+                                                       num_classes)
+    if "linear" in want_global:
+        for key, suffix in (("cls", ""), ("mean", "_mean")):
+            result["linear_top1" + suffix] = probes_lib.linear_probe_accuracy(
+                tr[key], tr["labels"], va[key], va["labels"], num_classes)
+    if want_dense:
+        n_dense = tr["patches"].shape[0]
+        result["num_train_dense"] = n_dense
+        patch_size = cfg.model.patch_size
+        if "seg" in want_dense:
+            result.update(probes_lib.seg_probe(tr["patches"], tr["masks"][:n_dense],
+                                               va["patches"], va["masks"], patch_size,
+                                               num_classes + 1))
+        if "box" in want_dense:
+            result.update(probes_lib.box_probe(tr["patches"], tr["masks"][:n_dense],
+                                               va["patches"], va["boxes"], patch_size))
+
+    if "clusters" in probes:
+        teacher = run.model.labelling_teacher
+        if teacher is None or teacher.heads is None or "cls" not in teacher.heads:
+            _not_applicable(notes, "clusters", "no class-token pseudo labels in this run "
+                            f"(method.pseudo_labels={cfg.method.pseudo_labels})")
+        else:
+            assign, labels = _pseudo_label_assignments(run, val_set, device=device, e=e,
+                                                       progress=progress)
+            labels = labels if labelled else None
+            result.update(probes_lib.cluster_metrics(assign, labels, cfg.pl.num_prototypes))
+            if labels is None:
+                notes["clusters"] = "no labels: NMI / ARI left out"
+    if notes:
+        result["notes"] = notes
+    return result
+
+
+def evaluate(checkpoint=None, probes=PROBES, *, encoder: str = "student",
              random_init: bool = False, config=None, overrides=None, device="cpu",
              progress: bool = False) -> dict:
     """Evaluate a run's frozen encoder (or a random-init one of the same shape) with probes.
 
-    checkpoint: run folder or checkpoint file (optional with random_init + config)."""
+    checkpoint: run folder or checkpoint file (optional with random_init + config).
+    probes: any of PROBES. encoder: student | labelling | reconstruction. The clusters probe
+    always uses the labelling teacher (its pseudo labels); with random_init, that of the
+    random-init model. Returns one flat dict of metrics plus `notes` for skipped probes."""
     from plaml_lab.config import ConfigError
     from plaml_lab.runs import load_run, random_init_run
+    from plaml_lab.train import variant_name
 
+    probes = [probes] if isinstance(probes, str) else list(probes)
     unknown = [p for p in probes if p not in PROBES]
     if unknown:
         raise ConfigError(f"--probes: unknown probe '{unknown[0]}'; available: {', '.join(PROBES)}")
+    if encoder not in ("student", "labelling", "reconstruction"):
+        raise ConfigError(f"--encoder {encoder}: choose student, labelling or reconstruction")
     if checkpoint is not None:
         run = load_run(checkpoint, overrides)
         if random_init:
             run = random_init_run(run.cfg)
     else:
+        if not random_init:
+            raise ConfigError("--checkpoint: required (or --random-init with --config)")
         run = random_init_run(config, overrides)
-    enc = run.encoder(encoder).to(device)
+    device = torch.device(device)
+    run.model.to(device)
+    enc = run.encoder(encoder)
     result = {"checkpoint": str(checkpoint) if checkpoint else None, "encoder": encoder,
-              "random_init": bool(random_init), "step": run.step}
-    if "knn" in probes:
-        result.update(knn_eval(enc, run.cfg, device=device, progress=progress))
+              "random_init": bool(random_init), "step": 0 if random_init else run.step,
+              "variant": variant_name(run.cfg), "probes": probes}
+    result.update(run_probes(enc, run, probes, device=device, progress=progress))
     return result
+

@@ -1,0 +1,475 @@
+"""The miniature paper table (`make ablation`): pretrain every variant of a grid for every seed,
+evaluate each run's frozen student encoder with every probe, add a random-init baseline per seed,
+and write mean +- std over seeds as CSV (one row per run), markdown and a bar plot.
+
+    python -m plaml_lab.ablation [--grid experiments/grids/paper_ablation.yaml]
+        [--preset experiments/configs/lab.yaml] [--seeds 0,1,2] [--variants mae,dual]
+        [--runs experiments/runs/ablation] [--out experiments/results] [key=value ...]
+
+Runs go to RUNS/<variant>-s<seed>/ (RUNS/random_init-s<seed>/ for the baseline), each with its
+evaluation in eval.json. Re-running resumes: a run whose summary.json says it finished is not
+pretrained again (an unfinished one resumes from its last checkpoint), and an eval.json with the
+same probes is reused. A point that fails is reported and does not stop the others (exit 1).
+
+The grid is the sweep's format plus `seeds` and `baseline` (the point whose config builds the
+random-init model; default the last point). Outputs: OUT/ablation_<dataset>.csv, .md and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import math
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+
+from plaml_lab.config import ConfigError
+
+DEFAULT_GRID = "experiments/grids/paper_ablation.yaml"
+DEFAULT_PRESET = "experiments/configs/lab.yaml"
+DEFAULT_RUNS = "experiments/runs/ablation"
+DEFAULT_OUT = "experiments/results"
+BASELINE = "random_init"
+
+# Columns of the CSV, in order (those a probe did not produce are left empty).
+METRICS = ("knn_top1", "knn_top1_mean", "linear_top1", "linear_top1_mean", "nmi", "ari",
+           "prototypes_used", "assignment_perplexity", "seg_miou", "seg_pixel_acc",
+           "box_mean_iou", "box_iou50")
+# Columns of the markdown table and panels of the plot.
+TABLE_METRICS = ("knn_top1", "linear_top1", "linear_top1_mean", "nmi", "prototypes_used",
+                 "assignment_perplexity", "seg_miou", "box_mean_iou", "box_iou50")
+PLOT_METRICS = ("knn_top1", "linear_top1", "nmi", "seg_miou", "box_mean_iou")
+
+# METHOD.md's claims as comparisons between grid points: (claim, better, worse, metrics).
+CLAIMS = (
+    ("pseudo labels improve a token-reconstructing MAE", "dual", "token",
+     ("knn_top1", "linear_top1")),
+    ("reconstructing tokens beats reconstructing pixels", "token", "mae",
+     ("knn_top1", "linear_top1")),
+    ("two teachers beat one teacher doing both", "dual", "single",
+     ("knn_top1", "linear_top1")),
+    ("the paper's variant beats plain MAE", "dual", "mae", ("knn_top1", "linear_top1")),
+    ("gains transfer to dense tasks (seg, box) over MAE", "dual", "mae",
+     ("seg_miou", "box_mean_iou")),
+    ("reconstruction adds to pseudo labels alone", "dual", "plonly",
+     ("knn_top1", "linear_top1")),
+)
+
+
+# --- the grid ---------------------------------------------------------------------------------
+
+@dataclass
+class AblationGrid:
+    path: Path
+    config: str | None
+    overrides: list[str]
+    points: dict[str, list[str]]  # name -> overrides, in file order
+    seeds: list[int] = field(default_factory=lambda: [0])
+    baseline: str | None = None
+
+
+def _overrides(value, where: str) -> list[str]:
+    """A list of 'key=value' strings, or a mapping {key: value}, -> list of override strings."""
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        return [f"{k}={_scalar(v)}" for k, v in value.items()]
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and "=" in v for v in value):
+        raise ConfigError(f"{where}: expected a list of key=value overrides")
+    return list(value)
+
+
+def _scalar(v) -> str:
+    if isinstance(v, str):
+        return v
+    return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def load_grid(path: str | Path) -> AblationGrid:
+    """Read a grid file: optional config, overrides, seeds, baseline; points and/or axes
+    (with both, every point is crossed with every axes combination: `name__key=value`).
+    Unknown top-level keys (e.g. the sweep's notebook, timeout) are ignored."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"grid file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError:
+        raise ConfigError(f"{path}: invalid YAML") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with points and/or axes")
+    named = data.get("points") or {}
+    if not isinstance(named, dict):
+        raise ConfigError(f"{path}: points: expected a mapping of name -> overrides")
+    named = {str(k): _overrides(v, f"{path}: points.{k}") for k, v in named.items()}
+    axes = data.get("axes") or {}
+    if not isinstance(axes, dict) or not all(isinstance(v, list) and v for v in axes.values()):
+        raise ConfigError(f"{path}: axes: expected a mapping of key -> non-empty list of values")
+    points = {}
+    combos = list(itertools.product(*[[(k, v) for v in vs] for k, vs in axes.items()]))
+    for name, ovr in (named or {"": []}).items():
+        for combo in combos:
+            extra = [f"{k}={_scalar(v)}" for k, v in combo]
+            full = "__".join(([name] if name else []) + extra) or "default"
+            points[full] = ovr + extra
+    if not points or points == {"default": []}:
+        raise ConfigError(f"{path}: no points and no axes: nothing to run")
+    if BASELINE in points:
+        raise ConfigError(f"{path}: points.{BASELINE}: the name is reserved for the baseline")
+    seeds = data.get("seeds", [0])
+    seeds = [seeds] if isinstance(seeds, int) else seeds
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise ConfigError(f"{path}: seeds: expected a list of integers")
+    baseline = data.get("baseline")
+    if baseline is not None and baseline not in points:
+        raise ConfigError(f"{path}: baseline: '{baseline}' is not a point of the grid")
+    config = data.get("config")
+    return AblationGrid(path=path, config=str(config) if config else None,
+                        overrides=_overrides(data.get("overrides"), f"{path}: overrides"),
+                        points=points, seeds=seeds, baseline=baseline)
+
+
+# --- one run ----------------------------------------------------------------------------------
+
+def run_dir(runs_root: str | Path, variant: str, seed: int) -> Path:
+    return Path(runs_root) / f"{variant}-s{seed}"
+
+
+def run_overrides(grid: AblationGrid, variant: str, seed: int, extra: list[str]) -> list[str]:
+    """Grid-wide overrides, then the point's, then the caller's, then the seed and run name.
+    run.eval_knn=false: the runner probes every run itself (kNN included) right after."""
+    return ["run.eval_knn=false", *grid.overrides, *grid.points[variant], *extra,
+            f"run.seed={seed}", f"run.name=ablation-{variant}-s{seed}"]
+
+
+def is_finished(out: Path) -> bool:
+    """summary.json exists and its run reached the end of its schedule (or run.max_steps)."""
+    path = out / "summary.json"
+    if not path.is_file():
+        return False
+    try:
+        summary = json.loads(path.read_text())
+        max_steps = int(yaml.safe_load((out / "config.yaml").read_text())["run"]["max_steps"])
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
+        return False
+    return bool(summary.get("complete")) or (max_steps > 0 and summary.get("steps", 0) >= max_steps)
+
+
+def _cached_eval(out: Path, probes: list[str], step: int | None = None) -> dict | None:
+    """eval.json if it holds the same probes (and, for a pretrained run, the same step)."""
+    path = out / "eval.json"
+    if not path.is_file():
+        return None
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if result.get("probes") != list(probes) or (step is not None and result.get("step") != step):
+        return None
+    return result
+
+
+def _save_eval(out: Path, result: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "eval.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(out / "eval.json")
+
+
+def pretrain_and_evaluate(preset: str, overrides: list[str], out: Path, probes: list[str],
+                          device: str = "cpu", log=print) -> dict:
+    """Pretrain (resuming) into `out` unless finished, then evaluate (unless eval.json has the
+    same probes). Returns the evaluation dict."""
+    from plaml_lab.evaluate import evaluate
+    from plaml_lab.train import pretrain
+
+    if is_finished(out):
+        log(f"  pretrain: finished before, skipped ({out})")
+        summary = json.loads((out / "summary.json").read_text())
+    else:
+        summary = pretrain(preset, out, overrides)
+    cached = _cached_eval(out, probes, summary.get("steps"))
+    if cached is not None:
+        log("  eval: reused eval.json")
+        return cached
+    result = evaluate(out, probes, device=device)
+    _save_eval(out, result)
+    return result
+
+
+def random_init_evaluate(preset: str, overrides: list[str], out: Path, probes: list[str],
+                         device: str = "cpu", log=print) -> dict:
+    """Evaluate a random-init model of the baseline point's config (eval.json in `out`)."""
+    from plaml_lab.evaluate import evaluate
+
+    cached = _cached_eval(out, probes)
+    if cached is not None:
+        log("  eval: reused eval.json")
+        return cached
+    result = evaluate(None, probes, random_init=True, config=preset, overrides=overrides,
+                      device=device)
+    _save_eval(out, result)
+    return result
+
+
+# --- aggregation and outputs --------------------------------------------------------------------
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1; 0 for a single value) of finite values."""
+    v = [float(x) for x in values if x is not None and math.isfinite(float(x))]
+    if not v:
+        return math.nan, math.nan
+    m = sum(v) / len(v)
+    if len(v) < 2:
+        return m, 0.0
+    return m, math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1))
+
+
+def aggregate(rows: list[dict], metrics=METRICS) -> dict[str, dict[str, tuple[float, float, int]]]:
+    """Rows {variant, seed, metric...} -> {variant: {metric: (mean, std, n seeds)}}, variants in
+    first-seen order."""
+    out: dict[str, dict] = {}
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        mine = [r for r in rows if r["variant"] == variant]
+        out[variant] = {}
+        for m in metrics:
+            vals = [r[m] for r in mine if r.get(m) is not None]
+            mean, std = mean_std(vals)
+            out[variant][m] = (mean, std, len(vals))
+    return out
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["variant", "seed", "steps", *METRICS])
+        for r in rows:
+            w.writerow([r["variant"], r["seed"], r.get("steps", "")]
+                       + ["" if r.get(m) is None else f"{r[m]:.6g}" for m in METRICS])
+
+
+def _fmt(mean: float, std: float, metric: str) -> str:
+    if math.isnan(mean):
+        return "n/a"
+    digits = 1 if metric in ("prototypes_used", "assignment_perplexity") else 3
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def claim_verdicts(agg: dict) -> list[dict]:
+    """Each CLAIMS comparison present in `agg`: difference of means and a verdict against the
+    seed spread s = sqrt(std_a^2 + std_b^2): held (difference > s), reversed (< -s), within
+    seed spread; no verdict with fewer than two seeds."""
+    out = []
+    for claim, better, worse, metrics in CLAIMS:
+        if better not in agg or worse not in agg:
+            continue
+        for m in metrics:
+            (ma, sa, na), (mb, sb, nb) = agg[better][m], agg[worse][m]
+            if math.isnan(ma) or math.isnan(mb):
+                continue
+            diff, spread = ma - mb, math.sqrt(sa ** 2 + sb ** 2)
+            if min(na, nb) < 2:
+                verdict = "no verdict (one seed: no spread)"
+            else:
+                verdict = ("held" if diff > spread else "reversed" if diff < -spread
+                           else "within seed spread")
+            out.append({"claim": claim, "metric": m, "better": better, "worse": worse,
+                        "diff": diff, "spread": spread, "seeds": min(na, nb),
+                        "verdict": verdict})
+    return out
+
+
+def write_markdown(agg: dict, path: Path, *, header: dict) -> None:
+    metrics = [m for m in TABLE_METRICS if any(not math.isnan(v[m][0]) for v in agg.values())]
+    lines = [f"# Ablation on `{header['dataset']}`: mean ± std over seeds", "",
+             f"Written by `{header['command']}` on {header['date']} ({header['machine']}).",
+             f"Preset `{header['preset']}`, grid `{header['grid']}`, seeds {header['seeds']}, "
+             f"probes on the frozen student encoder; std is the sample std (n - 1) over seeds.",
+             "", "| variant | seeds | " + " | ".join(metrics) + " |",
+             "|---|---|" + "---|" * len(metrics)]
+    for variant, stats in agg.items():
+        n = max(v[2] for v in stats.values())
+        lines.append(f"| {variant} | {n} | "
+                     + " | ".join(_fmt(*stats[m][:2], m) for m in metrics) + " |")
+    verdicts = claim_verdicts(agg)
+    if verdicts:
+        lines += ["", "## Claims (difference of means against the seed spread)", "",
+                  "| claim | metric | difference | spread | verdict |", "|---|---|---|---|---|"]
+        for v in verdicts:
+            lines.append(f"| {v['claim']} ({v['better']} vs {v['worse']}) | {v['metric']} | "
+                         f"{v['diff']:+.3f} | {v['spread']:.3f} | {v['verdict']} |")
+    if header.get("failed"):
+        lines += ["", "## Failed runs", ""] + [f"- {k}: {e}" for k, e in header["failed"].items()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_plot(rows: list[dict], agg: dict, path: Path, title: str = "") -> None:
+    """One panel per PLOT_METRICS: a bar per variant (mean, std error bar), seeds as dots;
+    the random-init baseline hatched grey."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [m for m in PLOT_METRICS if any(not math.isnan(v[m][0]) for v in agg.values())]
+    variants = list(agg)
+    fig, axes = plt.subplots(1, max(1, len(metrics)), figsize=(3.0 * max(1, len(metrics)), 3.4),
+                             squeeze=False)
+    for ax, m in zip(axes[0], metrics):
+        for i, v in enumerate(variants):
+            mean, std, _ = agg[v][m]
+            base = v == BASELINE
+            ax.bar(i, 0 if math.isnan(mean) else mean, yerr=0 if math.isnan(std) else std,
+                   color="0.8" if base else f"C{i}", hatch="//" if base else None,
+                   edgecolor="0.3", capsize=3)
+            seeds = [r[m] for r in rows if r["variant"] == v and r.get(m) is not None]
+            ax.plot([i] * len(seeds), seeds, "k.", ms=4)
+        if BASELINE in agg and not math.isnan(agg[BASELINE][m][0]):
+            ax.axhline(agg[BASELINE][m][0], ls="--", lw=1, color="0.4")  # the bar to beat
+        ax.set_xticks(range(len(variants)), variants, rotation=45, ha="right")
+        ax.set_title(m)
+        ax.set_ylim(0, 1.0)
+        ax.grid(axis="y", alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# --- the whole table ------------------------------------------------------------------------------
+
+def _row(variant: str, seed: int, result: dict) -> dict:
+    return {"variant": variant, "seed": seed, "steps": result.get("step"),
+            **{m: result.get(m) for m in METRICS}}
+
+
+def run_ablation(grid_path: str | Path = DEFAULT_GRID, *, preset: str | None = None,
+                 seeds: list[int] | None = None, variants: list[str] | None = None,
+                 runs_root: str | Path = DEFAULT_RUNS, out_dir: str | Path = DEFAULT_OUT,
+                 overrides: list[str] | None = None, probes: list[str] | None = None,
+                 device: str = "cpu", command: str = "python -m plaml_lab.ablation",
+                 log=print) -> dict:
+    """Run (or resume) the whole table; returns {rows, aggregate, failed, outputs}."""
+    from plaml_lab.config import load_config
+    from plaml_lab.evaluate import PROBES
+
+    grid = load_grid(grid_path)
+    preset = preset or grid.config or DEFAULT_PRESET
+    seeds = list(seeds) if seeds else grid.seeds
+    probes = list(probes) if probes else list(PROBES)
+    bad = [p for p in probes if p not in PROBES]
+    if bad:
+        raise ConfigError(f"--probes: unknown probe '{bad[0]}'; available: {', '.join(PROBES)}")
+    extra = list(overrides or [])
+    names = list(grid.points)
+    if variants:
+        unknown = [v for v in variants if v not in grid.points]
+        if unknown:
+            raise ConfigError(f"--variants: '{unknown[0]}' is not a point of {grid.path} "
+                              f"({', '.join(names)})")
+        names = [n for n in names if n in variants]
+    baseline = grid.baseline if grid.baseline in names else names[-1]
+    # Check every point's config before the first (long) run starts.
+    cfgs = {n: load_config(preset, run_overrides(grid, n, seeds[0], extra)) for n in names}
+    dataset = cfgs[names[0]].data.dataset
+
+    rows, failed = [], {}
+    jobs = [(n, s) for s in seeds for n in names] + [(BASELINE, s) for s in seeds]
+    t0 = time.perf_counter()
+    for i, (name, seed) in enumerate(jobs, 1):
+        out = run_dir(runs_root, name, seed)
+        log(f"[{i}/{len(jobs)}] {name} seed {seed} -> {out}  ({time.perf_counter() - t0:.0f} s)")
+        try:
+            if name == BASELINE:
+                result = random_init_evaluate(preset, run_overrides(grid, baseline, seed, extra),
+                                              out, probes, device, log)
+            else:
+                result = pretrain_and_evaluate(preset, run_overrides(grid, name, seed, extra),
+                                               out, probes, device, log)
+        except Exception as e:  # noqa: BLE001 - one failed point must not stop the table
+            msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            failed[f"{name}-s{seed}"] = f"{type(e).__name__}: {msg}"
+            log(f"  FAILED: {failed[f'{name}-s{seed}']}")
+            continue
+        rows.append(_row(name, seed, result))
+
+    agg = aggregate(rows)
+    out_dir = Path(out_dir)
+    stem = f"ablation_{dataset}"
+    outputs = {"csv": out_dir / f"{stem}.csv", "md": out_dir / f"{stem}.md",
+               "png": out_dir / f"{stem}.png"}
+    write_csv(rows, outputs["csv"])
+    header = {"dataset": dataset, "command": command, "preset": preset, "grid": str(grid.path),
+              "seeds": seeds, "date": datetime.now().strftime("%Y-%m-%d"),
+              "machine": f"{platform.machine()}, {platform.system()}, device {device}",
+              "failed": failed}
+    write_markdown(agg, outputs["md"], header=header)
+    if rows:
+        write_plot(rows, agg, outputs["png"], title=f"{stem} (mean ± std over seeds {seeds})")
+    return {"rows": rows, "aggregate": agg, "failed": failed, "outputs": outputs,
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m plaml_lab.ablation",
+                                description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--grid", default=DEFAULT_GRID, help=f"grid file (default {DEFAULT_GRID})")
+    p.add_argument("--preset", help=f"config preset (default: the grid's config, else "
+                   f"{DEFAULT_PRESET})")
+    p.add_argument("--seeds", help="comma-separated seeds (default: the grid's seeds)")
+    p.add_argument("--variants", help="comma-separated subset of the grid's points")
+    p.add_argument("--probes", help="comma-separated probes (default: all)")
+    p.add_argument("--runs", default=DEFAULT_RUNS, help=f"run folders (default {DEFAULT_RUNS})")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})")
+    p.add_argument("--device", default="cpu", help="device for the probes' feature extraction")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="applied to every run after the grid's own, e.g. run.max_steps=20")
+    args = p.parse_args(argv)
+
+    from plaml_lab.checkpoint import CheckpointError
+    from plaml_lab.data import DatasetError
+
+    def split(text):
+        return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+    try:
+        seeds = [int(s) for s in split(args.seeds)] if args.seeds else None
+    except ValueError:
+        print(f"error: --seeds {args.seeds}: expected comma-separated integers", file=sys.stderr)
+        return 2
+    command = " ".join(["python -m plaml_lab.ablation", *(argv if argv is not None
+                                                           else sys.argv[1:])])
+    try:
+        result = run_ablation(args.grid, preset=args.preset, seeds=seeds,
+                              variants=split(args.variants), runs_root=args.runs,
+                              out_dir=args.out, overrides=args.overrides,
+                              probes=split(args.probes), device=args.device, command=command,
+                              log=lambda m: print(m, file=sys.stderr, flush=True))
+    except (ConfigError, CheckpointError, DatasetError, FileNotFoundError) as e:
+        print(f"error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
+        return 2
+    for kind, path in result["outputs"].items():
+        print(f"{kind}: {path}")
+    if result["failed"]:
+        print(f"error: {len(result['failed'])} run(s) failed: {', '.join(result['failed'])}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
