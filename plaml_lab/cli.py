@@ -53,25 +53,38 @@ def cmd_pretrain(args) -> int:
 
 
 def _add_eval(sub) -> None:
-    p = sub.add_parser("eval", help="evaluate frozen features of a run (JSON to stdout)")
+    from plaml_lab.evaluate import PROBES
+    p = sub.add_parser(
+        "eval", help="evaluate frozen features of a run (one JSON object to stdout)",
+        description="Probe the frozen encoder of a run on the dataset's fixed held-out split "
+        "(docs/evaluation.md). Prints one JSON object; progress bars go to stderr.")
     p.add_argument("--checkpoint", help="checkpoint file or run folder")
     p.add_argument("--config", help="with --random-init and no checkpoint: the model's preset")
-    p.add_argument("--probes", default="knn", help="comma-separated probes (default knn)")
+    p.add_argument("--probes", default=",".join(PROBES),
+                   help=f"comma-separated, any of {','.join(PROBES)} (default: all). knn and "
+                   "linear are cheap; seg and box need a dataset with masks (shapes)")
     p.add_argument("--encoder", default="student",
-                   choices=["student", "labelling", "reconstruction"])
+                   choices=["student", "labelling", "reconstruction"],
+                   help="which encoder's features to probe (clusters always uses the "
+                   "labelling teacher's pseudo labels)")
     p.add_argument("--random-init", action="store_true",
                    help="evaluate an untrained encoder of the same shape (the baseline)")
-    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | mps | auto (default cpu)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="non-model settings of the loaded config, e.g. eval.max_train=2000")
     p.set_defaults(func=cmd_eval)
 
 
 def cmd_eval(args) -> int:
     from plaml_lab.evaluate import evaluate
+    from plaml_lab.train import resolve_device
     probes = [p.strip() for p in args.probes.split(",") if p.strip()]
     if not args.checkpoint and not (args.random_init and args.config):
         raise ConfigError("--checkpoint: required (or --random-init with --config)")
     result = evaluate(args.checkpoint, probes=probes, encoder=args.encoder,
-                      random_init=args.random_init, config=args.config, overrides=args.overrides)
+                      random_init=args.random_init, config=args.config, overrides=args.overrides,
+                      device=resolve_device(args.device), progress=not args.no_progress)
     print(json.dumps(result, indent=2))
     return 0
 
