@@ -1,0 +1,103 @@
+"""Source of notebooks/00_method_tour.ipynb (tools/make_notebooks.py; `make notebooks`)."""
+# %% [markdown] id=title
+# # A tour of the method: one batch through PL-MAE
+#
+# **What you will see.** A handful of held-out images go through one training step's forward
+# pass of the paper's model, with every intermediate kept: the augmented views, the random mask,
+# the student's visible tokens, the tokens its decoder predicts at the hidden positions, the
+# reconstruction teacher's targets there, the labelling teacher's pseudo labels for the class
+# token and for each hidden data token, and the three loss terms they feed. Nothing is trained
+# here; by default the model is freshly initialised (set `run` to tour a pretrained one).
+#
+# The pieces are the ones `plaml_lab.method.PLAML.forward(..., return_details=True)` returns;
+# the figures come from `plaml_lab.tour`. Under CI (`CI` set) the quick preset is used.
+
+# %% id=imports
+import os
+
+from plaml_lab import notebook as nb
+from plaml_lab import tour
+
+# %% id=parameters tags=parameters
+config: str = "experiments/configs/lab.yaml"  # preset of the model (when no run is given)
+overrides: list = []  # dotted key=value strings, e.g. ["method.target=pixels", "mask.ratio=0.5"]
+out_dir: str = ""  # folder to also save the figures to ("" = only show them)
+run: str = ""  # a run folder or checkpoint to tour ("" = a random-init model)
+num_images: int = 4  # images in the batch
+seed: int = 0  # seeds the views and the masks
+
+# %% id=settings
+SMOKE = "CI" in os.environ  # CI: the quick preset
+config_path, model_overrides = nb.settings(config, overrides, SMOKE)
+model = nb.open_run(run, config_path, model_overrides)
+shelf = nb.Shelf(out_dir)
+
+# %% [markdown] id=batch-md
+# ## One batch, stage by stage
+# Each image is augmented into `data.views` views (two by default: the class-token loss is
+# cross-view, as in DINO). Every row of the batch gets its own random mask; the student encoder
+# sees only the visible data tokens plus the class token, the teachers see the full views.
+
+# %% id=batch
+# NBVAL_CHECK_OUTPUT
+batch = tour.one_batch(model, num_images=num_images, seed=seed)
+print(tour.describe(batch))
+
+# %% [markdown] id=views-md
+# ## The images and their views
+# Random resized crops, flips and colour jitter: the pseudo labels must not depend on them.
+
+# %% id=views
+shelf.show("views", tour.views_figure(batch))
+
+# %% [markdown] id=mask-md
+# ## The mask: what the student sees
+# Grey patches are hidden from the student (`mask.ratio` of them, `mask.strategy` random or
+# block). These are the positions where it must predict the teacher's tokens and pseudo labels.
+
+# %% id=mask
+shelf.show("mask", tour.mask_figure(batch))
+
+# %% [markdown] id=tokens-md
+# ## Tokens: visible, predicted, targets, pseudo labels
+# For view a of each image, on the patch grid: the student encoder's output at the visible
+# positions; the decoder + token predictor's output at the hidden ones; the reconstruction
+# teacher's (layer-normalised) tokens there, which `loss_rec` pulls the predictions towards;
+# and each hidden token's pseudo label (the labelling teacher's most likely prototype, one colour
+# per prototype), which `loss_patch` trains the student's patch head to predict. Token colours
+# come from one PCA fitted on the teacher targets, so similar colours mean similar tokens.
+
+# %% id=tokens
+shelf.show("tokens", tour.token_figure(batch))
+
+# %% [markdown] id=cls-md
+# ## Class-token pseudo labels
+# The labelling teacher's distribution over prototypes for each view's class token (centred and
+# sharpened, as DINO). The student's class token of view a is trained towards view b's target and
+# vice versa (`loss_cls`). An untrained teacher spreads its mass; a trained one is confident and
+# agrees across views.
+
+# %% id=cls
+shelf.show("class_token", tour.class_token_figure(batch))
+
+# %% id=cls-text
+# NBVAL_CHECK_OUTPUT
+print(tour.pseudo_label_summary(batch))
+
+# %% [markdown] id=loss-md
+# ## The loss terms
+# `loss = w_rec * loss_rec + w_cls * loss_cls + w_patch * loss_patch` (`loss.*` weights). A
+# pixel-reconstructing MAE (`method.target=pixels`) has only `loss_rec`; `method.pseudo_labels`
+# switches the other two.
+
+# %% id=loss
+# NBVAL_CHECK_OUTPUT
+print(tour.loss_table(batch))
+
+# %% id=loss-fig
+shelf.show("losses", tour.loss_figure(batch))
+
+# %% [markdown] id=next
+# ## Next
+# `01_pretrain` trains this model (any variant through `overrides`); re-run this tour with
+# `run` set to its run folder to see trained tokens and confident pseudo labels.

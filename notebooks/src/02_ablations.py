@@ -1,0 +1,91 @@
+"""Source of notebooks/02_ablations.ipynb (tools/make_notebooks.py; `make notebooks`)."""
+# %% [markdown] id=title
+# # Ablations: METHOD.md's variants side by side
+#
+# **What you will see.** A grid of pretraining runs executed through `plaml-lab sweep`: each point
+# is one papermill run of `01_pretrain.ipynb` with its own overrides, written to
+# `<out_dir>/<point>/` (the executed notebook and the run folder). Then the comparison table and
+# plots from `results.csv`: loss terms, kNN accuracy of each frozen student, loss curves.
+# The default grid is METHOD.md's five variants (pixel MAE, token MAE, token + pseudo labels with
+# one or two teachers, pseudo labels only) on the lab preset with a shortened schedule; the
+# full-length, multi-seed table with every probe is `make ablation`.
+#
+# The same run from a shell: `plaml-lab sweep experiments/grids/lab_variants.yaml --workers 2`.
+# Completed points are skipped on a re-run; a failed point is reported and does not stop the
+# others. Under CI (`CI` set) every point uses the quick preset and a few steps.
+
+# %% id=imports
+import os
+
+from plaml_lab import notebook as nb
+from plaml_lab.sweep import load_grid, run_sweep
+from plaml_lab.viz import sweeps as plots
+
+# %% id=parameters tags=parameters
+grid: str = "experiments/grids/lab_variants.yaml"  # the grid (points and/or axes of overrides)
+config: str = ""  # preset for every point ("" = the grid's own `config`)
+overrides: list = []  # added to every point, e.g. ["run.seed=1"]
+out_dir: str = "experiments/runs/sweeps/nb_ablations"  # sweep folder (re-running skips done points)
+workers: int = 1  # points run in parallel, each in its own kernel
+
+# %% id=settings
+SMOKE = "CI" in os.environ  # CI: every point runs the quick preset for a few steps
+grid_path = nb.repo_path(grid)
+sweep_dir = nb.run_dir(out_dir, SMOKE)
+workers = max(workers, 2) if SMOKE else workers
+shelf = nb.Shelf()
+
+# %% [markdown] id=grid-md
+# ## The grid
+# Each point's overrides come after the grid's own (and after `overrides` above).
+
+# %% id=grid
+# NBVAL_CHECK_OUTPUT
+points = load_grid(grid_path).points
+for p in points:
+    print(f"{p.name:<8} {' '.join(p.overrides)}")
+
+# %% [markdown] id=run-md
+# ## Run it
+# One line per finished point. Each point's executed notebook is
+# `<out_dir>/<point>/01_pretrain.ipynb`; a failed point's error is in `<point>/error.txt`.
+
+# %% id=run
+rows = run_sweep(grid_path, out=sweep_dir, workers=workers, config=config or None,
+                 overrides=overrides)
+
+# %% [markdown] id=table-md
+# ## The comparison table
+# Last logged loss terms of each run (a term a variant does not have is 0; totals of different
+# variants are sums of different terms, so compare terms, not totals).
+
+# %% id=table
+# NBVAL_CHECK_OUTPUT
+print(nb.table(rows, ["status", "variant", "steps", "loss_rec", "loss_cls", "loss_patch"],
+               first="point"))
+
+# %% [markdown] id=knn-md
+# ## kNN accuracy of each frozen student
+# Class token and mean-pooled data tokens on the held-out split (`summary.json` of each run).
+# A pixel MAE's class token gets no training signal, so its mean-pooled tokens are the fairer
+# readout; the pseudo-label variants train the class token directly.
+
+# %% id=knn
+print(nb.table(rows, ["knn_top1", "knn_top1_mean"], first="point"))
+shelf.show("knn", plots.metric_bars(rows, ["knn_top1", "knn_top1_mean"]))
+
+# %% [markdown] id=curves-md
+# ## Loss curves and final loss terms
+
+# %% id=curves
+shelf.show("curves", plots.loss_curves_by_point(sweep_dir, rows))
+shelf.show("terms", plots.loss_term_bars(rows))
+
+# %% [markdown] id=csv-md
+# ## results.csv
+# One row per point: `point, status, executed, seconds, overrides`, one column per overridden
+# key, every scalar of the run's `summary.json`, and `error`. Load it with
+# `plaml_lab.sweep.read_results(path)` (or pandas).
+
+# %% id=csv
+print(nb.shown_path(sweep_dir / "results.csv"))

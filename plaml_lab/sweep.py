@@ -1,0 +1,478 @@
+"""Batch runs of one notebook over a grid of overrides (papermill), with a results table.
+
+A grid file (YAML) names the points; each point is one papermill execution of the notebook
+(default notebooks/01_pretrain.ipynb) into OUT/<point>/, with the parameters
+`config`, `overrides` (grid-wide overrides, then the point's) and `out_dir` (OUT/<point>/run):
+
+    notebook: notebooks/01_pretrain.ipynb   # optional (this is the default)
+    config: experiments/configs/quick.yaml  # the notebook's `config` parameter
+    overrides: [run.device=cpu]             # optional, applied to every point
+    timeout: 900                            # optional, seconds per point (wall clock)
+    parameters: {}                          # optional, further notebook parameters
+    points:                                 # named points, each a list of overrides ...
+      mae: [method.target=pixels, method.pseudo_labels=none]
+      dual: [method.teachers=dual]
+    axes:                                   # ... and/or a product of axes
+      mask.ratio: [0.6, 0.75]
+    seeds: [0, 1]                           # optional: shorthand for an axis run.seed
+
+The ablation grids' `baseline` key (plaml_lab.ablation) is accepted and not used here. With both `points` and `axes`, every named point is crossed with every combination of axis
+values (point names `mae__mask.ratio=0.6`). Relative paths in a grid are relative to the repo
+root (the folder holding pyproject.toml above the grid file).
+
+A point that completed (OUT/<point>/done.json, same overrides) is skipped on a re-run; a failed
+point leaves OUT/<point>/error.txt (the failing cell's error) and does not stop the others.
+OUT/results.csv has one row per point: point, status (done|failed), executed, seconds,
+overrides, one column per overridden key, the run's summary.json metrics, error.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from plaml_lab.config import ConfigError
+from plaml_lab.notebook import repo_root
+
+DEFAULT_NOTEBOOK = "notebooks/01_pretrain.ipynb"
+GRID_KEYS = ("notebook", "config", "overrides", "timeout", "parameters", "points", "axes",
+             "seeds", "baseline")
+KERNEL = "python3"
+_SAFE = re.compile(r"[^A-Za-z0-9._=+-]")
+
+
+@dataclass
+class Point:
+    name: str
+    overrides: list[str]  # the point's own overrides (named point, then axes)
+
+
+@dataclass
+class Grid:
+    path: Path
+    notebook: Path
+    config: Path | None
+    overrides: list[str]
+    points: list[Point]
+    timeout: float | None = None
+    parameters: dict = field(default_factory=dict)
+
+
+# --- the grid file ------------------------------------------------------------------------------
+
+def _override_list(value, where: str) -> list[str]:
+    """A list of 'key=value' strings (or a mapping {key: value}) -> list of override strings."""
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        return [f"{k}={_yaml_scalar(v)}" for k, v in value.items()]
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: expected a list of key=value strings, got "
+                          f"{type(value).__name__}")
+    out = []
+    for item in value:
+        if not isinstance(item, str) or "=" not in item or item.startswith("="):
+            raise ConfigError(f"{where}: '{item}' is not a key=value override")
+        out.append(item)
+    return out
+
+
+def _yaml_scalar(value) -> str:
+    """A value as the override parser reads it back (YAML scalar text)."""
+    if isinstance(value, str):
+        return value
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def _expand(points: dict[str, list[str]], axes: dict[str, list]) -> list[Point]:
+    named = [Point(n, o) for n, o in points.items()] or [Point("", [])]
+    combos = [[]]
+    if axes:
+        combos = [list(c) for c in itertools.product(
+            *[[(key, v) for v in values] for key, values in axes.items()])]
+    out = []
+    for p in named:
+        for combo in combos:
+            extra = [f"{k}={_yaml_scalar(v)}" for k, v in combo]
+            parts = ([p.name] if p.name else []) + [_SAFE.sub("-", e) for e in extra]
+            out.append(Point("__".join(parts), p.overrides + extra))
+    return out
+
+
+def load_grid(path: str | Path) -> Grid:
+    """Read and check a grid file; ConfigError (one line naming the key) when it is malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"grid file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: invalid YAML{where}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with points and/or axes")
+    unknown = [k for k in data if k not in GRID_KEYS]
+    if unknown:
+        raise ConfigError(f"{path}: unknown grid key '{unknown[0]}' (known: {', '.join(GRID_KEYS)})")
+    root = repo_root(path.resolve().parent)
+
+    def rel(key: str, value) -> Path | None:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{path}: {key}: expected a path")
+        p = Path(value).expanduser()
+        p = p if p.is_absolute() else root / p
+        if not p.is_file():
+            raise ConfigError(f"{path}: {key}: file not found: {value}")
+        return p
+
+    notebook = rel("notebook", data.get("notebook") or DEFAULT_NOTEBOOK)
+    config = rel("config", data.get("config"))
+    overrides = _override_list(data.get("overrides"), f"{path}: overrides")
+
+    points = data.get("points") or {}
+    if not isinstance(points, dict):
+        raise ConfigError(f"{path}: points: expected a mapping of name -> list of overrides")
+    named = {}
+    for name, ovr in points.items():
+        if not isinstance(name, str) or not name or _SAFE.search(name) or name.startswith("."):
+            raise ConfigError(f"{path}: points.{name}: a point name may use letters, digits "
+                              "and ._=+- only")
+        named[name] = _override_list(ovr, f"{path}: points.{name}")
+    axes = data.get("axes") or {}
+    if not isinstance(axes, dict):
+        raise ConfigError(f"{path}: axes: expected a mapping of key -> list of values")
+    for key, values in axes.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{path}: axes.{key}: expected a non-empty list of values")
+    seeds = data.get("seeds")
+    if seeds is not None:  # the ablation grids' shorthand for a run.seed axis
+        if not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) for x in seeds):
+            raise ConfigError(f"{path}: seeds: expected a non-empty list of integers")
+        axes = {**axes, "run.seed": seeds}
+    if not named and not axes:
+        raise ConfigError(f"{path}: no points and no axes: nothing to run")
+
+    timeout = data.get("timeout")
+    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise ConfigError(f"{path}: timeout: expected a positive number of seconds")
+    parameters = data.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise ConfigError(f"{path}: parameters: expected a mapping of notebook parameters")
+    clash = [k for k in parameters if k in ("config", "overrides", "out_dir")]
+    if clash:
+        raise ConfigError(f"{path}: parameters.{clash[0]}: set by the sweep itself")
+
+    expanded = _expand(named, axes)
+    seen = set()
+    for p in expanded:
+        if p.name in seen:
+            raise ConfigError(f"{path}: point '{p.name}' appears twice")
+        seen.add(p.name)
+    return Grid(path=path, notebook=notebook, config=config, overrides=overrides,
+                points=expanded, timeout=float(timeout) if timeout else None,
+                parameters=parameters)
+
+
+# --- one point ----------------------------------------------------------------------------------
+
+def notebook_error(nb_path: Path) -> str | None:
+    """"cell N (id): EName: value" for the first cell of an executed notebook with an error
+    output (N counts code cells, papermill's injected parameters included)."""
+    if not nb_path.is_file():
+        return None
+    try:
+        nb = json.loads(nb_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    n = 0
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") != "code":
+            continue
+        if "papermill-error-cell-tag" in cell.get("metadata", {}).get("tags", []):
+            continue
+        n += 1
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                value = str(out.get("evalue", "")).strip().splitlines()
+                cid = f" ({cell['id']})" if cell.get("id") else ""
+                return f"cell {n}{cid}: {out.get('ename')}: {value[0] if value else ''}"
+    return None
+
+
+def _summary_metrics(run_dir: Path) -> dict:
+    """Scalar entries of the run's summary.json (the run path itself left out)."""
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        return {}
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return {k: v for k, v in summary.items()
+            if k != "run" and (v is None or isinstance(v, (int, float, str, bool)))}
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    # papermill runs in its own process group; its kernel (own session) exits when it sees its
+    # parent gone (JPY_PARENT_PID), so killing the group ends the whole point.
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def run_point(grid: Grid, point: Point, out: Path, *, notebook: Path | None = None,
+              timeout: float | None = None, threads: int | None = None) -> dict:
+    """Execute the notebook for one point into out/<point>/; returns its results row."""
+    nb = notebook or grid.notebook
+    point_dir = out / point.name
+    point_dir.mkdir(parents=True, exist_ok=True)
+    nb_out = point_dir / nb.name
+    run_dir = point_dir / "run"
+    overrides = grid.overrides + point.overrides
+    params = {**grid.parameters, "overrides": overrides, "out_dir": str(run_dir)}
+    if grid.config is not None:
+        params["config"] = str(grid.config)
+    for stale in ("done.json", "error.txt"):
+        (point_dir / stale).unlink(missing_ok=True)
+
+    cmd = [sys.executable, "-m", "papermill", str(nb), str(nb_out),
+           "-y", yaml.safe_dump(params, default_flow_style=True),
+           "-k", KERNEL, "--cwd", str(nb.parent), "--no-progress-bar", "--log-level", "ERROR"]
+    if timeout:
+        cmd += ["--execution-timeout", str(int(timeout))]  # per cell; the wall clock is below
+    env = os.environ.copy()
+    if threads:
+        # parallel points share the cores; torch reads this when the kernel imports it
+        env.setdefault("OMP_NUM_THREADS", str(threads))
+    t0 = time.perf_counter()
+    log = point_dir / "papermill.log"
+    with open(log, "w") as log_f:
+        proc = subprocess.Popen(cmd, stdout=log_f, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+        try:
+            rc = proc.wait(timeout=timeout)
+            error = None
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            proc.wait()
+            rc, error = -1, f"timeout: stopped after {timeout:g} s"
+    seconds = round(time.perf_counter() - t0, 1)
+
+    if rc != 0 and error is None:
+        error = notebook_error(nb_out)
+        if error is None:
+            tail = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+            error = tail[-1] if tail else f"papermill exited with {rc}"
+    row = {"point": point.name, "status": "failed" if error else "done", "executed": True,
+           "seconds": seconds, "overrides": point.overrides, "error": error or ""}
+    if error:
+        (point_dir / "error.txt").write_text(error + "\n")
+        return row
+    row.update(_summary_metrics(run_dir))
+    done = {"point": point.name, **_identity(grid, point, nb), "seconds": seconds,
+            "metrics": _summary_metrics(run_dir)}
+    (point_dir / "done.json").write_text(json.dumps(done, indent=2) + "\n")
+    return row
+
+
+def _identity(grid: Grid, point: Point, nb: Path) -> dict:
+    """What makes a completed point reusable: the same notebook, config and overrides."""
+    return {"notebook": str(nb), "config": str(grid.config) if grid.config else None,
+            "overrides": grid.overrides + point.overrides}
+
+
+def _completed(grid: Grid, point: Point, out: Path, nb: Path) -> dict | None:
+    """The results row of a point that completed earlier with the same notebook, config and
+    overrides, else None."""
+    path = out / point.name / "done.json"
+    if not path.is_file():
+        return None
+    try:
+        done = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if any(done.get(k) != v for k, v in _identity(grid, point, nb).items()):
+        return None
+    row = {"point": point.name, "status": "done", "executed": False,
+           "seconds": done.get("seconds"), "overrides": point.overrides, "error": ""}
+    row.update(_summary_metrics(out / point.name / "run") or done.get("metrics", {}))
+    return row
+
+
+# --- the table ----------------------------------------------------------------------------------
+
+def _override_columns(rows: list[dict]) -> list[str]:
+    keys: list[str] = []
+    for r in rows:
+        for o in r["overrides"]:
+            k = o.split("=", 1)[0]
+            if k not in keys:
+                keys.append(k)
+    return keys
+
+
+def write_results(rows: list[dict], path: Path) -> None:
+    """results.csv: point, status, executed, seconds, overrides, one column per overridden key,
+    metrics (in first-seen order), error."""
+    fixed = ["point", "status", "executed", "seconds", "overrides"]
+    keys = _override_columns(rows)
+    metrics: list[str] = []
+    for r in rows:
+        for k in r:
+            if k not in fixed and k != "error" and k not in metrics:
+                metrics.append(k)
+    header = fixed + keys + metrics + ["error"]
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=header)
+        w.writeheader()
+        for r in rows:
+            values = dict(r)
+            given = dict(o.split("=", 1) for o in r["overrides"])
+            values["overrides"] = " ".join(r["overrides"])
+            for k in keys:
+                values[k] = given.get(k, "")
+            w.writerow({h: values.get(h, "") for h in header})
+    os.replace(tmp, path)
+
+
+def read_results(path: str | Path) -> list[dict]:
+    """results.csv back as a list of dicts (strings as written)."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# --- the sweep ----------------------------------------------------------------------------------
+
+def default_out(grid_path: str | Path) -> Path:
+    return repo_root() / "experiments" / "runs" / "sweeps" / Path(grid_path).stem
+
+
+def _user_path(value: str | Path, what: str) -> Path:
+    """A path given on the command line or in a notebook: cwd-relative, else repo-relative."""
+    p = Path(value).expanduser()
+    for cand in ([p] if p.is_absolute() else [Path.cwd() / p, repo_root() / p]):
+        if cand.is_file():
+            return cand.resolve()
+    raise ConfigError(f"{what}: file not found: {value}")
+
+
+def run_sweep(grid_path: str | Path, notebook: str | Path | None = None,
+              out: str | Path | None = None, workers: int = 1, timeout: float | None = None,
+              *, config: str | Path | None = None, overrides: list[str] | None = None,
+              log=print) -> list[dict]:
+    """Run every point of a grid (skipping completed ones) with `workers` points in parallel;
+    writes out/results.csv after each point and returns the rows in grid order.
+
+    timeout: seconds per point (default: the grid's `timeout`, else none); config replaces the
+    grid's preset; overrides are appended to the grid's overrides (before each point's)."""
+    grid = load_grid(grid_path)
+    if config:
+        grid.config = _user_path(config, "--config")
+    grid.overrides = grid.overrides + _override_list(list(overrides or []), "overrides")
+    nb = _user_path(notebook, "--notebook") if notebook else grid.notebook
+    out = Path(out).expanduser().resolve() if out else default_out(grid_path)
+    out.mkdir(parents=True, exist_ok=True)
+    timeout = timeout or grid.timeout
+    workers = max(1, int(workers))
+    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
+
+    rows: dict[str, dict] = {}
+    todo = []
+    for p in grid.points:
+        row = _completed(grid, p, out, nb)
+        if row is None:
+            todo.append(p)
+        else:
+            rows[p.name] = row
+    results_path = out / "results.csv"
+    lock = threading.Lock()
+    order = [p.name for p in grid.points]
+
+    def flush() -> None:
+        write_results([rows[n] for n in order if n in rows], results_path)
+
+    if log:
+        log(f"sweep {Path(grid_path).name}: {len(grid.points)} points, {len(rows)} already done, "
+            f"{len(todo)} to run ({workers} in parallel) -> {out}")
+    with lock:
+        flush()
+    finished = 0
+
+    def one(p: Point) -> None:
+        nonlocal finished
+        row = run_point(grid, p, out, notebook=nb, timeout=timeout, threads=threads)
+        with lock:
+            rows[p.name] = row
+            finished += 1
+            flush()
+            if log:
+                what = (f"done in {row['seconds']:.0f} s" if row["status"] == "done"
+                        else f"FAILED ({row['error']})")
+                log(f"[{finished}/{len(todo)}] {p.name}: {what}")
+
+    if todo:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for f in [pool.submit(one, p) for p in todo]:
+                f.result()
+    return [rows[n] for n in order]
+
+
+# --- CLI ----------------------------------------------------------------------------------------
+
+def add_cli(sub) -> None:
+    p = sub.add_parser(
+        "sweep", help="run a notebook over a grid of overrides (papermill); results.csv",
+        description="Run one papermill execution of a notebook per grid point into "
+        "OUT/<point>/, collect OUT/results.csv. Failed points are reported and do not stop the "
+        "others (exit 1 when any failed); completed points are skipped on a re-run.")
+    p.add_argument("grid", help="grid YAML, e.g. experiments/grids/quick_variants.yaml")
+    p.add_argument("--notebook", help=f"notebook to run per point (default: the grid's, else "
+                   f"{DEFAULT_NOTEBOOK})")
+    p.add_argument("--out", help="output folder (default experiments/runs/sweeps/<grid name>)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="points run in parallel (each gets cores/N torch threads)")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds per point before it is stopped and recorded as failed")
+    p.add_argument("--config", help="preset for every point instead of the grid's `config`")
+    p.add_argument("--dry-run", action="store_true", help="list the points and exit")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="overrides added to every point (after the grid's own)")
+    p.set_defaults(func=cmd_sweep)
+
+
+def cmd_sweep(args) -> int:
+    if args.workers < 1:
+        raise ConfigError(f"--workers {args.workers}: must be at least 1")
+    if args.dry_run:
+        grid = load_grid(args.grid)
+        for p in grid.points:
+            print(f"{p.name}: {' '.join(grid.overrides + args.overrides + p.overrides)}")
+        return 0
+    rows = run_sweep(args.grid, args.notebook, args.out, args.workers, args.timeout,
+                     config=args.config, overrides=args.overrides)
+    failed = [r for r in rows if r["status"] == "failed"]
+    ran = sum(bool(r["executed"]) for r in rows)
+    out = Path(args.out).resolve() if args.out else default_out(args.grid)
+    print(f"{len(rows) - len(failed)}/{len(rows)} points done ({ran} executed now, "
+          f"{len(failed)} failed); table: {out / 'results.csv'}")
+    for r in failed:
+        print(f"failed: {r['point']}: {r['error']}", file=sys.stderr)
+    return 1 if failed else 0
