@@ -10,6 +10,7 @@ the best of a few repeats of ``--seconds`` each, because the machine is shared.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from types import SimpleNamespace
 
@@ -108,7 +109,8 @@ def main() -> None:
     if args.grid:
         save_grid(args.grid)
         return
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())  # shared machine: say how busy it was
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, load {load}")
     for size in args.sizes:
         bench(size, max(16, args.batch * 32 * 32 // (size * size)), args.seconds, args.device)
 
