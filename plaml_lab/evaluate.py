@@ -246,6 +246,7 @@ def evaluate(checkpoint=None, probes=PROBES, *, encoder: str = "student",
     result = {"checkpoint": str(checkpoint) if checkpoint else None, "encoder": encoder,
               "random_init": bool(random_init), "step": 0 if random_init else run.step,
               "variant": variant_name(run.cfg), "probes": probes}
-    result.update(run_probes(enc, run, probes, device=device, progress=progress))
+    with probes_lib.num_threads(run.cfg.run.num_threads):  # run.num_threads, as pretrain
+        result.update(run_probes(enc, run, probes, device=device, progress=progress))
     return result
 
