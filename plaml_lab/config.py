@@ -98,6 +98,7 @@ class ModelConfig:
     decoder_depth: int = 2
     decoder_num_heads: int = 4
     drop_path: float = 0.0
+    attn_impl: str = "auto"  # auto|sdpa|math: attention kernel; auto = SDPA on GPU, math on CPU
 
 
 @dataclass
@@ -513,6 +514,7 @@ def validate(cfg: PretrainConfig) -> None:
                           "2-D sin-cos position embeddings need multiples of 4")
     _range("model.mlp_ratio", m.mlp_ratio, 0, lo_open=True)
     _range("model.drop_path", m.drop_path, 0, 1, hi_open=True)
+    _choice("model.attn_impl", m.attn_impl, ("auto", "sdpa", "math"))
 
     _range("mask.ratio", mk.ratio, 0, 1, lo_open=True, hi_open=True)
     _choice("mask.strategy", mk.strategy, ("random", "block"))

@@ -13,7 +13,8 @@ from timm.layers import LayerNorm
 from timm.models.vision_transformer import Block
 
 from plaml_lab.model.heads import PLHead
-from plaml_lab.model.vit import ViTEncoder, get_2d_sincos_pos_embed, init_linear_and_norm
+from plaml_lab.model.vit import (ViTEncoder, get_2d_sincos_pos_embed, init_linear_and_norm,
+                                 set_attention)
 
 
 class Student(nn.Module):
@@ -29,7 +30,8 @@ class Student(nn.Module):
         self.patch_size = m.patch_size
         self.in_chans = m.in_chans
         self.encoder = ViTEncoder(m.img_size, m.patch_size, m.in_chans, m.embed_dim, m.depth,
-                                  m.num_heads, m.mlp_ratio, m.drop_path)
+                                  m.num_heads, m.mlp_ratio, m.drop_path, m.attn_impl)
+        self.attn_impl = m.attn_impl
         num_patches = self.encoder.num_patches
         self.has_decoder = cfg.method.target != "none" or cfg.pl_patch
         if self.has_decoder:
@@ -51,6 +53,7 @@ class Student(nn.Module):
                 if name.startswith(("decoder", "token_pred")):
                     init_linear_and_norm(mod)
             nn.init.normal_(self.mask_token, std=0.02)
+            set_attention(self.decoder_blocks, m.attn_impl, self.mask_token.device)
         self.num_patches = num_patches
 
         self.heads: nn.ModuleDict | None = None
@@ -64,6 +67,13 @@ class Student(nn.Module):
             if cfg.pl_patch:
                 shared = pl.shared_head and cfg.pl_cls
                 self.heads["patch"] = self.heads["cls"] if shared else make_head()
+
+    def _apply(self, fn, *args, **kwargs):
+        # as ViTEncoder._apply: the decoder's attention path follows the device
+        out = super()._apply(fn, *args, **kwargs)
+        if self.has_decoder:
+            set_attention(self.decoder_blocks, self.attn_impl, self.mask_token.device)
+        return out
 
     def no_weight_decay(self) -> set[str]:
         """Names excluded from weight decay besides 1-D tensors: tokens and position embeddings."""
