@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import html
+import threading
 import time
 from collections.abc import Callable, Iterable
 
@@ -39,6 +40,12 @@ def torch_threads(n: int):
     finally:
         if n and n != saved:
             torch.set_num_threads(saved)
+
+
+def build(cls: type, *args, **kw):
+    """Construct an app with `cls.threads` torch threads (its one-off work: data, features)."""
+    with torch_threads(cls.threads):
+        return cls(*args, **kw)
 
 
 def css_name(name: str) -> str:
@@ -80,7 +87,7 @@ class App(widgets.VBox):
     and `view`), then call `finish(...)`; `render(parts)` re-draws the named parts."""
 
     app_name = "app"
-    render_threads = 1  # torch threads while re-drawing (see torch_threads)
+    threads = 1  # torch threads while building and re-drawing (see torch_threads); 0 = default
 
     def __init__(self, title: str):
         super().__init__()
@@ -92,6 +99,8 @@ class App(widgets.VBox):
         self.readout = widgets.HTML("")
         self.readout.add_class(css_name("readout"))
         self._redraws: dict[str, tuple[str, ...]] = {}
+        # the training monitor re-draws from a polling thread too: one render at a time
+        self._render_lock = threading.RLock()
 
     # -- building -----------------------------------------------------------------------------
     def control(self, name: str, widget: widgets.Widget, redraws: Iterable[str] = ("all",)
@@ -127,16 +136,17 @@ class App(widgets.VBox):
     def render(self, parts: Iterable[str] = ("all",)) -> None:
         """Re-draw `parts` ('all' = everything). A failure is shown in the readout and kept in
         state['error'] instead of vanishing into the widget log."""
-        t0 = time.perf_counter()
-        try:
-            with torch_threads(self.render_threads):
-                self._render(set(parts))
-            self.state.pop("error", None)
-        except Exception as e:  # noqa: BLE001 - shown to the user, kept for tests
-            self.state["error"] = f"{type(e).__name__}: {e}"
-            self.readout.value = (f"<span style='color:#b00'>{html.escape(self.state['error'])}"
-                                  "</span>")
-        self.state["render_s"] = time.perf_counter() - t0
+        with self._render_lock:
+            t0 = time.perf_counter()
+            try:
+                with torch_threads(self.threads):
+                    self._render(set(parts))
+                self.state.pop("error", None)
+            except Exception as e:  # noqa: BLE001 - shown to the user, kept for tests
+                self.state["error"] = f"{type(e).__name__}: {e}"
+                self.readout.value = ("<span style='color:#b00'>"
+                                      f"{html.escape(self.state['error'])}</span>")
+            self.state["render_s"] = time.perf_counter() - t0
 
     def _render(self, parts: set[str]) -> None:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -16,6 +16,7 @@ None uses the run's own dataset, held-out split; 'train' / 'val', or any Dataset
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from plaml_lab.viz import canvas as C
 from plaml_lab.viz import figures as F
 from plaml_lab.viz import inspect as I
 from plaml_lab.viz import plots as P
-from plaml_lab.viz.app import App, ImageView, PlotlyView, dropdown, slider, wants
+from plaml_lab.viz.app import App, ImageView, PlotlyView, build, dropdown, slider, wants
 from plaml_lab.viz.attention import cls_attention
 from plaml_lab.viz.monitors import teacher_compare, training_monitor
 
@@ -126,7 +127,7 @@ def mask_explorer(run=None, dataset=None, **options) -> MaskExplorer:
     patches and the reconstruction: pixels (pixel mode) or the reconstruction teacher's target
     token map next to the student's predicted one (token mode). options: index, ratio,
     strategy, seed (initial values)."""
-    return MaskExplorer(run, dataset, **options)
+    return build(MaskExplorer, run, dataset, **options)
 
 
 # --- 2. token maps -------------------------------------------------------------------------
@@ -186,7 +187,7 @@ def token_map_viewer(run=None, dataset=None, **options) -> TokenMapViewer:
     both) for the reconstruction teacher's tokens and the student's predictions at hidden
     positions, a per-patch cosine-similarity heatmap, and a teacher layer selector.
     options: index, layer ('target' or a block number as a string), seed, ratio."""
-    return TokenMapViewer(run, dataset, **options)
+    return build(TokenMapViewer, run, dataset, **options)
 
 
 # --- 3. pseudo-label clusters --------------------------------------------------------------
@@ -221,12 +222,8 @@ class ClusterExplorer(_ImageApp):
         self.scores = I.cluster_scores(self.image_labels, self.labels)
         self.gallery_size = gallery_size
         self._xy: dict[str, np.ndarray] = {}
+        self.embed_seconds: dict[str, float] = {}
         self._tsne_thread = None
-        if tsne_in_background and embedding != "tsne":
-            # t-SNE takes seconds: start it now so the PCA -> t-SNE switch finds it ready
-            self._tsne_thread = threading.Thread(target=self.xy, args=("tsne",), daemon=True,
-                                                 name="plaml-tsne")
-            self._tsne_thread.start()
         used = np.argsort(-self.counts, kind="stable")
         used = used[self.counts[used] > 0]
         opts = [(f"#{k} ({self.counts[k]} images)", int(k)) for k in used]
@@ -240,6 +237,12 @@ class ClusterExplorer(_ImageApp):
         self.usage = self.view("usage", PlotlyView("usage"))
         self.embedding = self.view("embedding", PlotlyView("embedding"))
         self.finish([self.figure, widgets.HBox([self.gallery, self.usage]), self.embedding])
+        if tsne_in_background and embedding != "tsne":
+            # t-SNE takes seconds: start it once the app is drawn, so that the PCA -> t-SNE
+            # switch a user makes later finds it ready
+            self._tsne_thread = threading.Thread(target=self.xy, args=("tsne",), daemon=True,
+                                                 name="plaml-tsne")
+            self._tsne_thread.start()
 
     def xy(self, method: str) -> np.ndarray:
         """The 2-D embedding, computed once per app and method."""
@@ -247,7 +250,9 @@ class ClusterExplorer(_ImageApp):
         if method == "tsne" and thread is not None and thread is not threading.current_thread():
             thread.join()
         if method not in self._xy:
+            t0 = time.perf_counter()
             self._xy[method] = I.embed_2d(self.pl["features"], method)
+            self.embed_seconds[method] = time.perf_counter() - t0
         return self._xy[method]
 
     def _render(self, parts: set[str]) -> None:
@@ -305,8 +310,9 @@ def cluster_explorer(run=None, dataset=None, **options) -> ClusterExplorer:
     per-image data-token cluster maps (a colour per prototype), a gallery of the images whose
     class token falls in a chosen prototype, a prototype usage histogram, a 2-D embedding
     (PCA or t-SNE; hover shows the image index) coloured by pseudo or true label, NMI / ARI.
-    options: index, max_images (512), embedding, colour_by, gallery_size."""
-    return ClusterExplorer(run, dataset, **options)
+    options: index, max_images (512), embedding, colour_by, gallery_size, tsne_in_background
+    (True: t-SNE is computed in a thread once the app is drawn)."""
+    return build(ClusterExplorer, run, dataset, **options)
 
 
 # --- 4. attention --------------------------------------------------------------------------
@@ -378,7 +384,7 @@ def attention_viewer(run=None, dataset=None, **options) -> AttentionViewer:
     image for the student and each teacher side by side. The student sees the full image or its
     masked training view. Weights are captured with timm's fused attention switched off only
     inside the viewer (viz/attention.py). options: index, layer, head, student_view, seed."""
-    return AttentionViewer(run, dataset, **options)
+    return build(AttentionViewer, run, dataset, **options)
 
 
 APPS = {"mask_explorer": mask_explorer, "token_map_viewer": token_map_viewer,

@@ -346,10 +346,13 @@ def momentum_curves(cfg: PretrainConfig, total: int, points: int = 200) -> dict[
     return out
 
 
-def run_at(run: Run, entry: dict) -> Run:
-    """The model of one checkpoint_history entry, as a Run sharing `run`'s config (eval mode)."""
-    from plaml_lab.method import PLAML
-    model = PLAML(run.cfg)
+def run_at(run: Run, entry: dict, model=None) -> Run:
+    """The model of one checkpoint_history entry, as a Run sharing `run`'s config (eval mode).
+    model: a PLAML of that config to load the weights into (reused across checkpoints: building
+    one costs more than loading it)."""
+    if model is None:
+        from plaml_lab.method import PLAML
+        model = PLAML(run.cfg)
     model.load_state_dict(entry["state"], strict=True)
     model.eval()
     return Run(cfg=run.cfg, model=model, path=run.path, step=entry["step"])

@@ -19,7 +19,7 @@ from plaml_lab.viz import canvas as C
 from plaml_lab.viz import figures as F
 from plaml_lab.viz import inspect as I
 from plaml_lab.viz import plots as P
-from plaml_lab.viz.app import App, ImageView, PlotlyView, dropdown, slider, wants
+from plaml_lab.viz.app import App, ImageView, PlotlyView, build, dropdown, slider, wants
 
 
 def _run_dir(run) -> Path | None:
@@ -106,10 +106,11 @@ class TrainingMonitor(App):
         """Re-read the run's files; re-draw when they changed (or when forced)."""
         if "unavailable" in self.state:
             return False
-        if not force and self._signature() == self._sig:
-            return False
-        self._read()
-        self.render(("all",))
+        with self._render_lock:  # the polling thread and the button may both call this
+            if not force and self._signature() == self._sig:
+                return False
+            self._read()
+            self.render(("all",))
         return True
 
     def _set_auto(self, on: bool) -> None:
@@ -162,7 +163,7 @@ def training_monitor(run=None, dataset=None, **options) -> TrainingMonitor:
     button. run: a run folder (it may still be training, even before its first checkpoint),
     a checkpoint file or a Run. dataset is not used. options: parts, window, log_y,
     auto_refresh, interval."""
-    return TrainingMonitor(run, **options)
+    return build(TrainingMonitor, run, **options)
 
 
 # --- 6. teacher comparison ----------------------------------------------------------------
@@ -175,7 +176,7 @@ class TeacherCompare(App):
 
     app_name = "teacher-compare"
 
-    def __init__(self, run=None, dataset=None, max_images: int = 256, num_maps: int = 6,
+    def __init__(self, run=None, dataset=None, max_images: int = 128, num_maps: int = 6,
                  distance: str = "rel"):
         super().__init__("Labelling teacher vs reconstruction teacher")
         path = _run_dir(run)
@@ -222,10 +223,12 @@ class TeacherCompare(App):
     def _agreement(self):
         """Per checkpoint: agreement of the pseudo labels that the two teachers' encoders give
         through the labelling teacher's heads, plus the data-token label maps of a few images."""
+        from plaml_lab.method import PLAML
         agree = {"class token": [], "data tokens": []}
         nmi, maps = [], []
+        model = PLAML(self.cfg)
         for h in self.history:
-            r = I.run_at(self.run, h)
+            r = I.run_at(self.run, h, model)
             a = I.pseudo_labels(r, self.images, "labelling")
             b = I.pseudo_labels(r, self.images, "reconstruction")
             if "cls" in a:
@@ -278,4 +281,4 @@ def teacher_compare(run=None, dataset=None, **options) -> TeacherCompare:
     of the pseudo labels the two teachers' encoders give (through the labelling teacher's heads)
     and each teacher's momentum schedule with the logged momenta. options: max_images,
     num_maps, distance ('rel' | 'abs')."""
-    return TeacherCompare(run, dataset, **options)
+    return build(TeacherCompare, run, dataset, **options)

@@ -1,5 +1,6 @@
-"""Figures of a sweep's results (plaml_lab.sweep rows / OUT/results.csv): metrics per point and
-loss curves per point. Pure builders: rows in, matplotlib Figures out (no pyplot state)."""
+"""Figures of results tables: a sweep's rows (plaml_lab.sweep / OUT/results.csv), metrics and
+loss curves per point; probe results of encoders side by side (04_evaluate). Pure builders:
+rows in, matplotlib Figures out (no pyplot state)."""
 
 from __future__ import annotations
 
@@ -79,5 +80,29 @@ def loss_curves_by_point(sweep_dir: str | Path, rows: Sequence[dict], key: str =
         ax.text(0.5, 0.5, "no metrics", ha="center", transform=ax.transAxes)
     ax.set_title(f"{key} per point (each variant's loss has different terms: compare shapes, "
                  "not levels)", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def comparison_bars(results: dict[str, dict], metrics: Sequence[str], title: str = ""):
+    """One group per metric, one bar per result (e.g. {'pretrained': {...}, 'random init':
+    {...}}); metrics none of the results has are left out."""
+    metrics = [m for m in metrics if any(np.isfinite(_number(r.get(m))) for r in results.values())]
+    fig = new_figure(max(4.0, 0.8 * len(metrics) + 1.5), 2.8)
+    ax = fig.subplots()
+    if not metrics:
+        ax.text(0.5, 0.5, "no metrics", ha="center", transform=ax.transAxes)
+        return fig
+    xs = np.arange(len(metrics))
+    width = 0.8 / len(results)
+    for j, (name, r) in enumerate(results.items()):
+        vals = [_number(r.get(m)) for m in metrics]
+        ax.bar(xs + j * width, vals, width, label=name, color=f"C{j}" if j else "C0",
+               alpha=1.0 if j == 0 else 0.6)
+    ax.set_xticks(xs + width * (len(results) - 1) / 2, list(metrics), fontsize=7, rotation=25,
+                  ha="right")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig
