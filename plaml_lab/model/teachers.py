@@ -17,11 +17,13 @@ from torch import nn
 
 @torch.no_grad()
 def ema_update(teacher: list[torch.Tensor], student: list[torch.Tensor], momentum: float) -> None:
-    """In place: theta_t <- m * theta_t + (1 - m) * theta_s, for all tensors at once."""
+    """In place: theta_t <- m * theta_t + (1 - m) * theta_s, for all tensors at once.
+
+    One fused foreach lerp (theta_t + (1 - m) * (theta_s - theta_t)): it reads each tensor once
+    and writes the teacher once, 2.6x faster than a foreach mul + add (benchmarks/README.md)."""
     if not teacher:
         return
-    torch._foreach_mul_(teacher, momentum)
-    torch._foreach_add_(teacher, student, alpha=1.0 - momentum)
+    torch._foreach_lerp_(teacher, student, 1.0 - momentum)
 
 
 class Teacher(nn.Module):

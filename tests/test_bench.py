@@ -1,0 +1,93 @@
+"""Benchmark harness: the smoke run of `plaml-lab bench`, and the pieces its figures rest on
+(FLOP counting, peak memory, paired ratios, the attention implementations)."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+import torch
+
+from plaml_lab import bench
+from plaml_lab.cli import main
+from plaml_lab.model import ViTEncoder
+from plaml_lab.model.vit import fused_attention
+
+
+def test_bench_cli_writes_a_complete_table_of_finite_figures_for_every_variant(tmp_path, capsys):
+    out = tmp_path / "bench.csv"
+    rc = main(["bench", "--preset", "experiments/configs/quick.yaml", "--steps", "2",
+               "--warmup", "1", "--csv", str(out), "run.num_threads=1"])
+    assert rc == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [r["variant"] for r in rows] == list(bench.VARIANTS)
+    assert set(bench.CSV_COLUMNS) <= set(rows[0])
+    for r in rows:
+        for col in ("batch", "step_ms", "imgs_per_s", "peak_mem_mb", "gflop_per_step",
+                    "gflop_per_s", "mfu", "ema_ms", "matmul_gflop_per_s"):
+            v = float(r[col])
+            assert math.isfinite(v) and v > 0, (r["variant"], col, r[col])
+        assert r["device"] == "cpu" and r["precision"] == "fp32"
+    printed = capsys.readouterr().out
+    assert all(v in printed for v in bench.VARIANTS) and "dual/mae FLOP/s" in printed
+
+
+def test_flop_count_of_an_encoder_forward_equals_the_transformer_formula():
+    """Independent count: patch embedding 2*L*(p*p*C)*D; per block 2*N*(3D*D + D*D + 2*D*4D)
+    for the linears and 2*2*N*N*D for q@k^T and attn@v, for N = L + 1 tokens."""
+    B, img, p, D, depth, heads = 2, 16, 4, 32, 2, 2
+    enc = ViTEncoder(img, p, 3, D, depth, heads).eval()
+    x = torch.randn(B, 3, img, img)
+    L = (img // p) ** 2
+    N = L + 1
+    per_block = 2 * N * (3 * D * D + D * D + 2 * D * 4 * D) + 2 * 2 * N * N * D
+    expected = B * (2 * L * p * p * 3 * D + depth * per_block)
+    for impl in ("sdpa", "math"):  # the count must not depend on the attention kernel
+        for blk in enc.blocks:
+            blk.attn.fused_attn = impl == "sdpa"
+        with torch.no_grad():
+            assert bench.count_flops(lambda: enc(x)) == expected, impl
+
+
+def test_peak_memory_reports_the_growth_of_a_64_mb_tensor():
+    device = torch.device("cpu")
+    with bench._exact_rss(device), bench.PeakMemory(device) as pm:
+        t = torch.ones(16 * 2**20)  # 64 MiB of float32, touched
+        del t
+    if pm.mb is None:
+        pytest.skip("no /proc/self/clear_refs on this system")
+    assert 60 <= pm.mb <= 80
+
+
+def test_paired_ratios_divide_same_round_times_and_scale_by_flops():
+    # the dual step takes exactly 3x the mae step in every round, whatever the round's noise
+    rounds = [{("mae", "bf16"): (t, t), ("dual", "bf16"): (3 * t, 3 * t)} for t in (1, 5, 2, 9)]
+    flops = {("mae", "bf16"): 10.0, ("dual", "bf16"): 33.0}
+    rows = [{"variant": v, "precision": "bf16", "peak_mem_mb": 1.0, "ema_ms": 0.1, "step_ms": 10}
+            for v in ("mae", "dual")]
+    r = {x["ratio"]: x for x in bench.paired_ratios(rows, rounds, flops)}
+    assert r["dual/mae FLOP/s [bf16]"]["wall"] == pytest.approx(33 / 3 / 10)
+    assert r["dual/mae FLOP/s [bf16]"]["wall_iqr"] == pytest.approx(0)
+    assert r["EMA of all teachers / dual step [bf16]"]["wall"] == pytest.approx(0.01)
+
+
+def test_attention_impls_agree_and_auto_picks_sdpa_only_off_cpu():
+    assert not fused_attention("auto", "cpu") and fused_attention("auto", "cuda")
+    assert fused_attention("sdpa", "cpu") and not fused_attention("math", "cuda")
+    enc = ViTEncoder(16, 4, 3, 32, 2, 2, attn_impl="math").eval()
+    assert not any(b.attn.fused_attn for b in enc.blocks)
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        ref = enc(x)
+        for b in enc.blocks:
+            b.attn.fused_attn = True
+        fused = enc(x)
+    assert torch.allclose(ref, fused, atol=1e-5)
+    enc.to("cpu")  # moving re-picks the implementation for the device
+    assert not any(b.attn.fused_attn for b in enc.blocks)
+
+
+def test_bench_rejects_an_unknown_variant_with_exit_code_2(capsys):
+    assert main(["bench", "--preset", "experiments/configs/quick.yaml", "--variants", "dino"]) == 2
+    assert "unknown variant 'dino'" in capsys.readouterr().err
