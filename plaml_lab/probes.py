@@ -209,13 +209,16 @@ def boxes_from_objectness(prob: torch.Tensor, patch_size: int, threshold: float 
     return torch.stack([x0, y0, x1, y1], 1).float() * patch_size
 
 
+def _box_area(x: torch.Tensor) -> torch.Tensor:
+    return (x[:, 2] - x[:, 0]).clamp(min=0) * (x[:, 3] - x[:, 1]).clamp(min=0)
+
+
 def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Paired boxes a, b (N, 4) xyxy -> IoU (N,); 0 where both are empty."""
     ix = (torch.minimum(a[:, 2], b[:, 2]) - torch.maximum(a[:, 0], b[:, 0])).clamp(min=0)
     iy = (torch.minimum(a[:, 3], b[:, 3]) - torch.maximum(a[:, 1], b[:, 1])).clamp(min=0)
     inter = ix * iy
-    area = lambda x: (x[:, 2] - x[:, 0]).clamp(min=0) * (x[:, 3] - x[:, 1]).clamp(min=0)  # noqa: E731
-    union = area(a) + area(b) - inter
+    union = _box_area(a) + _box_area(b) - inter
     return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(union))
 
 

@@ -17,8 +17,8 @@ from plaml_lab.data import normalize
 from plaml_lab.evaluate import PROBES, extract_features, knn_accuracy
 
 QUICK = "experiments/configs/quick.yaml"
-TINY = ["run.progress=false", "run.num_threads=1", "data.num_train=192", "data.num_val=96", "eval.max_train=192",
-        "eval.max_val=96"]
+TINY = ["run.progress=false", "run.num_threads=1", "data.num_train=192", "data.num_val=96",
+        "eval.max_train=192", "eval.max_val=96"]
 
 
 def separable(n_per_class: int = 30, num_classes: int = 4, dim: int = 16, seed: int = 0):
