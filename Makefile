@@ -6,7 +6,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PYTHONHASHSEED := 0
 
-.PHONY: demo test test-fast test-browser lab bench ablation notebooks clean-runs help
+.PHONY: demo test test-fast test-browser test-notebooks lab bench ablation notebooks clean-runs help
+
+# nbval over the committed notebooks: cells marked NBVAL_CHECK_OUTPUT are compared (sanitized),
+# every cell must run; CI=true selects the notebooks' SMOKE settings, which made those outputs.
+NBVAL := -p no:cacheprovider --nbval-lax --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 
 help:
 	@echo "make demo      pretrain the paper's variant (lab preset) on the embedded dataset, evaluate, show figures"
@@ -15,11 +19,13 @@ help:
 	@echo "make bench     benchmark table (benchmarks/README.md)"
 	@echo "make ablation  the miniature paper table (experiments/results/)"
 	@echo "make notebooks re-execute and re-save every notebook (the one way to refresh outputs)"
+	@echo "make test-notebooks  nbval over notebooks/ only"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "installing plaml-lab into $(VENV) (first time: a few minutes)"
 	@set -o pipefail; $(PY) -m pip install -q -e '.[dev]' 2>&1 | { grep -v 'is ignored: it is neither' || true; }
+	@$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null  # the notebooks' kernel
 	@touch $(STAMP)
 
 demo: $(STAMP)
@@ -27,6 +33,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+	CI=$${CI:-true} $(PY) -m pytest -q $(NBVAL) notebooks
+
+test-notebooks: $(STAMP)
+	CI=$${CI:-true} $(PY) -m pytest -q $(NBVAL) notebooks
+
+notebooks: $(STAMP)
+	$(PY) tools/make_notebooks.py
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q tests -m "not slow and not browser"

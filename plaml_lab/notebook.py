@@ -9,10 +9,12 @@ is resolved against the repo root (the folder holding pyproject.toml).
 from __future__ import annotations
 
 import io
+import json
 import os
 from pathlib import Path
 
 QUICK = "experiments/configs/quick.yaml"
+PLOTLY_MAX_BYTES = 150_000  # larger plotly snapshots are left out of saved notebooks
 
 # SMOKE (CI): the quick preset cut to a few optimiser steps and small evaluation sets, so a
 # notebook runs in seconds; applied before the notebook's own overrides (those still win).
@@ -52,12 +54,29 @@ def shown_path(path: str | Path) -> str:
         return str(p)
 
 
-def settings(config: str | None, overrides: list[str] | None, smoke: bool
+def as_list(value) -> list[str]:
+    """A list parameter as papermill may deliver it: a list, or a string (`-p overrides '[..]'`
+    passes the text): YAML/JSON list text, or whitespace-separated items; None/"" -> []."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    import yaml
+    try:
+        parsed = yaml.safe_load(str(value))
+    except yaml.YAMLError:
+        parsed = None
+    if isinstance(parsed, list):
+        return [str(v) for v in parsed]
+    return str(value).replace(",", " ").split()
+
+
+def settings(config: str | None, overrides: list[str] | str | None, smoke: bool
              ) -> tuple[str | None, list[str]]:
     """(config path, overrides) a notebook hands to plaml_lab: with smoke, the quick preset and
     SMOKE_OVERRIDES come first and the notebook's own overrides are applied after them, and
     torch is pinned to one thread."""
-    overrides = [str(o) for o in (overrides or [])]
+    overrides = as_list(overrides)
     if smoke:
         import torch
         torch.set_num_threads(1)  # as run.num_threads=1: checked outputs match on any CPU count
@@ -75,6 +94,53 @@ def run_dir(out_dir: str | Path, smoke: bool) -> Path:
         import tempfile
         return Path(tempfile.mkdtemp(prefix="plaml_smoke_")) / path.name
     return repo_path(path)
+
+
+def smoke_run(overrides: list[str] | None = None) -> Path:
+    """A few-step quick run (checkpoints every 2 steps, for the teacher comparison) in a fresh
+    temporary folder: what 03_dashboards and 04_evaluate open under SMOKE."""
+    import tempfile
+
+    from plaml_lab.train import pretrain
+    out = Path(tempfile.mkdtemp(prefix="plaml_smoke_")) / "run"
+    pretrain(repo_path(QUICK), out, SMOKE_OVERRIDES + ["run.ckpt_every=2", "run.keep_ckpts=3"]
+             + list(overrides or []))
+    return out
+
+
+def eval_target(run: str, smoke: bool) -> Path | None:
+    """04_evaluate's `run` parameter -> the run to evaluate: under SMOKE a relative (default) or
+    empty one becomes a fresh smoke_run(); otherwise the repo-relative path, which must exist;
+    empty -> None (only the random-init baseline is evaluated)."""
+    if smoke and (not run or not Path(run).is_absolute()):
+        return smoke_run()
+    if not run:
+        return None
+    path = repo_path(run)
+    if not path.exists():
+        from plaml_lab.checkpoint import CheckpointError
+        raise CheckpointError(f"run={run!r}: no such run folder or checkpoint (train one with "
+                              "01_pretrain or `plaml-lab pretrain`)")
+    return path
+
+
+def evaluate_against_baseline(run: Path | None, probes: list[str] | str,
+                              encoder: str = "student", overrides: list[str] | str | None = None,
+                              config: str | None = None
+                              ) -> dict[str, dict]:
+    """{'pretrained': evaluate(run), 'random init': the same probes on a random-init encoder of
+    the same config} (only the latter, from `config`, when run is None)."""
+    from plaml_lab.evaluate import evaluate
+    probes, overrides = as_list(probes), as_list(overrides)
+    out = {}
+    if run is not None:
+        out["pretrained"] = evaluate(run, probes, encoder=encoder, overrides=overrides)
+        out["random init"] = evaluate(run, probes, encoder=encoder, random_init=True,
+                                      overrides=overrides)
+    else:
+        out["random init"] = evaluate(None, probes, encoder=encoder, random_init=True,
+                                      config=config, overrides=overrides)
+    return out
 
 
 def load(config: str | None, overrides: list[str] | None):
@@ -123,7 +189,7 @@ def metrics_text(values: dict, keys: list[str] | tuple[str, ...], digits: int = 
     lines = []
     for k in keys:
         v = values.get(k)
-        shown = f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+        shown = f"{round(v, digits) + 0.0:.{digits}f}" if isinstance(v, float) else str(v)
         lines.append(f"{k:<14} {shown}")
     return "\n".join(lines)
 
@@ -136,7 +202,7 @@ def table(rows: dict[str, dict] | list[dict], keys: list[str], first: str = "",
 
     def fmt(v) -> str:
         if isinstance(v, float):
-            return f"{v:.{digits}f}"
+            return f"{round(v, digits) + 0.0:.{digits}f}"  # + 0.0: no "-0.000"
         return "" if v is None else str(v)
 
     names = [str(n) for n, _ in items]
@@ -147,6 +213,68 @@ def table(rows: dict[str, dict] | list[dict], keys: list[str], first: str = "",
     for n, c in zip(names, cells):
         out.append(f"{n:<{width0}}  " + "  ".join(f"{v:>{w}}" for v, w in zip(c, widths)))
     return "\n".join(line.rstrip() for line in out)
+
+
+def comparison(results: dict[str, dict], keys: list[str] | tuple[str, ...], digits: int = 3
+               ) -> str:
+    """Metrics as rows, one column per result (e.g. pretrained, random init), plus the
+    difference of the first two; metrics no result has are left out."""
+    names = list(results)
+    keys = [k for k in keys if any(isinstance(r.get(k), (int, float)) for r in results.values())]
+    rows = {}
+    for k in keys:
+        row = {n: results[n].get(k) for n in names}
+        a, b = (results[n].get(k) for n in names[:2]) if len(names) > 1 else (None, None)
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+            row["difference"] = a - b
+        rows[k] = row
+    cols = names + (["difference"] if len(names) > 1 else [])
+    return table(rows, cols, first="metric", digits=digits)
+
+
+def app_status(name: str, app) -> str:
+    """One line on a dashboard: its controls and views, and whether it rendered (the error or
+    the reason it is unavailable otherwise)."""
+    if app.state.get("unavailable"):
+        return f"{name}: unavailable ({app.state['unavailable']})"
+    line = f"{name}: controls {', '.join(app.controls)}; views {', '.join(app.views)}"
+    if app.state.get("error"):
+        return f"{line}; ERROR {app.state['error']}"
+    return f"{line}; rendered"
+
+
+def show_app(app, shelf: "Shelf | None" = None, name: str = "app", static: bool = False) -> None:
+    """Display a dashboard; with `static` (or a shelf with an out_dir) also snapshots of its
+    views, so a saved notebook shows them without a live kernel: image views as PNG (saved to
+    the shelf's out_dir), plotly views as plotly's own mime bundle when small."""
+    from IPython.display import display
+    display(app)
+    if not (static or (shelf and shelf.out_dir)):
+        return
+    shelf = shelf or Shelf()
+    for view_name, view in app.views.items():
+        data = getattr(view, "value", None)  # an image view's PNG (bytes or a memoryview)
+        if isinstance(data, (bytes, memoryview)) and len(data):
+            shelf.show(f"{name}_{view_name}", bytes(data))
+        elif getattr(view, "figure", None) is not None:
+            # a plotly view: its own mime bundle (JupyterLab renders it), if it stays small
+            from plaml_lab.viz.plots import plotly_bundle
+            bundle = plotly_bundle(view.figure)
+            if len(json.dumps(bundle)) <= PLOTLY_MAX_BYTES:
+                display(bundle, raw=True)
+
+
+def pseudo_label_gallery(run, num_images: int = 256, dataset: str = "val"):
+    """The labelling teacher's class-token pseudo labels on held-out images, as a grid of the
+    images grouped by label (None when the run has no labelling teacher)."""
+    from plaml_lab.viz import figures as F
+    from plaml_lab.viz import inspect as I
+    if run.model.labelling_teacher is None:
+        return None
+    ds = I.resolve_dataset(run, dataset)
+    batch = I.fetch(ds, range(min(num_images, len(ds))))
+    labels = I.pseudo_labels(run, batch["image"])["image"]
+    return F.pseudo_label_grid(batch["image"], labels)
 
 
 def run_files(run_dir: str | Path) -> str:
@@ -165,11 +293,13 @@ def run_files(run_dir: str | Path) -> str:
 # --- figures ------------------------------------------------------------------------------------
 
 def png_bytes(fig, dpi: int = 72, colors: int = 128) -> bytes:
-    """A matplotlib figure (closed afterwards) or an (H, W, 3) uint8 canvas -> palette PNG
-    bytes: a few tens of kB, so committed notebooks stay small."""
+    """A matplotlib figure (closed afterwards), an (H, W, 3) uint8 canvas or encoded image bytes
+    -> palette PNG bytes: a few tens of kB, so committed notebooks stay small."""
     from PIL import Image
 
-    if hasattr(fig, "savefig"):
+    if isinstance(fig, bytes):  # an encoded image (e.g. a dashboard's PNG view)
+        img = Image.open(io.BytesIO(fig)).convert("RGB")
+    elif hasattr(fig, "savefig"):
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
         import matplotlib.pyplot as plt
@@ -210,6 +340,16 @@ class Shelf:
             path = self.out_dir / f"{name}.png"
             path.write_bytes(data)
             self.saved.append(path)
+
+    def save_json(self, name: str, data) -> Path | None:
+        """out_dir/<name>.json when out_dir is set."""
+        if self.out_dir is None:
+            return None
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        path = self.out_dir / f"{name}.json"
+        path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+        self.saved.append(path)
+        return path
 
 
 class LiveLoss:

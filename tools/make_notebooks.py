@@ -69,6 +69,12 @@ def parse_source(path: Path) -> list[dict]:
             line = line[2:] if line.startswith("# ") else line[1:]
         current["lines"].append(line)
     for c in cells:
+        if "parameters" in c["tags"]:
+            for line in c["lines"]:
+                # papermill reads a parameter per line with exactly one "=" (comments included)
+                if line.strip() and not line.lstrip().startswith("#") and line.count("=") != 1:
+                    raise SourceError(f"{path}: parameters cell: '{line}' must hold exactly one "
+                                      "'=' (papermill cannot parse it otherwise)")
         lines = c.pop("lines")
         while lines and not lines[-1].strip():
             lines.pop()

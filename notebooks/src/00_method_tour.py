@@ -18,11 +18,17 @@ import os
 from plaml_lab import notebook as nb
 from plaml_lab import tour
 
+# %% [markdown] id=parameters-md
+# ## Parameters
+# `overrides` takes dotted `key=value` strings as on the CLI, e.g.
+# `["method.target=pixels", "method.pseudo_labels=none"]` (the pixel MAE) or `["mask.ratio=0.5"]`.
+# From papermill: `-p overrides '["mask.ratio=0.5"]'` or `-y 'overrides: [mask.ratio=0.5]'`.
+
 # %% id=parameters tags=parameters
 config: str = "experiments/configs/lab.yaml"  # preset of the model (when no run is given)
-overrides: list = []  # dotted key=value strings, e.g. ["method.target=pixels", "mask.ratio=0.5"]
-out_dir: str = ""  # folder to also save the figures to ("" = only show them)
-run: str = ""  # a run folder or checkpoint to tour ("" = a random-init model)
+overrides: list = []  # dotted config overrides as on the CLI (examples above)
+out_dir: str = ""  # folder to also save the figures to (empty: only show them)
+run: str = ""  # a run folder or checkpoint to tour (empty: a random-init model)
 num_images: int = 4  # images in the batch
 seed: int = 0  # seeds the views and the masks
 

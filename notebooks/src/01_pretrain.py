@@ -21,9 +21,15 @@ from plaml_lab.evaluate import knn_eval
 from plaml_lab.runs import load_run, random_init_run
 from plaml_lab.train import pretrain
 
+# %% [markdown] id=parameters-md
+# ## Parameters
+# `overrides` takes dotted `key=value` strings as on the CLI, e.g.
+# `["method.teachers=single", "mask.ratio=0.6", "run.max_steps=200"]`. From papermill:
+# `-p overrides '["method.teachers=single"]'` or `-y 'overrides: [method.teachers=single]'`.
+
 # %% id=parameters tags=parameters
 config: str = "experiments/configs/lab.yaml"  # preset (path relative to the repo root)
-overrides: list = []  # dotted key=value strings, e.g. ["method.teachers=single", "mask.ratio=0.6"]
+overrides: list = []  # dotted config overrides as on the CLI (examples above)
 out_dir: str = "experiments/runs/nb_pretrain"  # run folder; re-running resumes it
 knn_baseline: bool = True  # also score a random-init encoder of the same shape
 

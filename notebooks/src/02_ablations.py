@@ -19,12 +19,17 @@ import os
 
 from plaml_lab import notebook as nb
 from plaml_lab.sweep import load_grid, run_sweep
-from plaml_lab.viz import sweeps as plots
+from plaml_lab.viz import results as plots
+
+# %% [markdown] id=parameters-md
+# ## Parameters
+# `grid` is a YAML file of points and/or axes (format: `docs/notebooks.md`); `overrides` (dotted
+# `key=value` strings, e.g. `["run.seed=1"]`) are added to every point.
 
 # %% id=parameters tags=parameters
 grid: str = "experiments/grids/lab_variants.yaml"  # the grid (points and/or axes of overrides)
-config: str = ""  # preset for every point ("" = the grid's own `config`)
-overrides: list = []  # added to every point, e.g. ["run.seed=1"]
+config: str = ""  # preset for every point (empty: the grid's own config)
+overrides: list = []  # dotted config overrides added to every point
 out_dir: str = "experiments/runs/sweeps/nb_ablations"  # sweep folder (re-running skips done points)
 workers: int = 1  # points run in parallel, each in its own kernel
 
@@ -33,6 +38,7 @@ SMOKE = "CI" in os.environ  # CI: every point runs the quick preset for a few st
 grid_path = nb.repo_path(grid)
 sweep_dir = nb.run_dir(out_dir, SMOKE)
 workers = max(workers, 2) if SMOKE else workers
+overrides = nb.as_list(overrides)
 shelf = nb.Shelf()
 
 # %% [markdown] id=grid-md

@@ -1,0 +1,115 @@
+"""Source of notebooks/03_dashboards.ipynb (tools/make_notebooks.py; `make notebooks`)."""
+# %% [markdown] id=title
+# # Dashboards: looking inside a run
+#
+# **What you will see.** The six interactive dashboards of `plaml_lab.viz` on one run: the
+# mask explorer (what the student sees and reconstructs), the token map viewer (teacher
+# targets vs student predictions), the cluster explorer (pseudo-label clusters), the attention
+# viewer (class-token attention of the student and each teacher), the training monitor (loss
+# terms, learning rate and teacher momenta, refreshing while a run trains) and the teacher
+# comparison (labelling vs reconstruction teacher over training). Move a slider and the view
+# re-draws.
+#
+# Set `run` to a run folder (e.g. `experiments/runs/nb_pretrain` from `01_pretrain`); with none,
+# the image dashboards show a random-init model of `config` and the two over a run's history say
+# they need a run. A saved copy of this notebook shows static snapshots of the image views; the
+# controls need a live kernel (`make lab`). Under CI (`CI` set) a few-step quick run is trained
+# first so that every dashboard has something to show.
+
+# %% id=imports
+import os
+
+from plaml_lab import notebook as nb
+from plaml_lab import viz
+
+# %% [markdown] id=parameters-md
+# ## Parameters
+# `run` is a run folder (or a checkpoint); `overrides` (dotted `key=value` strings, e.g.
+# `["method.teachers=single"]`) change the random-init model used when no run is given.
+
+# %% id=parameters tags=parameters
+config: str = "experiments/configs/lab.yaml"  # preset of the random-init model (when no run)
+overrides: list = []  # dotted config overrides for that model
+out_dir: str = ""  # folder to save PNG snapshots of the dashboards to (empty: none)
+run: str = ""  # run folder or checkpoint (empty: a random-init model of config)
+dataset: str = "val"  # images to browse: val (held-out) or train split of the run's dataset
+index: int = 0  # first image shown
+
+# %% id=settings
+SMOKE = "CI" in os.environ  # CI: a few-step quick run, snapshots shown
+config_path, model_overrides = nb.settings(config, overrides, SMOKE)
+if SMOKE and not run:
+    run = str(nb.smoke_run(overrides))
+model = nb.open_run(run, config_path, model_overrides)
+shelf = nb.Shelf(out_dir)
+print(nb.describe_config(model.cfg))
+
+# %% [markdown] id=mask-md
+# ## Mask explorer
+# Pick an image, a mask ratio, random or block masking and a seed. Pixel MAEs show their
+# reconstruction; token variants show the reconstruction teacher's target tokens next to the
+# student's predicted ones at the hidden positions (same PCA colours: similar colour, similar
+# token).
+
+# %% id=mask
+mask_app = viz.mask_explorer(model, dataset, index=index)
+nb.show_app(mask_app, shelf, "mask_explorer", static=SMOKE)
+
+# %% [markdown] id=tokens-md
+# ## Token map viewer
+# The reconstruction teacher's tokens of the whole image (any block, or the averaged target) next
+# to the student's predictions, and their per-patch cosine similarity.
+
+# %% id=tokens
+token_app = viz.token_map_viewer(model, dataset, index=index)
+nb.show_app(token_app, shelf, "token_map_viewer", static=SMOKE)
+
+# %% [markdown] id=clusters-md
+# ## Cluster explorer
+# The labelling teacher's pseudo labels: the cluster map of an image's data tokens, a gallery of
+# the images sharing a class-token pseudo label, prototype usage, a 2-D embedding of the class
+# tokens coloured by pseudo label or true class, and NMI / ARI against the true classes.
+
+# %% id=clusters
+cluster_app = viz.cluster_explorer(model, dataset, index=index)
+nb.show_app(cluster_app, shelf, "cluster_explorer", static=SMOKE)
+
+# %% [markdown] id=attention-md
+# ## Attention viewer
+# Class-token attention over the data tokens, per block and head, for the student (on its masked
+# view or the full image) and each teacher.
+
+# %% id=attention
+attention_app = viz.attention_viewer(model, dataset, index=index)
+nb.show_app(attention_app, shelf, "attention_viewer", static=SMOKE)
+
+# %% [markdown] id=monitor-md
+# ## Training monitor
+# Loss terms, learning rate and both teachers' momenta from `metrics.jsonl`; it refreshes by
+# itself while the run is still training (start `01_pretrain` or `plaml-lab pretrain` in another
+# tab and point `run` at its folder).
+
+# %% id=monitor
+monitor_app = viz.training_monitor(run or None)
+nb.show_app(monitor_app, shelf, "training_monitor", static=SMOKE)
+
+# %% [markdown] id=teachers-md
+# ## Teacher comparison
+# Over the run's checkpoints: each teacher's parameter distance to the student, how often the two
+# teachers' encoders give the same pseudo labels, and each teacher's momentum schedule. In the
+# dual-teacher variant the labelling teacher follows the student more closely than the
+# reconstruction teacher (see METHOD.md: two EMA copies with one schedule would be one model).
+
+# %% id=teachers
+teacher_app = viz.teacher_compare(run or None, dataset)
+nb.show_app(teacher_app, shelf, "teacher_compare", static=SMOKE)
+
+# %% [markdown] id=status-md
+# ## Did every dashboard render?
+
+# %% id=status
+# NBVAL_CHECK_OUTPUT
+for name, app in [("mask_explorer", mask_app), ("token_map_viewer", token_app),
+                  ("cluster_explorer", cluster_app), ("attention_viewer", attention_app),
+                  ("training_monitor", monitor_app), ("teacher_compare", teacher_app)]:
+    print(nb.app_status(name, app))

@@ -1,0 +1,188 @@
+"""The notebooks: generated from notebooks/src, well-formed for papermill and nbval, small; the
+papermill CLI drives them with -p / -y; and nbval's regression check really fails when a
+computed value changes. (nbval itself runs every notebook in `make test`.)"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+NB_DIR = ROOT / "notebooks"
+NOTEBOOKS = sorted(NB_DIR.glob("[0-9][0-9]_*.ipynb"))
+NAMES = ["00_method_tour", "01_pretrain", "02_ablations", "03_dashboards", "04_evaluate"]
+BIN = Path(sys.executable).parent
+SANITIZE = str(NB_DIR / "nbval_sanitize.cfg")
+
+
+def ci_env() -> dict:
+    return dict(os.environ, CI="true", PYTHONHASHSEED="0")
+
+
+def load_generator():
+    spec = importlib.util.spec_from_file_location("make_notebooks", ROOT / "tools" /
+                                                  "make_notebooks.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def code_cells(nb) -> list:
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+# --- form -----------------------------------------------------------------------------------
+
+def test_the_five_notebooks_exist_and_match_their_sources():
+    assert [p.stem for p in NOTEBOOKS] == NAMES
+    gen = load_generator()
+    assert gen.check(gen.sources()) == []
+
+
+def test_generator_rejects_parameter_lines_papermill_cannot_parse(tmp_path):
+    gen = load_generator()
+    src = tmp_path / "99_bad.py"
+    src.write_text('# %% id=p tags=parameters\nx: int = 1  # a=b breaks papermill\n')
+    with pytest.raises(gen.SourceError, match="exactly one '='"):
+        gen.parse_source(src)
+    src.write_text('# %% id=a\nx = 1\n# %% id=a\ny = 2\n')
+    with pytest.raises(gen.SourceError, match="duplicate cell id"):
+        gen.parse_source(src)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_small_executed_python3_with_stable_ids(path):
+    assert path.stat().st_size < 1_000_000
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    assert nb.metadata.kernelspec.name == "python3"
+    ids = [c.id for c in nb.cells]
+    assert len(set(ids)) == len(ids) and all(len(i) < 40 for i in ids)
+    # committed executed: every code cell ran, in order, without errors
+    counts = [c.execution_count for c in code_cells(nb)]
+    assert counts == list(range(1, len(counts) + 1))
+    assert not [o for c in code_cells(nb) for o in c.outputs if o.output_type == "error"]
+    assert any(c.outputs for c in code_cells(nb))
+    assert any("NBVAL_CHECK_OUTPUT" in c.source for c in code_cells(nb))
+    assert "widgets" not in nb.metadata  # no widget state: it would bloat the file
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_reads_well_and_takes_typed_parameters(path):
+    """Title, 'What you will see', one `parameters` cell of typed literals with comments
+    (config, overrides, out_dir at least) that papermill parses, SMOKE switch after it."""
+    import papermill
+    nb = nbformat.read(path, as_version=4)
+    first = nb.cells[0]
+    assert first.cell_type == "markdown" and first.source.startswith("# ")
+    assert "**What you will see.**" in first.source
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    params = tagged[0]
+    for stmt in ast.parse(params.source).body:
+        assert isinstance(stmt, ast.AnnAssign), ast.unparse(stmt)
+        ast.literal_eval(stmt.value)  # a literal, not an expression
+    for line in params.source.splitlines():
+        assert "  # " in line, f"no comment on: {line}"
+    found = papermill.inspect_notebook(str(path))
+    assert {"config", "overrides", "out_dir"} <= set(found)
+    for name, p in found.items():
+        assert p["inferred_type_name"] in ("str", "list", "int", "bool", "float"), name
+        assert p["help"], name
+    after = nb.cells[nb.cells.index(params) + 1]
+    assert 'SMOKE = "CI" in os.environ' in after.source
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_cells_hold_no_model_or_training_logic(path):
+    """Cells call into plaml_lab; functions, classes, torch and optimisation live there."""
+    nb = nbformat.read(path, as_version=4)
+    for c in code_cells(nb):
+        tree = ast.parse(c.source)
+        for node in ast.walk(tree):
+            assert not isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.Lambda)), c.id
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
+                assert all(m == "os" or m.startswith("plaml_lab") for m in mods), (c.id, mods)
+        assert ".backward(" not in c.source and "torch." not in c.source, c.id
+
+
+# --- papermill ------------------------------------------------------------------------------
+
+def papermill(args: list[str], cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "papermill"), *args, "--no-progress-bar"], cwd=cwd,
+                          env=ci_env(), capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory) -> Path:
+    """01_pretrain through the papermill CLI with -p (a list as text) and -y (YAML)."""
+    tmp = tmp_path_factory.mktemp("pm01")
+    run_dir = tmp / "run"
+    proc = papermill(["notebooks/01_pretrain.ipynb", str(tmp / "out.ipynb"),
+                      "-p", "overrides", '["method.teachers=single", "mask.ratio=0.5"]',
+                      "-y", f"out_dir: {run_dir}\nknn_baseline: false"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir
+
+
+def test_papermill_p_and_y_parameters_reach_the_01_pretrain_run(pretrained):
+    cfg = yaml.safe_load((pretrained / "config.yaml").read_text())
+    assert cfg["method"]["teachers"] == "single" and cfg["mask"]["ratio"] == 0.5
+    assert cfg["run"]["max_steps"] == 6  # SMOKE settings under CI
+    summary = json.loads((pretrained / "summary.json").read_text())
+    assert summary["variant"] == "single" and summary["steps"] == 6
+    out = nbformat.read(pretrained.parent / "out.ipynb", as_version=4)
+    knn = next(c for c in out.cells if c.get("id") == "knn")
+    text = "".join(o.get("text", "") for o in knn.outputs)
+    assert "pretrained (student)" in text and "random init" not in text  # knn_baseline: false
+
+
+def test_papermill_p_and_y_parameters_drive_04_evaluate(pretrained, tmp_path):
+    proc = papermill(["notebooks/04_evaluate.ipynb", str(tmp_path / "out.ipynb"),
+                      "-p", "run", str(pretrained), "-p", "encoder", "labelling",
+                      "-y", f"probes: [knn, clusters]\nout_dir: {tmp_path / 'eval'}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert set(result) == {"pretrained", "random init"}
+    ours = result["pretrained"]
+    assert ours["checkpoint"] == str(pretrained) and ours["encoder"] == "labelling"
+    assert ours["probes"] == ["knn", "clusters"] and ours["step"] == 6
+    assert "knn_top1" in ours and "nmi" in ours and "linear_top1" not in ours
+    assert result["random init"]["random_init"] is True
+    assert (tmp_path / "eval" / "probes.png").exists()
+
+
+# --- nbval ----------------------------------------------------------------------------------
+
+def test_nbval_reports_a_changed_mask_ratio(tmp_path):
+    """The committed 00_method_tour with a different mask ratio injected by papermill (outputs
+    kept) fails nbval on its checked cells, naming the difference; the same notebook injected
+    with its default parameters passes."""
+    changed, same = tmp_path / "changed.ipynb", tmp_path / "same.ipynb"
+    for target, value in ((changed, '["mask.ratio=0.5"]'), (same, "[]")):
+        proc = papermill(["notebooks/00_method_tour.ipynb", str(target), "--prepare-only",
+                          "-p", "overrides", value])
+        assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
+         "--nbval-sanitize-with", SANITIZE, "-rf", "--rootdir", str(tmp_path), "changed.ipynb",
+         "same.ipynb"],
+        cwd=tmp_path, env=ci_env(), capture_output=True, text=True, timeout=600)
+    out = proc.stdout
+    assert proc.returncode == 1, out[-3000:]
+    failed = [ln for ln in out.splitlines() if ln.startswith("FAILED")]
+    assert failed and all(ln.startswith("FAILED changed.ipynb::") for ln in failed), out[-3000:]
+    assert "3 failed" in out  # the three checked cells of changed.ipynb; same.ipynb passes
+    # nbval shows the committed text and the newly computed one
+    assert "12 of 16 data tokens hidden" in out and "8 of 16 data tokens hidden" in out
+    assert "mask.ratio=0.5" in out
