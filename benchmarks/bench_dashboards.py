@@ -97,7 +97,7 @@ def interactions(app, repeats: int) -> dict[str, list]:
     return plan
 
 
-def bench(run_dir: Path, repeats: int) -> list[tuple]:
+def bench(run_dir: Path, repeats: int, only: list[str] | None = None) -> list[tuple]:
     from plaml_lab.runs import load_run
     from plaml_lab.viz import dashboards as D
 
@@ -119,6 +119,8 @@ def bench(run_dir: Path, repeats: int) -> list[tuple]:
     }
     apps = {}
     for name, make in makers.items():
+        if only and name not in only:
+            continue
         t0 = time.perf_counter()
         app = make()
         rows.append((name, "build (once)", [time.perf_counter() - t0]))
@@ -143,6 +145,43 @@ def bench(run_dir: Path, repeats: int) -> list[tuple]:
         apps[name] = app
     shutil.rmtree(live, ignore_errors=True)
     return rows, apps
+
+
+def reference_rows(repeats: int) -> list[tuple]:
+    """The same five panels (an image, three RGB maps, a scalar map with a colour bar) as a
+    PIL canvas (what the apps use) and as a matplotlib figure saved to PNG (what they avoid)."""
+    from plaml_lab.viz import canvas
+    from plaml_lab.viz.figures import figure_png, new_figure
+    rng = np.random.default_rng(0)
+    items = [("image", rng.random((32, 32, 3)))] + [(f"map {i}", rng.random((8, 8, 3)))
+                                                    for i in range(3)] + [("cosine", rng.random((8, 8)))]
+
+    def with_pil():
+        canvas.png(canvas.compose(items))
+
+    def with_matplotlib():
+        fig = new_figure(10.2, 2.1, dpi=80)
+        for ax, (title, arr) in zip(fig.subplots(1, 5), items):
+            im = ax.imshow(arr, interpolation="nearest")
+            ax.set_title(title, fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if arr.ndim == 2:
+                fig.colorbar(im, ax=ax, fraction=0.046)
+        fig.tight_layout()
+        figure_png(fig)
+
+    rows = []
+    for name, fn in (("5 panels as a PIL canvas + PNG", with_pil),
+                     ("5 panels as a matplotlib figure + PNG", with_matplotlib)):
+        fn()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        rows.append(("(reference)", name, times))
+    return rows
 
 
 def print_table(rows) -> None:
@@ -173,7 +212,8 @@ def _stack(arrays: list[np.ndarray]) -> np.ndarray:
 
 def write_screens(apps: dict, out: Path) -> None:
     """One PNG per app: its image views as shown, its plotly figures as static copies."""
-    from plaml_lab.viz.canvas import png
+    from PIL import Image
+
     from plaml_lab.viz.plots import to_matplotlib
     out.mkdir(parents=True, exist_ok=True)
     for name, app in apps.items():
@@ -184,7 +224,11 @@ def write_screens(apps: dict, out: Path) -> None:
                 parts.append(_mpl_array(to_matplotlib(v.figure, width=width)))
             elif hasattr(v, "format") and v.value:
                 parts.append(_png_array(v.value))
-        data = png(_stack(parts))
+        # a 256-colour palette keeps each screenshot well under 150 KB
+        img = Image.fromarray(_stack(parts)).quantize(256, dither=Image.Dither.NONE)
+        buf = io.BytesIO()
+        img.save(buf, format="PNG", optimize=True)
+        data = buf.getvalue()
         path = out / f"dash_{name}.png"
         path.write_bytes(data)
         print(f"wrote {path} ({len(data) / 1024:.0f} KB)")
@@ -197,10 +241,16 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40, help="short run: optimiser steps")
     ap.add_argument("--ckpt-every", type=int, default=10, help="short run: checkpoint period")
     ap.add_argument("--repeats", type=int, default=5, help="changes per control")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads (builds, training)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (the short run)")
+    ap.add_argument("--app-threads", type=int, default=None,
+                    help="torch threads of the apps (App.threads; default 1, 0 = torch's)")
+    ap.add_argument("--apps", help="comma-separated subset of the apps")
     ap.add_argument("--screens", metavar="DIR", help="also write dash_<app>.png into DIR")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    from plaml_lab.viz.app import App
+    if args.app_threads is not None:
+        App.threads = args.app_threads
     tmp = None
     if args.run:
         run_dir = Path(args.run)
@@ -209,11 +259,14 @@ def main() -> None:
         run_dir = train_short_run(Path(args.config), tmp / "run", args.steps, args.ckpt_every)
     try:
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-        print(f"# dashboards on {run_dir} ({os.cpu_count()} CPUs, torch threads "
-              f"{args.threads}, load average {load:.1f} at start)", flush=True)
-        rows, apps = bench(run_dir, args.repeats)
+        print(f"# dashboards on {run_dir} ({os.cpu_count()} CPUs, app torch threads "
+              f"{App.threads or torch.get_num_threads()}, load average {load:.1f} at start)",
+              flush=True)
+        rows, apps = bench(run_dir, args.repeats, args.apps.split(",") if args.apps else None)
+        rows += reference_rows(args.repeats)
         print_table(rows)
-        inter = [statistics.median(t) for a, w, t in rows if "once" not in w and a != "(all)"]
+        inter = [statistics.median(t) for a, w, t in rows
+                 if "once" not in w and not a.startswith("(")]
         print(f"\nslowest interaction median: {1000 * max(inter):.0f} ms; load average at end "
               f"{os.getloadavg()[0]:.1f}")
         if args.screens:
