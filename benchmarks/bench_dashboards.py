@@ -153,8 +153,9 @@ def reference_rows(repeats: int) -> list[tuple]:
     from plaml_lab.viz import canvas
     from plaml_lab.viz.figures import figure_png, new_figure
     rng = np.random.default_rng(0)
-    items = [("image", rng.random((32, 32, 3)))] + [(f"map {i}", rng.random((8, 8, 3)))
-                                                    for i in range(3)] + [("cosine", rng.random((8, 8)))]
+    items = [("image", rng.random((32, 32, 3)))]
+    items += [(f"map {i}", rng.random((8, 8, 3))) for i in range(3)]
+    items += [("cosine", rng.random((8, 8)))]
 
     def with_pil():
         canvas.png(canvas.compose(items))

@@ -14,6 +14,8 @@ import pytest
 import torch
 
 from plaml_lab import schedules
+from plaml_lab.data import normalize
+from plaml_lab.model.masking import mask_from_noise
 from plaml_lab.runs import load_run, random_init_run
 from plaml_lab.viz import dashboards as D
 from plaml_lab.viz import figures as F
@@ -117,7 +119,7 @@ def test_cluster_scores_match_sklearn():
 
 def test_capture_attention_equals_softmax_of_qkv_and_restores_the_fused_path(run):
     enc = run.encoder("student")
-    x = I.normalize(torch.rand(2, 3, 16, 16))
+    x = normalize(torch.rand(2, 3, 16, 16))
     mods = [b.attn for b in enc.blocks]
     for m in mods:
         m.fused_attn = True
@@ -140,9 +142,9 @@ def test_capture_attention_equals_softmax_of_qkv_and_restores_the_fused_path(run
 
 def test_cls_attention_of_masked_view_is_nan_exactly_on_hidden_patches(run):
     enc = run.encoder("student")
-    x = I.normalize(torch.rand(1, 3, 16, 16))
+    x = normalize(torch.rand(1, 3, 16, 16))
     noise = I.mask_noise(16, "random", 3)
-    ids_keep = I.mask_from_noise(noise, 0.75)[0]
+    ids_keep = mask_from_noise(noise, 0.75)[0]
     att = cls_attention(enc, x, ids_keep)  # (depth, B, heads, L)
     assert att.shape == (2, 1, 2, 16)
     seen = torch.zeros(16, dtype=torch.bool)
@@ -180,11 +182,11 @@ def test_mask_explorer_seed_strategy_and_image_change_what_is_shown(mask_app):
     c["seed"].value = 7
     seeded = dict(ok(mask_app))
     assert not np.array_equal(first["mask"], seeded["mask"])
-    expect = I.mask_from_noise(I.mask_noise(16, "random", 7), 0.5)[1][0].numpy()
+    expect = mask_from_noise(I.mask_noise(16, "random", 7), 0.5)[1][0].numpy()
     assert np.array_equal(seeded["mask"], expect)
     c["strategy"].value = "block"
     block = dict(ok(mask_app))
-    expect = I.mask_from_noise(I.mask_noise(16, "block", 7), 0.5)[1][0].numpy()
+    expect = mask_from_noise(I.mask_noise(16, "block", 7), 0.5)[1][0].numpy()
     assert np.array_equal(block["mask"], expect)
     c["image"].value = 5
     other = ok(mask_app)
@@ -260,7 +262,7 @@ def test_cluster_explorer_another_prototype_shows_other_images(cluster_app, run)
     # pseudo labels pinned to an independent computation: the teacher's centered argmax
     teacher = run.model.labelling_teacher
     with torch.no_grad():
-        tok = teacher.encoder(I.normalize(app.images))
+        tok = teacher.encoder(normalize(app.images))
         scores = teacher.heads["cls"](tok[:, 0])
     expect = (scores - run.model.center_cls).argmax(-1).numpy()
     assert np.array_equal(labels, expect)
@@ -272,7 +274,7 @@ def test_cluster_explorer_image_picker_redraws_its_cluster_map(cluster_app, run)
     s = ok(app)
     teacher = run.model.labelling_teacher
     with torch.no_grad():
-        tok = teacher.encoder(I.normalize(app.images[9:10]))
+        tok = teacher.encoder(normalize(app.images[9:10]))
         scores = teacher.heads["patch"](tok[0, 1:])
     expect = (scores - run.model.center_patch).argmax(-1).numpy()
     assert s["index"] == 9 and np.array_equal(s["patch_labels"], expect)
@@ -374,6 +376,12 @@ def test_training_monitor_refresh_shows_rows_logged_since(live_run):
     assert app.refresh() is True
     assert ok(app)["steps"] == [r["step"] for r in rows[:3]]
     assert list(app.state["figure"].data[0].x) == [r["step"] for r in rows[:3]]
+
+
+def test_training_monitor_of_a_finished_run_does_not_poll(quick_run):
+    app = D.training_monitor(quick_run)  # summary.json written after the last metrics row
+    assert ok(app)["finished"] and not app.controls["auto_refresh"].value
+    assert app._thread is None
 
 
 def test_training_monitor_auto_refresh_follows_a_growing_file_then_stops(live_run):

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import ipywidgets as widgets
 
+from plaml_lab.data import normalize
+from plaml_lab.model.masking import mask_from_noise
 from plaml_lab.viz import canvas as C
 from plaml_lab.viz import figures as F
 from plaml_lab.viz import inspect as I
@@ -345,7 +347,7 @@ class AttentionViewer(_ImageApp):
         """{encoder: (depth, heads, L)} for one image; cached, as layer / head only re-draw."""
         key = (index, view)
         if key not in self._cache:
-            x = I.normalize(I.fetch(self.dataset, [index])["image"])
+            x = normalize(I.fetch(self.dataset, [index])["image"])
             out = {}
             for name in self.encoders:
                 which = name.split(" ")[0]
@@ -353,7 +355,7 @@ class AttentionViewer(_ImageApp):
                 if name == "student" and view == "masked":
                     noise = I.mask_noise(self.num_patches, self.cfg.mask.strategy, self.seed,
                                          self.cfg.mask.block_size)
-                    ids_keep = I.mask_from_noise(noise, self.cfg.mask.ratio)[0]
+                    ids_keep = mask_from_noise(noise, self.cfg.mask.ratio)[0]
                 out[name] = cls_attention(self.run.encoder(which), x, ids_keep)[:, 0]
             self._cache = {key: out}  # one image at a time: memory stays flat
         return self._cache[key]

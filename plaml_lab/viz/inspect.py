@@ -15,13 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from plaml_lab import losses
+from plaml_lab import losses, schedules
 from plaml_lab.checkpoint import CheckpointError, load_checkpoint
 from plaml_lab.config import PretrainConfig
 from plaml_lab.data import build_dataset, normalize
-from plaml_lab.model.masking import block_noise, mask_from_noise, num_visible, uniform_noise
+from plaml_lab.model.masking import block_noise, num_visible, uniform_noise
 from plaml_lab.runs import Run, load_run, random_init_run
-from plaml_lab import schedules
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "experiments" / "configs"
 
@@ -124,7 +123,8 @@ def reconstruct(run: Run, image: torch.Tensor, ratio: float, strategy: str = "ra
             mean = target.mean(-1, keepdim=True)
             std = (target.var(-1, keepdim=True) + 1e-6) ** 0.5
             pred = pred * std + mean
-        res["recon"] = _unnormalize(losses.unpatchify(pred, s.patch_size, s.in_chans))[0].clamp(0, 1)
+        recon = losses.unpatchify(pred, s.patch_size, s.in_chans)
+        res["recon"] = _unnormalize(recon)[0].clamp(0, 1)
     if "pred_tokens" in out:
         res["pred_tokens"] = out["pred_tokens"][0].float()
     if "teacher_rec" in out:

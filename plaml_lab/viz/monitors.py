@@ -9,7 +9,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import ipywidgets as widgets
 
@@ -58,6 +57,8 @@ class TrainingMonitor(App):
                              "folder of a run, e.g. training_monitor('experiments/runs/lab')")
             return
         self.cfg = load_config(self.dir / "config.yaml")
+        self._read()
+        auto_refresh = auto_refresh and not self.finished  # nothing more will come
         for key in F.LOSS_PARTS:
             self.control(f"part_{key}", widgets.Checkbox(value=key in parts, description=key,
                                                          indent=False,
@@ -73,7 +74,6 @@ class TrainingMonitor(App):
         self.control("refresh", button)
         self.controls["auto_refresh"].observe(lambda c: self._set_auto(c["new"]), names="value")
         self.plot = self.view("metrics", PlotlyView("metrics"))
-        self._read()
         self.finish([self.plot])
         self._set_auto(auto_refresh)
 

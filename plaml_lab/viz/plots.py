@@ -80,7 +80,8 @@ def usage_histogram(counts: np.ndarray, selected: int | None = None, top: int = 
                            customdata=order, hovertemplate="prototype %{customdata}: "
                            "%{y} images<extra></extra>"))
     used = int((counts > 0).sum())
-    fig.update_layout(template=TEMPLATE, height=260, margin={"l": 40, "r": 10, "t": 40, "b": 40},
+    fig.update_layout(template=TEMPLATE, height=260, width=460,
+                      margin={"l": 40, "r": 10, "t": 40, "b": 40},
                       title={"text": f"prototype usage: {used} of {len(counts)} used",
                              "font": {"size": 13}},
                       xaxis={"type": "category", "tickfont": {"size": 8}},
