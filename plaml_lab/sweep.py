@@ -20,8 +20,9 @@ The ablation grids' `baseline` key (plaml_lab.ablation) is accepted and not used
 values (point names `mae__mask.ratio=0.6`). Relative paths in a grid are relative to the repo
 root (the folder holding pyproject.toml above the grid file).
 
-A point that completed (OUT/<point>/done.json, same overrides) is skipped on a re-run; a failed
-point leaves OUT/<point>/error.txt (the failing cell's error) and does not stop the others.
+A point that completed (OUT/<point>/done.json with the same notebook, config, overrides and
+parameters) is skipped on a re-run; a failed point leaves OUT/<point>/error.txt (the failing
+cell's error) and does not stop the others. Ctrl-C stops every point in flight.
 OUT/results.csv has one row per point: point, status (done|failed), executed, seconds,
 overrides, one column per overridden key, the run's summary.json metrics, error.
 """
@@ -237,8 +238,35 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
+class _Running:
+    """The papermill processes in flight, so that an interrupted sweep can stop them all (they
+    run in their own sessions and do not receive the terminal's Ctrl-C)."""
+
+    def __init__(self):
+        self._procs: set[subprocess.Popen] = set()
+        self._lock = threading.Lock()
+        self.stopping = False
+
+    def add(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._procs.add(proc)
+            if self.stopping:
+                _kill_group(proc)
+
+    def discard(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._procs.discard(proc)
+
+    def kill_all(self) -> None:
+        with self._lock:
+            self.stopping = True
+            for proc in self._procs:
+                _kill_group(proc)
+
+
 def run_point(grid: Grid, point: Point, out: Path, *, notebook: Path | None = None,
-              timeout: float | None = None, threads: int | None = None) -> dict:
+              timeout: float | None = None, threads: int | None = None,
+              running: _Running | None = None) -> dict:
     """Execute the notebook for one point into out/<point>/; returns its results row."""
     nb = notebook or grid.notebook
     point_dir = out / point.name
@@ -249,7 +277,7 @@ def run_point(grid: Grid, point: Point, out: Path, *, notebook: Path | None = No
     params = {**grid.parameters, "overrides": overrides, "out_dir": str(run_dir)}
     if grid.config is not None:
         params["config"] = str(grid.config)
-    for stale in ("done.json", "error.txt"):
+    for stale in ("done.json", "error.txt", nb_out.name):
         (point_dir / stale).unlink(missing_ok=True)
 
     cmd = [sys.executable, "-m", "papermill", str(nb), str(nb_out),
@@ -266,6 +294,8 @@ def run_point(grid: Grid, point: Point, out: Path, *, notebook: Path | None = No
     with open(log, "w") as log_f:
         proc = subprocess.Popen(cmd, stdout=log_f, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)
+        if running is not None:
+            running.add(proc)
         try:
             rc = proc.wait(timeout=timeout)
             error = None
@@ -273,6 +303,11 @@ def run_point(grid: Grid, point: Point, out: Path, *, notebook: Path | None = No
             _kill_group(proc)
             proc.wait()
             rc, error = -1, f"timeout: stopped after {timeout:g} s"
+        finally:
+            if running is not None:
+                running.discard(proc)
+        if running is not None and running.stopping and rc != 0:
+            error = "interrupted"
     seconds = round(time.perf_counter() - t0, 1)
 
     if rc != 0 and error is None:
@@ -293,9 +328,10 @@ def run_point(grid: Grid, point: Point, out: Path, *, notebook: Path | None = No
 
 
 def _identity(grid: Grid, point: Point, nb: Path) -> dict:
-    """What makes a completed point reusable: the same notebook, config and overrides."""
+    """What makes a completed point reusable: the same notebook, config, overrides and
+    notebook parameters."""
     return {"notebook": str(nb), "config": str(grid.config) if grid.config else None,
-            "overrides": grid.overrides + point.overrides}
+            "overrides": grid.overrides + point.overrides, "parameters": grid.parameters}
 
 
 def _completed(grid: Grid, point: Point, out: Path, nb: Path) -> dict | None:
@@ -416,9 +452,14 @@ def run_sweep(grid_path: str | Path, notebook: str | Path | None = None,
         flush()
     finished = 0
 
+    running = _Running()
+
     def one(p: Point) -> None:
         nonlocal finished
-        row = run_point(grid, p, out, notebook=nb, timeout=timeout, threads=threads)
+        if running.stopping:
+            return
+        row = run_point(grid, p, out, notebook=nb, timeout=timeout, threads=threads,
+                        running=running)
         with lock:
             rows[p.name] = row
             finished += 1
@@ -429,9 +470,15 @@ def run_sweep(grid_path: str | Path, notebook: str | Path | None = None,
                 log(f"[{finished}/{len(todo)}] {p.name}: {what}")
 
     if todo:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        pool = ThreadPoolExecutor(max_workers=workers)
+        try:
             for f in [pool.submit(one, p) for p in todo]:
                 f.result()
+        except BaseException:  # Ctrl-C (or a bug): stop every point in flight, then re-raise
+            running.kill_all()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     return [rows[n] for n in order]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -155,14 +156,8 @@ points:
     assert by["slow"]["status"] == "failed" and by["slow"]["error"].startswith("timeout")
     assert took < 90
     pid = int((out / "slow" / "run" / "pid").read_text())
-    for _ in range(50):  # the kernel notices its parent is gone within about a second
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.2)
-    else:
-        pytest.fail(f"kernel {pid} of the timed-out point is still running")
+    # the kernel notices its parent is gone within about a second
+    assert _gone(pid), f"kernel {pid} of the timed-out point is still running"
 
     table = read_csv(out / "results.csv")
     assert [r["point"] for r in table] == ["a", "b", "slow", "broken"]
@@ -193,6 +188,41 @@ points:
     third = run_sweep(grid, out=out, workers=1, log=None)
     assert [r["executed"] for r in third] == [False, True]
     assert third[1]["value"] == 10.0
+
+
+def _gone(pid: int, seconds: float = 10.0) -> bool:
+    for _ in range(int(seconds / 0.2)):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_ctrl_c_stops_the_sweep_and_its_kernels(tmp_path, standin):
+    grid = write_grid(tmp_path / "g.yaml", f"""
+notebook: {standin}
+points:
+  slow: [x=1, sleep=600]
+""")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "plaml_lab", "sweep", str(grid), "--out",
+                             str(out)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    pid_file = out / "slow" / "run" / "pid"
+    for _ in range(300):
+        if pid_file.exists() and pid_file.read_text():
+            break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("the point never started")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err
+    assert _gone(int(pid_file.read_text())), "the point's kernel outlived the sweep"
+    assert not (out / "slow" / "done.json").exists()
 
 
 def test_cli_sweep_of_quick_failing_grid_reports_the_failed_point(tmp_path):

@@ -31,13 +31,12 @@ grid: str = "experiments/grids/lab_variants.yaml"  # the grid (points and/or axe
 config: str = ""  # preset for every point (empty: the grid's own config)
 overrides: list = []  # dotted config overrides added to every point
 out_dir: str = "experiments/runs/sweeps/nb_ablations"  # sweep folder (re-running skips done points)
-workers: int = 1  # points run in parallel, each in its own kernel
+workers: int = 2  # points run in parallel, each in its own kernel
 
 # %% id=settings
 SMOKE = "CI" in os.environ  # CI: every point runs the quick preset for a few steps
 grid_path = nb.repo_path(grid)
 sweep_dir = nb.run_dir(out_dir, SMOKE)
-workers = max(workers, 2) if SMOKE else workers
 overrides = nb.as_list(overrides)
 shelf = nb.Shelf()
 
