@@ -20,6 +20,7 @@ help:
 	@echo "make ablation  the miniature paper table (experiments/results/)"
 	@echo "make notebooks re-execute and re-save every notebook (the one way to refresh outputs)"
 	@echo "make test-notebooks  nbval over notebooks/ only"
+	@echo "make test-browser    the dashboards in JupyterLab + Chromium (needs: apt-get install chromium)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +41,10 @@ test-notebooks: $(STAMP)
 
 notebooks: $(STAMP)
 	$(PY) tools/make_notebooks.py
+
+# JupyterLab + Debian's Chromium end to end (docs/browser.md); also part of `make test`
+test-browser: $(STAMP)
+	$(PY) -m pytest -q -m browser tests/browser
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q tests -m "not slow and not browser"
