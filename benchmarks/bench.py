@@ -6,6 +6,8 @@ reference MAE of benchmarks/reference_mae.py as an extra case.
 
 --reference adds 'ref_mae' (a plain MAE at the same sizes, batch x views images per step),
 timed round-robin with the other cases; compare it with the 'mae' row.
+--sdpa-twins adds '<variant>_sdpa' for every selected variant: the same case with
+model.attn_impl=sdpa, to compare attention implementations inside one run.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from plaml_lab.bench import add_arguments, cmd_bench, run_bench  # noqa: E402,F401
+from plaml_lab.bench import VARIANTS, ExtraCase, _split_list, add_arguments, cmd_bench  # noqa: E402
 from plaml_lab.config import ConfigError  # noqa: E402
 
 
@@ -26,11 +28,16 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(p)
     p.add_argument("--reference", action="store_true",
                    help="also time the reference MAE (benchmarks/reference_mae.py)")
+    p.add_argument("--sdpa-twins", action="store_true",
+                   help="also time every variant with model.attn_impl=sdpa")
     args = p.parse_args(argv)
-    extra = None
+    extra = {}
     if args.reference:
         from reference_mae import reference_case
-        extra = {"ref_mae": reference_case}
+        extra["ref_mae"] = ExtraCase("mae", [], reference_case)
+    if args.sdpa_twins:
+        for v in _split_list(args.variants) or list(VARIANTS):
+            extra[f"{v}_sdpa"] = ExtraCase(v, ["model.attn_impl=sdpa"])
     try:
         return cmd_bench(args, extra_cases=extra)
     except ConfigError as e:

@@ -153,4 +153,4 @@ def reference_case(cfg, device: torch.device, seed: int = 0):
         opt.zero_grad(set_to_none=True)
 
     attn = "sdpa" if all(b.attn.fused_attn for b in model.blocks) else "math"
-    return Case("ref_mae", cfg.run.precision, cfg, device, step, lambda: None, model, attn=attn)
+    return Case("ref_mae", cfg.run.precision, cfg, device, step, None, model, attn=attn)

@@ -23,7 +23,8 @@ How each column is measured (benchmarks/README.md has the numbers and their anal
 - gflop_per_s = gflop_per_step / step time; mfu = gflop_per_s / matmul_gflop_per_s, where the
   latter is the median rate of an n x n matmul in the step's dtype (fp32, bf16 or fp16), timed
   inside every round of the same run (so it sees the same neighbours as the steps).
-- ema_ms: median time of one extra `update_teachers` call per round (all teachers).
+- ema_ms: median time of one extra `update_teachers` call per round (all teachers; 0 for
+  variants without teachers).
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ from typing import Callable
 
 import torch
 
-from plaml_lab.config import ConfigError, PretrainConfig, apply_overrides, from_dict, load_yaml
+from plaml_lab.config import (ConfigError, PretrainConfig, apply_overrides, from_dict, load_yaml,
+                              to_dict)
 
 # METHOD.md's variant grid, as config overrides.
 VARIANTS: dict[str, list[str]] = {
@@ -189,6 +191,16 @@ def variant_config(preset: dict, variant: str, precision: str, overrides: list[s
 
 
 @dataclass
+class ExtraCase:
+    """A case besides the variants: the config of `variant` plus `overrides`, built by
+    builder(cfg, device) (default: the PLAML model, as the variants)."""
+
+    variant: str
+    overrides: list[str] = field(default_factory=list)
+    builder: Callable[[PretrainConfig, torch.device], "Case"] | None = None
+
+
+@dataclass
 class Case:
     """A model, its optimiser and fixed synthetic inputs; `step()` is one optimiser step."""
 
@@ -197,7 +209,7 @@ class Case:
     cfg: PretrainConfig
     device: torch.device
     step: Callable[[], None]
-    ema: Callable[[], None]
+    ema: Callable[[], None] | None  # the EMA update of all teachers; None without teachers
     model: torch.nn.Module
     times: list[float] = field(default_factory=list)
     cpu_times: list[float] = field(default_factory=list)
@@ -247,7 +259,8 @@ def build_case(cfg: PretrainConfig, device: torch.device, name: str, augment: bo
     def ema() -> None:
         model.update_teachers(momenta)
 
-    return Case(name, cfg.run.precision, cfg, device, step, ema, model, attn=_attn_impl(model))
+    return Case(name, cfg.run.precision, cfg, device, step, ema if momenta else None, model,
+                attn=_attn_impl(model))
 
 
 def _maybe_compile(module: torch.nn.Module) -> torch.nn.Module:
@@ -270,6 +283,23 @@ def count_flops(fn: Callable[[], object], device: torch.device | None = None) ->
     if device is not None:
         synchronize(device)
     return float(counter.get_total_flops())
+
+
+FLOP_BATCH = 4
+
+
+def flops_per_step(cfg: PretrainConfig, builder: Callable[[PretrainConfig], Case],
+                   device: torch.device) -> float:
+    """FLOPs of one step at cfg's batch, counted on a copy of the case at batch FLOP_BATCH and
+    scaled: every counted op (linears, convolutions, attention) is per sample, and masking keeps
+    the same number of tokens in every sample, so the count is exactly linear in the batch
+    (tests/test_bench.py checks it). Counting at full size would materialise every attention
+    matrix (math backend), gigabytes at ViT-B/224."""
+    small = min(cfg.optim.batch_size, FLOP_BATCH)
+    case = builder(from_dict(apply_overrides(to_dict(cfg), [f"optim.batch_size={small}"])))
+    total = count_flops(case.step, device)
+    del case
+    return total * cfg.optim.batch_size / small
 
 
 # --- the run -----------------------------------------------------------------------------------
@@ -302,15 +332,14 @@ def run_bench(preset: str | Path | None = DEFAULT_PRESET, overrides: list[str] |
               variants: list[str] | None = None, precisions: list[str] | None = None,
               steps: int = 20, warmup: int = 3, batch: int | None = None, augment: bool = False,
               matmul_n: int | None = None, memory: bool = True,
-              extra_cases: dict[str, Callable[[PretrainConfig, torch.device], Case]] | None = None,
+              extra_cases: dict[str, ExtraCase] | None = None,
               log: Callable[[str], None] | None = print) -> BenchResult:
     """Benchmark every (variant, precision) case; see the module docstring.
 
     preset: a YAML file (None, 'none' or a missing default -> the config defaults); overrides:
     dotted key=value strings for every case (run.device, run.num_threads, run.compile,
-    model.attn_impl, ...); extra_cases: name -> builder(cfg, device) of further cases timed
-    round-robin with the others (benchmarks/bench.py adds the reference MAE this way; their cfg
-    is the 'mae' variant's)."""
+    model.attn_impl, ...); extra_cases: further cases timed round-robin with the others, by name
+    (benchmarks/bench.py adds the reference MAE and the SDPA-attention twins this way)."""
     overrides = list(overrides or [])
     variants = list(variants or VARIANTS)
     extra_cases = dict(extra_cases or {})
@@ -340,15 +369,16 @@ def run_bench(preset: str | Path | None = DEFAULT_PRESET, overrides: list[str] |
         for v in variants:
             cfg = variant_config(preset_data, v, p, overrides, batch)
             specs.append((v, p, cfg, lambda c, name=v: build_case(c, device, name, augment)))
-        for name, builder in extra_cases.items():
-            cfg = variant_config(preset_data, "mae", p, overrides, batch)
-            specs.append((name, p, cfg, lambda c, b=builder: b(c, device)))
+        for name, extra in extra_cases.items():
+            cfg = variant_config(preset_data, extra.variant, p, overrides + extra.overrides, batch)
+            b = extra.builder or (lambda c, d, name=name: build_case(c, d, name, augment))
+            specs.append((name, p, cfg, lambda c, b=b: b(c, device)))
 
     # Phase 1: FLOPs and warm-up of every case, then all of them timed round-robin.
     cases, flops = [], {}
     for name, p, cfg, builder in specs:
+        flops[(name, p)] = flops_per_step(cfg, builder, device)
         case = builder(cfg)
-        flops[(name, p)] = count_flops(case.step, device)
         for _ in range(warmup):
             case.step()
         synchronize(device)
@@ -365,9 +395,10 @@ def run_bench(preset: str | Path | None = DEFAULT_PRESET, overrides: list[str] |
             case.step()
             synchronize(device)
             w1, c1 = time.perf_counter(), time.process_time()
-            case.ema()
-            synchronize(device)
-            w2 = time.perf_counter()
+            if case.ema is not None:
+                case.ema()
+                synchronize(device)
+            w2 = time.perf_counter() if case.ema is not None else w1
             case.times.append(w1 - w0)
             case.cpu_times.append(c1 - c0)
             case.ema_times.append(w2 - w1)
@@ -458,6 +489,10 @@ def paired_ratios(rows: list[dict], rounds: list[dict], flops: dict) -> list[dic
             plain(f"EMA of all teachers / dual step [{p}]", "<= 0.03", r["ema_ms"] / r["step_ms"])
     for v in sorted({v for v, _ in have}):
         timed(f"bf16/fp32 imgs/s [{v}]", ">= 1.5", (v, "bf16"), (v, "fp32"), True)
+    for p in precisions:  # twins of a variant named <variant>_<tag> (benchmarks/bench.py)
+        for v in sorted({v for v, q in have if q == p and "_" in v and v != "ref_mae"}):
+            base = v.split("_")[0]
+            timed(f"{v}/{base} step time [{p}]", "", (v, p), (base, p), False)
     return out
 
 

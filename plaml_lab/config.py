@@ -98,7 +98,7 @@ class ModelConfig:
     decoder_depth: int = 2
     decoder_num_heads: int = 4
     drop_path: float = 0.0
-    attn_impl: str = "auto"  # auto|sdpa|math: attention kernel; auto = SDPA on GPU, math on CPU
+    attn_impl: str = "auto"  # auto|sdpa|math (auto: math on CPU in bf16/fp16, else SDPA)
 
 
 @dataclass

@@ -30,8 +30,9 @@ class Student(nn.Module):
         self.patch_size = m.patch_size
         self.in_chans = m.in_chans
         self.encoder = ViTEncoder(m.img_size, m.patch_size, m.in_chans, m.embed_dim, m.depth,
-                                  m.num_heads, m.mlp_ratio, m.drop_path, m.attn_impl)
-        self.attn_impl = m.attn_impl
+                                  m.num_heads, m.mlp_ratio, m.drop_path, m.attn_impl,
+                                  cfg.run.precision)
+        self.attn_impl, self.precision = m.attn_impl, cfg.run.precision
         num_patches = self.encoder.num_patches
         self.has_decoder = cfg.method.target != "none" or cfg.pl_patch
         if self.has_decoder:
@@ -53,7 +54,8 @@ class Student(nn.Module):
                 if name.startswith(("decoder", "token_pred")):
                     init_linear_and_norm(mod)
             nn.init.normal_(self.mask_token, std=0.02)
-            set_attention(self.decoder_blocks, m.attn_impl, self.mask_token.device)
+            set_attention(self.decoder_blocks, m.attn_impl, self.mask_token.device,
+                          self.precision)
         self.num_patches = num_patches
 
         self.heads: nn.ModuleDict | None = None
@@ -72,7 +74,8 @@ class Student(nn.Module):
         # as ViTEncoder._apply: the decoder's attention path follows the device
         out = super()._apply(fn, *args, **kwargs)
         if self.has_decoder:
-            set_attention(self.decoder_blocks, self.attn_impl, self.mask_token.device)
+            set_attention(self.decoder_blocks, self.attn_impl, self.mask_token.device,
+                          self.precision)
         return out
 
     def no_weight_decay(self) -> set[str]:

@@ -40,19 +40,23 @@ def get_2d_sincos_pos_embed(embed_dim: int, grid_size: int, cls_token: bool = Tr
 ATTN_IMPLS = ("auto", "sdpa", "math")
 
 
-def fused_attention(impl: str, device: torch.device | str) -> bool:
-    """Whether timm's Attention takes its fused SDPA path on `device` (else explicit
-    q @ k^T, softmax, @ v). 'auto' = SDPA on accelerators, explicit on CPU: at ViT-small sizes
-    (head dim 32-64, 17-65 tokens) torch's CPU SDPA kernels are 2-6x slower than the plain
-    matmuls in bf16 and no faster in fp32 (benchmarks/README.md, attention)."""
+def fused_attention(impl: str, device: torch.device | str, precision: str = "fp32") -> bool:
+    """Whether timm's Attention takes its fused SDPA path (else explicit q @ k^T, softmax, @ v)
+    for a model on `device` run under `precision` (run.precision). 'auto' = SDPA except on CPU
+    under bf16/fp16 autocast: there, at ViT-small sizes (head dim 32-64, 17-65 tokens), torch's
+    CPU SDPA kernels are 2-7x slower than the explicit matmuls, which makes a whole bf16 step
+    1.4-1.9x slower; in fp32 SDPA is a few percent faster (benchmarks/README.md, attention)."""
     if impl not in ATTN_IMPLS:
         raise ValueError(f"model.attn_impl={impl!r}: allowed values are {'|'.join(ATTN_IMPLS)}")
-    return impl == "sdpa" or (impl == "auto" and torch.device(device).type != "cpu")
+    if impl == "auto":
+        return torch.device(device).type != "cpu" or precision == "fp32"
+    return impl == "sdpa"
 
 
-def set_attention(blocks: nn.ModuleList, impl: str, device: torch.device | str) -> None:
-    """Point every block's attention at the implementation `impl` picks for `device`."""
-    fused = fused_attention(impl, device)
+def set_attention(blocks: nn.ModuleList, impl: str, device: torch.device | str,
+                  precision: str = "fp32") -> None:
+    """Point every block's attention at the implementation `impl` picks (see fused_attention)."""
+    fused = fused_attention(impl, device, precision)
     for blk in blocks:
         blk.attn.fused_attn = fused
 
@@ -73,10 +77,11 @@ class ViTEncoder(nn.Module):
 
     def __init__(self, img_size: int = 32, patch_size: int = 4, in_chans: int = 3,
                  embed_dim: int = 192, depth: int = 6, num_heads: int = 3, mlp_ratio: float = 4.0,
-                 drop_path: float = 0.0, attn_impl: str = "auto"):
+                 drop_path: float = 0.0, attn_impl: str = "auto", precision: str = "fp32"):
         super().__init__()
         self.patch_size = patch_size
-        self.attn_impl = attn_impl
+        # attention kernel choice (model.attn_impl) and the run.precision it is made for
+        self.attn_impl, self.precision = attn_impl, precision
         self.embed_dim = self.num_features = embed_dim
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
         self.num_patches = self.patch_embed.num_patches
@@ -91,12 +96,12 @@ class ViTEncoder(nn.Module):
                   drop_path=dpr[i]) for i in range(depth)])
         self.norm = LayerNorm(embed_dim)
         self._init_weights()
-        set_attention(self.blocks, attn_impl, self.pos_embed.device)
+        set_attention(self.blocks, attn_impl, self.pos_embed.device, precision)
 
     def _apply(self, fn, *args, **kwargs):
         # .to(device) may change which attention path is fastest: re-pick it (model.attn_impl)
         out = super()._apply(fn, *args, **kwargs)
-        set_attention(self.blocks, self.attn_impl, self.pos_embed.device)
+        set_attention(self.blocks, self.attn_impl, self.pos_embed.device, self.precision)
         return out
 
     def _init_weights(self) -> None:
