@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 QUICK = "experiments/configs/quick.yaml"
+PRETRAIN_OUT = "experiments/runs/nb_pretrain"  # 01_pretrain's default run folder (04 reads it)
 PLOTLY_MAX_BYTES = 150_000  # larger plotly snapshots are left out of saved notebooks
 
 # SMOKE (CI): the quick preset cut to a few optimiser steps and small evaluation sets, so a
@@ -110,18 +111,23 @@ def smoke_run(overrides: list[str] | None = None) -> Path:
 
 def eval_target(run: str, smoke: bool) -> Path | None:
     """04_evaluate's `run` parameter -> the run to evaluate: under SMOKE a relative (default) or
-    empty one becomes a fresh smoke_run(); otherwise the repo-relative path, which must exist;
-    empty -> None (only the random-init baseline is evaluated)."""
+    empty one becomes a fresh smoke_run(); otherwise the repo-relative path, which must exist,
+    except 01_pretrain's default run folder: while that one has not been trained, and for an
+    empty `run`, None (only the random-init baseline is evaluated; a note says so)."""
     if smoke and (not run or not Path(run).is_absolute()):
         return smoke_run()
     if not run:
         return None
     path = repo_path(run)
-    if not path.exists():
-        from plaml_lab.checkpoint import CheckpointError
-        raise CheckpointError(f"run={run!r}: no such run folder or checkpoint (train one with "
-                              "01_pretrain or `plaml-lab pretrain`)")
-    return path
+    if path.exists():
+        return path
+    if path == repo_path(PRETRAIN_OUT):
+        print(f"note: {PRETRAIN_OUT} does not exist yet (01_pretrain writes it): evaluating the "
+              "random-init baseline only")
+        return None
+    from plaml_lab.checkpoint import CheckpointError
+    raise CheckpointError(f"run={run!r}: no such run folder or checkpoint (train one with "
+                          "01_pretrain or `plaml-lab pretrain`)")
 
 
 def evaluate_against_baseline(run: Path | None, probes: list[str] | str,

@@ -135,6 +135,7 @@ def pretrained(tmp_path_factory) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
 def test_papermill_p_and_y_parameters_reach_the_01_pretrain_run(pretrained):
     cfg = yaml.safe_load((pretrained / "config.yaml").read_text())
     assert cfg["method"]["teachers"] == "single" and cfg["mask"]["ratio"] == 0.5
@@ -147,6 +148,7 @@ def test_papermill_p_and_y_parameters_reach_the_01_pretrain_run(pretrained):
     assert "pretrained (student)" in text and "random init" not in text  # knn_baseline: false
 
 
+@pytest.mark.slow
 def test_papermill_p_and_y_parameters_drive_04_evaluate(pretrained, tmp_path):
     proc = papermill(["notebooks/04_evaluate.ipynb", str(tmp_path / "out.ipynb"),
                       "-p", "run", str(pretrained), "-p", "encoder", "labelling",
@@ -164,6 +166,7 @@ def test_papermill_p_and_y_parameters_drive_04_evaluate(pretrained, tmp_path):
 
 # --- nbval ----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_nbval_reports_a_changed_mask_ratio(tmp_path):
     """The committed 00_method_tour with a different mask ratio injected by papermill (outputs
     kept) fails nbval on its checked cells, naming the difference; the same notebook injected

@@ -111,17 +111,22 @@ def test_bad_grid_raises_config_error_naming_the_key(tmp_path, text, needle):
     assert "\n" not in str(err.value)
 
 
-def test_cli_bad_grid_exits_2_with_one_line_error(tmp_path):
+def test_cli_bad_grid_exits_2_with_one_line_error(tmp_path, capsys):
+    from plaml_lab.cli import main
     bad = write_grid(tmp_path / "bad.yaml", "points: {a: [x=1]}\nworkers: 3\n")
-    proc = subprocess.run([sys.executable, "-m", "plaml_lab", "sweep", str(bad)],
-                          capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode == 2
-    assert proc.stderr.startswith("error: ") and "unknown grid key 'workers'" in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
+    assert main(["sweep", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "unknown grid key 'workers'" in err
+    assert len(err.strip().splitlines()) == 1
+    assert main(["sweep", str(tmp_path / "missing.yaml")]) == 2
+    assert "grid file not found" in capsys.readouterr().err
+    assert main(["sweep", str(bad).replace("bad", "x"), "--workers", "0"]) == 2
+    assert "--workers 0" in capsys.readouterr().err
 
 
 # --- running points -----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_parallel_points_failures_timeouts_and_results_table(tmp_path, standin):
     """workers=2 runs points concurrently; a raising point and a point past the timeout are
     recorded as failed (with the failing cell's error) while the others complete; the slow
@@ -200,6 +205,7 @@ def _gone(pid: int, seconds: float = 10.0) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_the_sweep_and_its_kernels(tmp_path, standin):
     grid = write_grid(tmp_path / "g.yaml", f"""
 notebook: {standin}
@@ -225,6 +231,7 @@ points:
     assert not (out / "slow" / "done.json").exists()
 
 
+@pytest.mark.slow
 def test_cli_sweep_of_quick_failing_grid_reports_the_failed_point(tmp_path):
     """The real notebook: `broken` fails in its settings cell, `ok` trains and is kNN-scored;
     exit code 1; stderr names the failed point."""
