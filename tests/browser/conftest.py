@@ -31,7 +31,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "03_dashboards.ipynb"
-CHROMIUM = Path("/usr/bin/chromium")  # Debian's package `chromium`
+# Debian's package `chromium` (PLAML_CHROMIUM: another build, or a missing path in tests)
+CHROMIUM = Path(os.environ.get("PLAML_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run",
                   # containers often mount a 64 MB /dev/shm, too small for a renderer
@@ -109,17 +110,21 @@ class LabServer:
                     continue
         return pids
 
+    def shutdown_kernels(self) -> None:
+        """Shut down every kernel of the server (a notebook kernel holds torch: ~1 GB)."""
+        try:
+            status, _, body = self.get("/api/kernels")
+            if status == 200:
+                for k in json.loads(body):
+                    self.get(f"/api/kernels/{k['id']}", method="DELETE")
+        except (OSError, ValueError):
+            pass
+
     def stop(self) -> None:
         """Shut down the kernels and the server; SIGKILL whatever is left after 15 s."""
         kernels = self.kernel_pids()
         if self.proc.poll() is None:
-            try:
-                status, _, body = self.get("/api/kernels")
-                if status == 200:
-                    for k in json.loads(body):
-                        self.get(f"/api/kernels/{k['id']}", method="DELETE")
-            except (OSError, ValueError):
-                pass
+            self.shutdown_kernels()
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(15)
@@ -227,9 +232,10 @@ def _missing(what: str, how: str):
     pytest.skip(f"{what} is missing: {how}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Headless Debian Chromium under Playwright's driver, closed at the end of the session."""
+    """Headless Debian Chromium under Playwright's driver, closed after the module (the rest of
+    `make test` runs without it)."""
     if not CHROMIUM.exists():
         _missing(str(CHROMIUM), "apt-get install -y chromium")
     try:

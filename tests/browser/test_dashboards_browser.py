@@ -21,7 +21,9 @@ except ImportError:  # the `browser` fixture skips (or, under CI, fails) with th
 pytestmark = pytest.mark.browser
 
 RUN_ALL_S = 240  # a fresh kernel imports torch, trains the SMOKE run, builds six apps: ~30 s
-ACTION_MS = 60_000
+ACTION_MS = 60_000  # limit for one kernel round trip (a re-render takes ~1 s on 2 busy cores)
+STEP_MS = 15_000  # Playwright's default wait for an element that should already be there
+REDRAW_GRACE_MS = 5_000  # image update after the kernel's re-render reached the browser
 # app CSS class -> what must be in its DOM: controls (viz/app.py puts `plaml-<name>` on each
 # control widget: the slider's handle, the <select>, <input> or <button> the user touches),
 # image views (<img> with a decoded PNG) and plotly views (a drawn plotly graph)
@@ -94,21 +96,32 @@ def diagnose(page, errors: list[str]) -> str:
             + "\nfailing outputs:\n  " + "\n  ".join(bad or ["none"]))
 
 
-def wait_for_new_src(page, img, old_src: str) -> None:
-    """Wait until an ipywidgets Image shows a new PNG (each update gets a fresh blob URL)."""
-    page.wait_for_function("([el, old]) => el.src !== old && el.complete && el.naturalWidth > 0",
-                           arg=[img.element_handle(), old_src], timeout=ACTION_MS)
+def wait_for(page, condition: str, arg, timeout_ms: int) -> bool:
+    """Whether the JS `condition(arg)` became true within the timeout."""
+    try:
+        page.wait_for_function(condition, arg=arg, timeout=timeout_ms)
+        return True
+    except PlaywrightError:
+        return False
+
+
+def new_png_shown(page, img, old_src: str) -> bool:
+    """Whether an ipywidgets Image shows a new, decoded PNG (each update is a fresh blob URL).
+    Asked only after the kernel has re-rendered: its image update is already on its way then
+    (one iopub stream, in order), so a few seconds is plenty."""
+    return wait_for(page, "([el, old]) => el.src !== old && el.complete && el.naturalWidth > 0",
+                    [img.element_handle(), old_src], REDRAW_GRACE_MS)
 
 
 # --- the notebook, run in the browser -------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def lab_page(browser, sign_in, artifacts):
+def lab_page(browser, lab_server, sign_in, artifacts):
     """The notebook open in JupyterLab with every cell run; yields the page."""
     # tall enough that the tallest dashboard (cluster explorer) fits: element screenshots of
     # JupyterLab's inner scroll area are cut to the viewport
     context = browser.new_context(viewport={"width": 1400, "height": 1800})
-    context.set_default_timeout(ACTION_MS)
+    context.set_default_timeout(STEP_MS)
     page = context.new_page()
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -126,13 +139,25 @@ def lab_page(browser, sign_in, artifacts):
             window.jupyterapp.shell.collapseLeft();  // the file browser: room for the apps
             return window.jupyterapp.commands.execute('notebook:run-all-cells');
         }""")
-        # the last cell prints one status line per dashboard
+        # the last cell prints one status line per dashboard; a cell that raises stops run-all
         try:
-            page.locator(".jp-OutputArea-output", has_text="teacher_compare:").wait_for(
-                timeout=RUN_ALL_S * 1000)
+            outcome = page.wait_for_function(
+                """() => {
+                    const texts = [...document.querySelectorAll('.jp-OutputArea-output')]
+                        .map(e => e.innerText);
+                    if (texts.some(t => t.includes('teacher_compare:'))) return 'done';
+                    if (texts.some(t => t.includes('Traceback'))) return 'raised';
+                    return false;
+                }""", timeout=RUN_ALL_S * 1000).json_value()
         except PlaywrightError as e:
-            pytest.fail(f"run-all did not reach the status cell: {e.message.splitlines()[0]}\n"
+            outcome = e.message.splitlines()[0]
+        if outcome != "done":
+            pytest.fail(f"run-all did not reach the status cell: {outcome}\n"
                         f"{diagnose(page, errors)}", pytrace=False)
+        # widget views render after their outputs arrive (with a broken widget front end they
+        # never do: the tests below then say which apps are missing)
+        wait_for(page, "names => names.every(n => document.querySelector("
+                 "'.jp-OutputArea-output .plaml-' + n))", list(APPS), ACTION_MS)
         page.errors = errors
         yield page
     finally:
@@ -140,6 +165,7 @@ def lab_page(browser, sign_in, artifacts):
             page.screenshot(path=str(artifacts / "notebook_full_page.png"), full_page=True)
         finally:
             context.close()
+            lab_server.shutdown_kernels()  # the server stays up for the security tests
 
 
 def test_run_all_in_jupyterlab_reports_every_dashboard_rendered(lab_page):
@@ -155,7 +181,8 @@ def test_run_all_in_jupyterlab_reports_every_dashboard_rendered(lab_page):
 @pytest.mark.parametrize("name", list(APPS))
 def test_dashboard_widgets_are_in_the_dom_and_drawn(lab_page, artifacts, name):
     root = app(lab_page, name)
-    root.wait_for(state="visible")
+    assert root.count() == 1 and root.is_visible(), (
+        f"{name}: the widget is not in the DOM\n{diagnose(lab_page, lab_page.errors)}")
     spec = APPS[name]
     for control in spec["controls"]:
         assert root.locator(control).first.is_visible(), f"{name}: control {control} not shown"
@@ -173,22 +200,27 @@ def test_dashboard_widgets_are_in_the_dom_and_drawn(lab_page, artifacts, name):
 def test_mask_ratio_slider_keys_redraw_the_mask_image(lab_page, artifacts):
     root = app(lab_page, "mask-explorer")
     slider = root.locator(".plaml-mask-ratio")
-    readout = slider.locator(".widget-readout")
+    value, readout = slider.locator(".widget-readout"), root.locator(".plaml-readout")
     img = root.locator("img.plaml-view-figure")
-    before_value, before_src, before = readout.inner_text(), img.get_attribute("src"), \
-        screenshot(img)
+    before_value, before_readout = value.inner_text(), readout.inner_text()
+    before_src, before = img.get_attribute("src"), screenshot(img)
     handle = slider.locator(".noUi-handle")
     handle.focus()
     for _ in range(3):  # three steps of 0.05 down: fewer hidden patches
         handle.press("ArrowLeft")
-    lab_page.wait_for_function("([el, old]) => el.innerText !== old",
-                               arg=[readout.element_handle(), before_value], timeout=ACTION_MS)
-    wait_for_new_src(lab_page, img, before_src)
+    moved = f"mask ratio {before_value} -> {value.inner_text()}"
+    assert value.inner_text() != before_value, "the slider did not move on ArrowLeft"
+    # the kernel's re-render also rewrites the readout ("visible patches: 4 / 16")
+    assert wait_for(lab_page, "([el, old]) => el.innerText !== old",
+                    [readout.element_handle(), before_readout], ACTION_MS), (
+        f"{moved}: the kernel did not re-render (readout unchanged)")
+    assert new_png_shown(lab_page, img, before_src), (
+        f"{moved}, kernel re-rendered ({readout.inner_text()!r}), "
+        f"but the mask image in the browser was not updated")
     after = screenshot(img)
     save_small_png(after, artifacts / "browser_mask_explorer_after_slider.png")
     changed = changed_fraction(before, after)
-    assert changed > 0.001, (f"mask ratio {before_value} -> {readout.inner_text()} but the "
-                             f"mask image changed in {changed:.2%} of pixels")
+    assert changed > 0.001, f"{moved} but the mask image changed in {changed:.2%} of pixels"
 
 
 def test_switching_prototype_changes_the_gallery(lab_page):
@@ -198,13 +230,18 @@ def test_switching_prototype_changes_the_gallery(lab_page):
     options = select.locator("option").all_inner_texts()
     assert len(options) >= 2, f"only {len(options)} prototype in use: nothing to switch to"
     before_src, before = gallery.get_attribute("src"), screenshot(gallery)
+    # the kernel's re-render replaces the usage histogram (drawn after the gallery)
+    usage = root.locator(".plaml-view-usage .js-plotly-plot").element_handle()
     select.focus()
     select.select_option(index=1)
-    wait_for_new_src(lab_page, gallery, before_src)
+    switched = f"prototype {options[0]!r} -> {options[1]!r}"
+    assert wait_for(lab_page, "el => !el.isConnected", usage, ACTION_MS), (
+        f"{switched}: the kernel did not re-render (usage histogram not replaced)")
+    assert new_png_shown(lab_page, gallery, before_src), (
+        f"{switched}, kernel re-rendered, but the gallery in the browser was not updated")
     after = screenshot(gallery)
     changed = changed_fraction(before, after)
-    assert changed > 0.001, (f"prototype {options[0]!r} -> {options[1]!r} but the gallery "
-                             f"changed in {changed:.2%} of pixels")
+    assert changed > 0.001, f"{switched} but the gallery changed in {changed:.2%} of pixels"
 
 
 def test_embedding_scatter_draws_one_point_per_image(lab_page):
