@@ -269,5 +269,6 @@ def sign_in(lab_server):
         page.goto(f"{lab_server.url}/login?next={next_path}")
         page.fill("#password_input", lab_server.token)
         page.click("#login_submit")
-        page.wait_for_url(f"{lab_server.url}{next_path}*")
+        # JupyterLab's page loads several MB of scripts: generous on a busy 2-core machine
+        page.wait_for_url(f"{lab_server.url}{next_path}*", timeout=90_000)
     return _sign_in
