@@ -296,7 +296,9 @@ def flops_per_step(cfg: PretrainConfig, builder: Callable[[PretrainConfig], Case
     (tests/test_bench.py checks it). Counting at full size would materialise every attention
     matrix (math backend), gigabytes at ViT-B/224."""
     small = min(cfg.optim.batch_size, FLOP_BATCH)
-    case = builder(from_dict(apply_overrides(to_dict(cfg), [f"optim.batch_size={small}"])))
+    # eager: the counter sees aten ops, which a compiled graph would hide
+    case = builder(from_dict(apply_overrides(to_dict(cfg), [f"optim.batch_size={small}",
+                                                            "run.compile=false"])))
     total = count_flops(case.step, device)
     del case
     return total * cfg.optim.batch_size / small
