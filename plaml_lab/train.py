@@ -34,7 +34,8 @@ from plaml_lab.model.masking import sample_noise
 # Keys that may change between a run and its resumption without changing what is computed.
 RESUMABLE_KEYS = ("run.max_steps", "run.ckpt_every", "run.keep_ckpts", "run.log_every",
                   "run.progress", "run.num_threads", "run.eval_knn", "run.name", "run.device",
-                  "run.compile", "data.num_workers", "data.root", "data.download",
+                  "run.compile", "model.attn_impl", "data.num_workers", "data.root",
+                  "data.download",
                   # per-rank batch and accumulation may change with the number of processes as
                   # long as the global batch stays the same (checked against the checkpoint)
                   "optim.batch_size", "optim.accum_steps")
