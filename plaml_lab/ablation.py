@@ -31,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from plaml_lab.config import ConfigError
+from plaml_lab.config import ConfigError, load_yaml
 
 DEFAULT_GRID = "experiments/grids/paper_ablation.yaml"
 DEFAULT_PRESET = "experiments/configs/lab.yaml"
@@ -100,14 +100,7 @@ def load_grid(path: str | Path) -> AblationGrid:
     (with both, every point is crossed with every axes combination: `name__key=value`).
     Unknown top-level keys (e.g. the sweep's notebook, timeout) are ignored."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"grid file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError:
-        raise ConfigError(f"{path}: invalid YAML") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping with points and/or axes")
+    data = load_yaml(path, "grid file")
     named = data.get("points") or {}
     if not isinstance(named, dict):
         raise ConfigError(f"{path}: points: expected a mapping of name -> overrides")

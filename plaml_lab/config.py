@@ -353,10 +353,13 @@ def from_dict(data: dict | None) -> PretrainConfig:
     return cfg
 
 
-def load_yaml(path: str | Path) -> dict:
+def load_yaml(path: str | Path, what: str = "config file") -> dict:
+    """A YAML file's top-level mapping ({} when empty); one-line ConfigError naming the file
+    when it is missing, is not valid YAML (with the line), or is not a mapping. Also reads the
+    sweep and ablation grid files (`what` names the kind of file in the message)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(f"{what} not found: {path}")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
@@ -366,7 +369,7 @@ def load_yaml(path: str | Path) -> dict:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of config sections, got {type(data).__name__}")
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     return data
 
 

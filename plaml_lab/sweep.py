@@ -45,7 +45,7 @@ from pathlib import Path
 
 import yaml
 
-from plaml_lab.config import ConfigError
+from plaml_lab.config import ConfigError, load_yaml
 from plaml_lab.notebook import repo_root
 
 DEFAULT_NOTEBOOK = "notebooks/01_pretrain.ipynb"
@@ -116,16 +116,7 @@ def _expand(points: dict[str, list[str]], axes: dict[str, list]) -> list[Point]:
 def load_grid(path: str | Path) -> Grid:
     """Read and check a grid file; ConfigError (one line naming the key) when it is malformed."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"grid file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}: invalid YAML{where}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping with points and/or axes")
+    data = load_yaml(path, "grid file")
     unknown = [k for k in data if k not in GRID_KEYS]
     if unknown:
         raise ConfigError(f"{path}: unknown grid key '{unknown[0]}' (known: {', '.join(GRID_KEYS)})")
