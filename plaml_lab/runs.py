@@ -40,6 +40,8 @@ class Run:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
+    """Rows of run_dir/metrics.jsonl, up to the first unreadable line (one cut by a kill:
+    everything after it is logged again on resume)."""
     path = Path(run_dir) / "metrics.jsonl"
     rows = []
     if path.exists():

@@ -29,6 +29,7 @@ from plaml_lab.config import (ConfigError, PretrainConfig, diff, from_dict, load
 from plaml_lab.data import (DatasetError, build_dataset, epoch_batches, make_views,
                             steps_per_epoch)
 from plaml_lab.method import LOSS_KEYS, PLAML
+from plaml_lab.runs import read_metrics
 from plaml_lab.model.masking import sample_noise
 
 # Keys that may change between a run and its resumption without changing what is computed.
@@ -127,23 +128,9 @@ def check_run_dir(out: Path, cfg: PretrainConfig, force_new: bool = False) -> st
     return "resume"
 
 
-def _read_metrics(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a line cut by a kill: everything after it is re-logged
-    return rows
-
-
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop metrics logged after the checkpoint we resume from (they will be logged again)."""
-    rows = [r for r in _read_metrics(path) if r.get("step", 0) <= step]
+    rows = [r for r in read_metrics(path.parent) if r.get("step", 0) <= step]
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
     os.replace(tmp, path)
@@ -508,7 +495,7 @@ def _loop(cfg, out, device, model, step_module, optimizer, scaler, sched, train_
 
     summary_path = out / "summary.json"
     if not last_row:  # nothing ran (already complete): keep what the finished run wrote
-        rows = _read_metrics(metrics_path) if main else []
+        rows = read_metrics(out) if main else []
         if summary_path.exists() and main:
             return json.loads(summary_path.read_text())
         last_row = rows[-1] if rows else {}
