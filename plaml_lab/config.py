@@ -57,6 +57,7 @@ class ShapesConfig:
     texture: float = 0.5  # background gradient/texture amplitude
     rotation: bool = True
     jitter: float = 0.25  # max centre offset, fraction of the free space
+    palette: str = "colour"  # colour | grey (desaturated: colour cannot tell images apart)
 
 
 @dataclass
@@ -67,6 +68,10 @@ class AugConfig:
     color_jitter: float = 0.4  # strength; 0 = off. Makes colour a nuisance for pseudo labels
     color_jitter_p: float = 0.8
     grayscale_p: float = 0.2
+    # Colour as a nuisance the pseudo labels cannot use (see data.transforms.color_nuisance):
+    channel_shuffle_p: float = 0.0  # random RGB permutation per view
+    invert_p: float = 0.0  # colour negative per view
+    shared_crop: bool = False  # one crop for all views: they differ in colour only
 
 
 @dataclass
@@ -494,12 +499,15 @@ def validate(cfg: PretrainConfig) -> None:
     _range("data.shapes.noise", s.noise, 0, 1)
     _range("data.shapes.texture", s.texture, 0, 1)
     _range("data.shapes.jitter", s.jitter, 0, 1)
+    _choice("data.shapes.palette", s.palette, ("colour", "grey"))
     a = d.aug
     _range("data.aug.crop_scale_min", a.crop_scale_min, 0, 1, lo_open=True)
     _range("data.aug.crop_scale_max", a.crop_scale_max, a.crop_scale_min, 1)
     _range("data.aug.color_jitter", a.color_jitter, 0, 1)
     _range("data.aug.color_jitter_p", a.color_jitter_p, 0, 1)
     _range("data.aug.grayscale_p", a.grayscale_p, 0, 1)
+    _range("data.aug.channel_shuffle_p", a.channel_shuffle_p, 0, 1)
+    _range("data.aug.invert_p", a.invert_p, 0, 1)
 
     for key in ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "decoder_embed_dim",
                 "decoder_depth", "decoder_num_heads", "in_chans"):

@@ -37,6 +37,17 @@ def test_paper_grid_has_methods_five_variants_three_seeds_and_the_lab_preset():
                      "plonly": "plonly"}
 
 
+@pytest.mark.parametrize("path", sorted(str(p) for p in __import__("pathlib").Path("experiments/grids").glob("*.yaml")
+                                         if "points:" in p.read_text()
+                                         and p.name != "quick_failing.yaml"))  # fails on purpose
+def test_every_committed_ablation_grid_builds_a_valid_config_for_each_point(path):
+    """A typo in a committed grid (a key, a value out of range) fails here, not an hour into a
+    run: every point's config is built and validated as the runner would."""
+    grid = A.load_grid(path)
+    for name in grid.points:
+        load_config(grid.config, A.run_overrides(grid, name, grid.seeds[0], []))
+
+
 def test_grid_loader_crosses_points_with_axes_and_ignores_sweep_keys(tmp_path):
     grid = A.load_grid(write(tmp_path, """
 notebook: notebooks/01_pretrain.ipynb

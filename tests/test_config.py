@@ -68,6 +68,10 @@ BAD = [
     (["optim.batch_size=0"], "optim.batch_size"),
     (["optim.accum_steps=0"], "optim.accum_steps"),
     (["mask.strategy=grid"], "mask.strategy"),
+    (["data.shapes.palette=sepia"], "data.shapes.palette"),
+    (["data.aug.invert_p=1.5"], "data.aug.invert_p"),
+    (["data.aug.channel_shuffle_p=-0.1"], "data.aug.channel_shuffle_p"),
+    (["data.aug.shared_crop=sometimes"], "data.aug.shared_crop"),
     (["mask"], "mask"),  # not key=value
     (["mask=0.5"], "mask"),  # a section, not a key
 ]

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from plaml_lab.data import (SHAPE_NAMES, ArrayDataset, DatasetError, FolderDataset, build_dataset,
-                            color_jitter, epoch_batches, make_views, normalize, random_resized_crop,
+from plaml_lab.data import (IMAGENET_MEAN, IMAGENET_STD, SHAPE_NAMES, ArrayDataset, DatasetError, FolderDataset, build_dataset,
+                            color_jitter, color_nuisance, epoch_batches, make_views, normalize, random_resized_crop,
                             render_shapes, steps_per_epoch)
 from plaml_lab.data.datasets import SHAPES_VAL_OFFSET, _fixed_split
 
 
 def shapes_knobs(**over):
     knobs = dict(num_classes=10, size_min=0.5, size_max=0.9, min_contrast=0.3, clutter=1, noise=0.02,
-                 texture=0.5, rotation=True, jitter=0.25)
+                 texture=0.5, rotation=True, jitter=0.25, palette="colour")
     knobs.update(over)
     return SimpleNamespace(**knobs)
 
@@ -44,6 +44,24 @@ def test_shapes_sample_independent_of_batch_composition():
         assert torch.equal(alone[k][0], mixed[k][3]) and torch.equal(alone[k][1], mixed[k][1]), k
     torch.testing.assert_close(alone["image"][0], mixed["image"][3], atol=1e-6, rtol=0)
     torch.testing.assert_close(alone["image"][1], mixed["image"][1], atol=1e-6, rtol=0)
+
+
+def test_grey_palette_keeps_geometry_and_removes_colour():
+    """palette='grey': the same labels, masks and boxes as the colour palette (only colours are
+    drawn differently), and with no pixel noise every pixel has R = G = B."""
+    idx = torch.arange(64)
+    colour = render_shapes(idx, seed=2, noise=0.0)
+    grey = render_shapes(idx, seed=2, noise=0.0, palette="grey", clutter=2)
+    grey_no_clutter = render_shapes(idx, seed=2, noise=0.0, palette="grey")
+    assert torch.equal(colour["label"], grey_no_clutter["label"])
+    assert torch.equal(colour["mask"], grey_no_clutter["mask"])
+    assert torch.equal(colour["box"], grey_no_clutter["box"])
+    for out in (grey, grey_no_clutter):
+        img = out["image"]
+        assert (img[:, 0] - img[:, 1]).abs().max() < 1e-6 and (img[:, 1] - img[:, 2]).abs().max() < 1e-6
+    assert (colour["image"][:, 0] - colour["image"][:, 1]).abs().max() > 0.1
+    with pytest.raises(ValueError, match="palette"):
+        render_shapes(idx, palette="sepia")
 
 
 def test_shapes_differs_across_seeds():
@@ -337,6 +355,52 @@ def test_color_jitter_zero_strength_is_identity():
     x = torch.rand(4, 3, 8, 8)
     y = color_jitter(x, strength=0.0, p=1.0, grayscale_p=0.0)
     torch.testing.assert_close(y, x, atol=1e-5, rtol=0)
+
+
+def test_color_nuisance_permutes_channels_and_inverts():
+    """p=1 shuffling keeps each pixel's multiset of channel values (a permutation of RGB, the
+    same one over the whole image); invert_p=1 gives exactly 1 - x; p=0 leaves images alone."""
+    x = torch.rand(32, 3, 6, 6)
+    g = torch.Generator().manual_seed(0)
+    y = color_nuisance(x, shuffle_p=1.0, generator=g)
+    torch.testing.assert_close(y.sort(dim=1).values, x.sort(dim=1).values, atol=0, rtol=0)
+    perms = {tuple(int((y[b, c] == x[b]).all(dim=(1, 2)).nonzero()[0]) for c in range(3))
+             for b in range(32)}
+    assert len(perms) > 1  # random per sample, not one fixed permutation
+    torch.testing.assert_close(color_nuisance(x, invert_p=1.0), 1 - x, atol=0, rtol=0)
+    assert torch.equal(color_nuisance(x, 0.0, 0.0), x)
+
+
+def test_make_views_without_nuisance_draws_as_before():
+    """Zero channel_shuffle_p / invert_p draw no random numbers, so runs from before the knobs
+    existed resume with identical views."""
+    base = dict(crop_scale_min=0.3, crop_scale_max=1.0, flip=True, color_jitter=0.4,
+                color_jitter_p=0.8, grayscale_p=0.2)
+    x = torch.rand(6, 3, 16, 16)
+    a = make_views(x, SimpleNamespace(**base), 2, 12, generator=torch.Generator().manual_seed(5))
+    b = make_views(x, SimpleNamespace(**base, channel_shuffle_p=0.0, invert_p=0.0), 2, 12,
+                   generator=torch.Generator().manual_seed(5))
+    c = make_views(x, SimpleNamespace(**base, channel_shuffle_p=1.0, invert_p=0.5), 2, 12,
+                   generator=torch.Generator().manual_seed(5))
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
+    assert not torch.equal(a[0], c[0])
+
+
+def test_shared_crop_views_differ_in_colour_only():
+    """shared_crop: every view has the same geometry; without colour ops the views are equal,
+    with channel shuffling they are channel permutations of each other."""
+    base = dict(crop_scale_min=0.3, crop_scale_max=1.0, flip=True, color_jitter=0.0,
+                color_jitter_p=0.8, grayscale_p=0.0, shared_crop=True)
+    x = torch.rand(8, 3, 16, 16)
+    a, b = make_views(x, SimpleNamespace(**base), 2, 12, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+    a, b = make_views(x, SimpleNamespace(**base, channel_shuffle_p=1.0), 2, 12,
+                      generator=torch.Generator().manual_seed(1))
+    assert not torch.equal(a, b)
+    unnorm = [v * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) + torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+              for v in (a, b)]
+    torch.testing.assert_close(unnorm[0].sort(dim=1).values, unnorm[1].sort(dim=1).values,
+                               atol=1e-5, rtol=0)
 
 
 def test_normalize_matches_torchvision():

@@ -155,7 +155,7 @@ def shapes_indices(data_cfg, split: str) -> torch.Tensor:
 
 def _shapes_knobs(shapes_cfg) -> dict:
     names = ("num_classes", "size_min", "size_max", "min_contrast", "clutter", "noise", "texture",
-             "rotation", "jitter")
+             "rotation", "jitter", "palette")
     return {n: getattr(shapes_cfg, n) for n in names}
 
 

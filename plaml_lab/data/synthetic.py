@@ -232,7 +232,7 @@ def _capsule_coverage(xs, ys, p: torch.Tensor, size: int) -> torch.Tensor:
 def render_shapes(indices: torch.Tensor, seed: int = 0, img_size: int = 32, *, num_classes: int = 10,
                   size_min: float = 0.5, size_max: float = 0.9, min_contrast: float = 0.3,
                   clutter: int = 1, noise: float = 0.02, texture: float = 0.5, rotation: bool = True,
-                  jitter: float = 0.25, device=None) -> dict[str, torch.Tensor]:
+                  jitter: float = 0.25, palette: str = "colour", device=None) -> dict[str, torch.Tensor]:
     """Render the `shapes` samples with the given indices.
 
     indices (B,) int64 >= 0 -> dict with
@@ -245,8 +245,12 @@ def render_shapes(indices: torch.Tensor, seed: int = 0, img_size: int = 32, *, n
     min_contrast = minimum fg/bg colour distance (Euclidean / sqrt 3; above 0.5 is not always
     reachable); clutter = number of distractors (blobs and lines, behind the object);
     noise = pixel noise std; texture = amplitude of background plaid texture and illumination
-    gradient; rotation on/off; jitter = max centre offset as a fraction of the free space.
+    gradient; rotation on/off; jitter = max centre offset as a fraction of the free space;
+    palette = "colour" (random RGB colours) or "grey" (random grey levels: the same draws,
+    desaturated, so colour cannot tell images apart).
     """
+    if palette not in ("colour", "grey"):
+        raise ValueError(f"palette={palette!r}: allowed values are colour|grey")
     if not 1 <= num_classes <= len(SHAPE_NAMES):
         raise ValueError(f"num_classes={num_classes}: shapes has 1..{len(SHAPE_NAMES)} classes")
     if not 0.0 < size_min <= size_max:
@@ -273,21 +277,28 @@ def render_shapes(indices: torch.Tensor, seed: int = 0, img_size: int = 32, *, n
 
     # colours: uniform, independent of the label; fg at least min_contrast away from bg
     bg = p[:, _P_BG:_P_BG + 3]
-    fg = _pick_foreground(p[:, _P_FG:_P_FG + 3 * _FG_CANDIDATES].view(B, _FG_CANDIDATES, 3), bg,
-                          min_contrast)
+    fg_candidates = p[:, _P_FG:_P_FG + 3 * _FG_CANDIDATES].view(B, _FG_CANDIDATES, 3)
+    if palette == "grey":
+        bg = bg.mean(dim=-1, keepdim=True).expand(B, 3)
+        fg_candidates = fg_candidates.mean(dim=-1, keepdim=True).expand(B, _FG_CANDIDATES, 3)
+    fg = _pick_foreground(fg_candidates, bg, min_contrast)
 
     # background: flat colour + coloured plaid texture (separable product of two cosines)
     fx = math.pi * (1.0 + 3.0 * p[:, _P_TEX_FX])
     fy = math.pi * (1.0 + 3.0 * p[:, _P_TEX_FY])
     tx = torch.cos(fx[:, None, None] * xs + 2 * math.pi * p[:, _P_TEX_PX, None, None])  # (B,1,S)
     ty = torch.cos(fy[:, None, None] * ys + 2 * math.pi * p[:, _P_TEX_PY, None, None])  # (B,S,1)
-    tex_col = (0.3 * texture * p[:, _P_TEX_AMP, None]) * (2 * p[:, _P_TEX_DIR:_P_TEX_DIR + 3] - 1)
+    tex_dir = 2 * p[:, _P_TEX_DIR:_P_TEX_DIR + 3] - 1
+    if palette == "grey":
+        tex_dir = tex_dir.mean(dim=-1, keepdim=True).expand(B, 3)
+    tex_col = (0.3 * texture * p[:, _P_TEX_AMP, None]) * tex_dir
     image = bg[:, :, None, None] + tex_col[:, :, None, None] * (tx * ty)[:, None]
 
     for d in range(clutter):
         dp = _to_unit(_param_hashes(keys, _P_DISTRACTOR + _DISTRACTOR_STRIDE * d, 9))
         cov = _capsule_coverage(xs, ys, dp, S)
-        image.lerp_(dp[:, 6:9, None, None].expand_as(image), cov[:, None].expand_as(image))
+        colour = dp[:, 6:9].mean(dim=-1, keepdim=True).expand(B, 3) if palette == "grey" else dp[:, 6:9]
+        image.lerp_(colour[:, :, None, None].expand_as(image), cov[:, None].expand_as(image))
 
     # object: local frame u, v = R(-theta) (p - c) / r; one SDF per shape kind on its subset
     a = (torch.cos(theta) / r)[:, None, None]

@@ -130,22 +130,53 @@ def color_jitter(images: torch.Tensor, strength: float = 0.4, p: float = 0.8, gr
     return torch.where(view(r[:, 5] < grayscale_p), _luma(x).expand_as(x), x)
 
 
+def color_nuisance(images: torch.Tensor, shuffle_p: float = 0.0, invert_p: float = 0.0,
+                   generator: torch.Generator | None = None, rows=None) -> torch.Tensor:
+    """(B, 3, H, W) in [0, 1] -> images whose colours no longer identify them across views.
+
+    Per sample: with probability shuffle_p a random permutation of the RGB channels, then with
+    probability invert_p the negative (1 - x). On data whose classes ignore colour (the embedded
+    shapes draw foreground and background colours at random) colour is the easiest thing two
+    views of one image share; jitter only nudges it, these make it useless as a cross-view cue,
+    so pseudo labels have to agree on shape instead.
+    """
+    B = images.shape[0]
+    r = _uniform((B, 5), generator, images.device, images.dtype, rows)
+    view = lambda t: t.view(B, 1, 1, 1)  # noqa: E731
+    perm = r[:, :3].argsort(dim=1)  # a uniformly random permutation per sample
+    shuffled = torch.gather(images, 1, perm.view(B, 3, 1, 1).expand_as(images))
+    x = torch.where(view(r[:, 3] < shuffle_p), shuffled, images)
+    return torch.where(view(r[:, 4] < invert_p), 1 - x, x)
+
+
 def make_views(images: torch.Tensor, aug_cfg, num_views: int, out_size: int,
                generator: torch.Generator | None = None, rows=None) -> list[torch.Tensor]:
     """(B, 3, H, W) in [0, 1] -> num_views independently augmented, ImageNet-normalised views,
     each (B, 3, out_size, out_size).
 
     aug_cfg attributes: crop_scale_min, crop_scale_max, flip (bool), color_jitter (strength,
-    0 = off), color_jitter_p, grayscale_p (applied even when color_jitter is 0).
+    0 = off), color_jitter_p, grayscale_p (applied even when color_jitter is 0), channel_shuffle_p
+    and invert_p (color_nuisance; nothing is drawn when both are 0), shared_crop (one crop+flip
+    for all views, so views differ in colour only).
     rows: optional (ids (B,), total): draw for a global batch of `total` samples, keep rows ids.
     """
     views = []
+    shared = None
     for _ in range(num_views):
-        v = random_resized_crop(images, out_size, scale=(aug_cfg.crop_scale_min, aug_cfg.crop_scale_max),
-                                flip_p=0.5 if aug_cfg.flip else 0.0, generator=generator, rows=rows)
+        if shared is None:
+            v = random_resized_crop(images, out_size,
+                                    scale=(aug_cfg.crop_scale_min, aug_cfg.crop_scale_max),
+                                    flip_p=0.5 if aug_cfg.flip else 0.0, generator=generator, rows=rows)
+            if getattr(aug_cfg, "shared_crop", False):
+                shared = v
+        else:
+            v = shared
         jitter_p = aug_cfg.color_jitter_p if aug_cfg.color_jitter > 0 else 0.0
         if jitter_p > 0 or aug_cfg.grayscale_p > 0:
             v = color_jitter(v, aug_cfg.color_jitter, p=jitter_p, grayscale_p=aug_cfg.grayscale_p,
                              generator=generator, rows=rows)
+        shuffle_p, invert_p = getattr(aug_cfg, "channel_shuffle_p", 0.0), getattr(aug_cfg, "invert_p", 0.0)
+        if shuffle_p > 0 or invert_p > 0:
+            v = color_nuisance(v, shuffle_p, invert_p, generator=generator, rows=rows)
         views.append(normalize(v))
     return views
