@@ -44,7 +44,8 @@ METRICS = ("knn_top1", "knn_top1_mean", "linear_top1", "linear_top1_mean", "nmi"
            "prototypes_used", "assignment_perplexity", "seg_miou", "seg_pixel_acc",
            "box_mean_iou", "box_iou50")
 # Columns of the markdown table and panels of the plot.
-TABLE_METRICS = ("knn_top1", "linear_top1", "linear_top1_mean", "nmi", "prototypes_used",
+TABLE_METRICS = ("knn_top1", "knn_top1_mean", "linear_top1", "linear_top1_mean", "nmi",
+                 "prototypes_used",
                  "assignment_perplexity", "seg_miou", "box_mean_iou", "box_iou50")
 PLOT_METRICS = ("knn_top1", "linear_top1", "nmi", "seg_miou", "box_mean_iou")
 
@@ -62,6 +63,8 @@ CLAIMS = (
     ("reconstruction adds to pseudo labels alone", "dual", "plonly",
      ("knn_top1", "linear_top1")),
 )
+# Every pretrained variant against the untrained encoder of the same shape, on these metrics.
+BASELINE_METRICS = ("knn_top1", "knn_top1_mean")
 
 
 # --- the grid ---------------------------------------------------------------------------------
@@ -259,27 +262,47 @@ def _fmt(mean: float, std: float, metric: str) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def compare(agg: dict, better: str, worse: str, metric: str) -> dict | None:
+    """Difference of means of `better` minus `worse` on `metric` and a verdict against the seed
+    spread s = sqrt(std_a^2 + std_b^2): held (difference > s), reversed (< -s), within seed
+    spread; no verdict with fewer than two seeds. None when either side lacks the metric."""
+    if better not in agg or worse not in agg:
+        return None
+    (ma, sa, na), (mb, sb, nb) = agg[better][metric], agg[worse][metric]
+    if math.isnan(ma) or math.isnan(mb):
+        return None
+    diff, spread = ma - mb, math.sqrt(sa ** 2 + sb ** 2)
+    if min(na, nb) < 2:
+        verdict = "no verdict (one seed: no spread)"
+    else:
+        verdict = ("held" if diff > spread else "reversed" if diff < -spread
+                   else "within seed spread")
+    return {"metric": metric, "better": better, "worse": worse, "diff": diff,
+            "spread": spread, "seeds": min(na, nb), "verdict": verdict}
+
+
 def claim_verdicts(agg: dict) -> list[dict]:
-    """Each CLAIMS comparison present in `agg`: difference of means and a verdict against the
-    seed spread s = sqrt(std_a^2 + std_b^2): held (difference > s), reversed (< -s), within
-    seed spread; no verdict with fewer than two seeds."""
+    """Each CLAIMS comparison present in `agg`, scored by `compare`."""
     out = []
     for claim, better, worse, metrics in CLAIMS:
-        if better not in agg or worse not in agg:
-            continue
         for m in metrics:
-            (ma, sa, na), (mb, sb, nb) = agg[better][m], agg[worse][m]
-            if math.isnan(ma) or math.isnan(mb):
-                continue
-            diff, spread = ma - mb, math.sqrt(sa ** 2 + sb ** 2)
-            if min(na, nb) < 2:
-                verdict = "no verdict (one seed: no spread)"
-            else:
-                verdict = ("held" if diff > spread else "reversed" if diff < -spread
-                           else "within seed spread")
-            out.append({"claim": claim, "metric": m, "better": better, "worse": worse,
-                        "diff": diff, "spread": spread, "seeds": min(na, nb),
-                        "verdict": verdict})
+            v = compare(agg, better, worse, m)
+            if v is not None:
+                out.append({"claim": claim, **v})
+    return out
+
+
+def baseline_verdicts(agg: dict) -> list[dict]:
+    """Every pretrained variant against the random-init row on BASELINE_METRICS ("held" = it
+    beats random init by more than the seed spread)."""
+    out = []
+    for variant in agg:
+        if variant == BASELINE:
+            continue
+        for m in BASELINE_METRICS:
+            v = compare(agg, variant, BASELINE, m)
+            if v is not None:
+                out.append(v)
     return out
 
 
@@ -302,6 +325,14 @@ def write_markdown(agg: dict, path: Path, *, header: dict) -> None:
         for v in verdicts:
             lines.append(f"| {v['claim']} ({v['better']} vs {v['worse']}) | {v['metric']} | "
                          f"{v['diff']:+.3f} | {v['spread']:.3f} | {v['verdict']} |")
+    against = baseline_verdicts(agg)
+    if against:
+        lines += ["", "## Against the random-init encoder (kNN)", "",
+                  "| variant | metric | difference | spread | beats random init |",
+                  "|---|---|---|---|---|"]
+        for v in against:
+            lines.append(f"| {v['better']} | {v['metric']} | {v['diff']:+.3f} | "
+                         f"{v['spread']:.3f} | {v['verdict']} |")
     if header.get("failed"):
         lines += ["", "## Failed runs", ""] + [f"- {k}: {e}" for k, e in header["failed"].items()]
     path.parent.mkdir(parents=True, exist_ok=True)

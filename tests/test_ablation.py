@@ -132,6 +132,21 @@ def _main(tmp_path, *extra):
                    *extra, *TINY])
 
 
+def test_baseline_verdicts_score_every_pretrained_variant_against_random_init():
+    """Each variant other than random_init is compared with it on kNN of the class token and of
+    the mean data token; a variant below random init by more than the spread is 'reversed'."""
+    def stats(mean, std, n=3):
+        return {m: (mean, std, n) for m in A.METRICS}
+
+    agg = {"mae": stats(0.40, 0.01), "dual": stats(0.26, 0.02), "plonly": stats(0.20, 0.01),
+           A.BASELINE: stats(0.25, 0.01)}
+    v = {(x["better"], x["metric"]): x["verdict"] for x in A.baseline_verdicts(agg)}
+    assert set(v) == {(n, m) for n in ("mae", "dual", "plonly") for m in A.BASELINE_METRICS}
+    assert v[("mae", "knn_top1")] == "held"
+    assert v[("dual", "knn_top1")] == "within seed spread"
+    assert v[("plonly", "knn_top1_mean")] == "reversed"
+
+
 def test_ablation_writes_csv_markdown_and_plot_and_resumes_without_rework(tmp_path,
                                                                            monkeypatch):
     assert _main(tmp_path) == 0
@@ -146,6 +161,7 @@ def test_ablation_writes_csv_markdown_and_plot_and_resumes_without_rework(tmp_pa
     assert rows[2]["steps"] == "0" and rows[0]["steps"] == "2"
     md = (res / "ablation_shapes.md").read_text()
     assert "| mae | 1 |" in md and "| random_init | 1 |" in md and "±" in md
+    assert "## Against the random-init encoder (kNN)" in md and "| mae | knn_top1 |" in md
     assert (res / "ablation_shapes.png").read_bytes()[:4] == b"\x89PNG"
     ev = json.loads((tmp_path / "runs" / "dual-s0" / "eval.json").read_text())
     assert float(rows[1]["linear_top1"]) == pytest.approx(ev["linear_top1"], abs=1e-6)
