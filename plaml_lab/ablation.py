@@ -22,6 +22,7 @@ import csv
 import itertools
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -218,6 +219,26 @@ def random_init_evaluate(preset: str, overrides: list[str], out: Path, probes: l
     return result
 
 
+def _worker_init(threads: int) -> None:
+    """A pool worker's torch uses `threads` CPU threads, so N workers share the cores."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _pretrain_job(preset: str, overrides: list[str], out: Path, probes: list[str],
+                  device: str, label: str) -> tuple[dict | None, str | None]:
+    """One grid point in a pool worker: (result, None) or (None, 'Type: first line')."""
+    def log(msg):
+        print(f"[{label}] {msg}", file=sys.stderr, flush=True)
+
+    try:
+        return pretrain_and_evaluate(preset, overrides, out, probes, device, log), None
+    except Exception as e:  # noqa: BLE001 - reported by the parent like a sequential failure
+        msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        return None, f"{type(e).__name__}: {msg}"
+
+
 # --- aggregation and outputs --------------------------------------------------------------------
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -380,13 +401,38 @@ def _row(variant: str, seed: int, result: dict) -> dict:
             **{m: result.get(m) for m in METRICS}}
 
 
+def _run_pool(jobs: list[tuple[str, int]], grid: AblationGrid, preset: str, extra: list[str],
+              runs_root, probes: list[str], device: str, workers: int, log
+              ) -> dict[tuple[str, int], tuple[dict | None, str | None]]:
+    """Pretrain + evaluate `jobs` on a pool of `workers` spawned processes (longest-first is
+    the grid's order: seed-major, so the first seed's table is complete first)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    log(f"pool: {workers} workers x {threads} torch thread(s) for {len(jobs)} runs")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                             initializer=_worker_init, initargs=(threads,)) as pool:
+        futures = {job: pool.submit(_pretrain_job, preset, run_overrides(grid, job[0], job[1], extra),
+                                    run_dir(runs_root, *job), probes, device,
+                                    f"{job[0]}-s{job[1]}")
+                   for job in jobs}
+        return {job: f.result() for job, f in futures.items()}
+
+
 def run_ablation(grid_path: str | Path = DEFAULT_GRID, *, preset: str | None = None,
                  seeds: list[int] | None = None, variants: list[str] | None = None,
                  runs_root: str | Path = DEFAULT_RUNS, out_dir: str | Path = DEFAULT_OUT,
                  overrides: list[str] | None = None, probes: list[str] | None = None,
                  device: str = "cpu", command: str = "python -m plaml_lab.ablation",
-                 log=print) -> dict:
-    """Run (or resume) the whole table; returns {rows, aggregate, failed, outputs}."""
+                 workers: int = 1, log=print) -> dict:
+    """Run (or resume) the whole table; returns {rows, aggregate, failed, outputs}.
+
+    workers > 1 pretrains that many grid points at once in spawned processes, each with
+    max(1, cpu_count // workers) torch threads (small models use several cores poorly, so on a
+    2-core CPU two one-thread runs finish a table sooner than one two-thread run at a time);
+    the random-init baselines and the outputs follow in this process. Results are the same as
+    with workers=1 up to the thread count's floating-point reduction order."""
     from plaml_lab.config import load_config
     from plaml_lab.evaluate import PROBES
 
@@ -413,9 +459,21 @@ def run_ablation(grid_path: str | Path = DEFAULT_GRID, *, preset: str | None = N
     rows, failed = [], {}
     jobs = [(n, s) for s in seeds for n in names] + [(BASELINE, s) for s in seeds]
     t0 = time.perf_counter()
+    pooled: dict[tuple[str, int], tuple[dict | None, str | None]] = {}
+    if workers > 1:
+        pooled = _run_pool([j for j in jobs if j[0] != BASELINE], grid, preset, extra, runs_root,
+                           probes, device, workers, log)
     for i, (name, seed) in enumerate(jobs, 1):
         out = run_dir(runs_root, name, seed)
         log(f"[{i}/{len(jobs)}] {name} seed {seed} -> {out}  ({time.perf_counter() - t0:.0f} s)")
+        if (name, seed) in pooled:
+            result, error = pooled[(name, seed)]
+            if error is not None:
+                failed[f"{name}-s{seed}"] = error
+                log(f"  FAILED: {error}")
+            else:
+                rows.append(_row(name, seed, result))
+            continue
         try:
             if name == BASELINE:
                 result = random_init_evaluate(preset, run_overrides(grid, baseline, seed, extra),
@@ -460,6 +518,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", default=DEFAULT_RUNS, help=f"run folders (default {DEFAULT_RUNS})")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})")
     p.add_argument("--device", default="cpu", help="device for the probes' feature extraction")
+    p.add_argument("--workers", type=int, default=1,
+                   help="pretrain this many grid points at once (processes; default 1)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="applied to every run after the grid's own, e.g. run.max_steps=20")
     args = p.parse_args(argv)
@@ -475,6 +535,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         print(f"error: --seeds {args.seeds}: expected comma-separated integers", file=sys.stderr)
         return 2
+    if args.workers < 1:
+        print(f"error: --workers {args.workers}: expected an integer >= 1", file=sys.stderr)
+        return 2
     command = " ".join(["python -m plaml_lab.ablation", *(argv if argv is not None
                                                            else sys.argv[1:])])
     try:
@@ -482,6 +545,7 @@ def main(argv: list[str] | None = None) -> int:
                               variants=split(args.variants), runs_root=args.runs,
                               out_dir=args.out, overrides=args.overrides,
                               probes=split(args.probes), device=args.device, command=command,
+                              workers=args.workers,
                               log=lambda m: print(m, file=sys.stderr, flush=True))
     except (ConfigError, CheckpointError, DatasetError, FileNotFoundError) as e:
         print(f"error: {str(e).strip().splitlines()[0]}", file=sys.stderr)

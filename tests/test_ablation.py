@@ -177,6 +177,28 @@ def test_ablation_writes_csv_markdown_and_plot_and_resumes_without_rework(tmp_pa
     assert (res / "ablation_shapes.csv").read_text() == before
 
 
+def test_ablation_workers_train_points_in_parallel_into_runs_the_sequential_runner_reuses(
+        tmp_path, monkeypatch):
+    """--workers 2 pretrains mae and dual in two spawned processes; the table lists them in grid
+    order, and a sequential re-run finds both finished (pretraining or probing again fails)."""
+    assert _main(tmp_path, "--probes", "knn", "--workers", "2") == 0
+    res = tmp_path / "results" / "ablation_shapes.csv"
+    with open(res) as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["variant"], r["steps"]) for r in rows] == [("mae", "2"), ("dual", "2"),
+                                                          ("random_init", "0")]
+    assert all(A.is_finished(tmp_path / "runs" / name) for name in ("mae-s0", "dual-s0"))
+
+    def refuse(*a, **k):
+        raise AssertionError("re-ran finished work")
+
+    monkeypatch.setattr("plaml_lab.train.pretrain", refuse)
+    monkeypatch.setattr("plaml_lab.evaluate.evaluate", refuse)
+    before = res.read_text()
+    assert _main(tmp_path, "--probes", "knn") == 0
+    assert res.read_text() == before
+
+
 def test_ablation_reports_a_failed_run_and_finishes_the_others(tmp_path, monkeypatch, capsys):
     real = A.pretrain_and_evaluate
 
@@ -196,5 +218,7 @@ def test_ablation_reports_a_failed_run_and_finishes_the_others(tmp_path, monkeyp
 def test_ablation_bad_input_exits_2(tmp_path, capsys):
     assert _main(tmp_path, "--variants", "nope") == 2
     assert "nope" in capsys.readouterr().err
+    assert _main(tmp_path, "--workers", "0") == 2
+    assert "--workers 0" in capsys.readouterr().err
     assert A.main(["--grid", str(tmp_path / "none.yaml")]) == 2
     assert A.main(["--preset", QUICK, "--probes", "knn,bogus", "--runs", str(tmp_path)]) == 2
