@@ -213,9 +213,12 @@ points:
   slow: [x=1, sleep=600]
 """)
     out = tmp_path / "out"
+    # A shell's background job (`make test &`, nohup) starts with SIGINT ignored, and Python then
+    # keeps ignoring it: give the sweep the default disposition, as a terminal's Ctrl-C has.
     proc = subprocess.Popen([sys.executable, "-m", "plaml_lab", "sweep", str(grid), "--out",
                              str(out)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     pid_file = out / "slow" / "run" / "pid"
     for _ in range(300):
         if pid_file.exists() and pid_file.read_text():
