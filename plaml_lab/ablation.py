@@ -226,17 +226,23 @@ def _worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def _attempt(fn, *args, **kwargs) -> tuple[dict | None, str | None]:
+    """(fn(...), None), or (None, 'Type: first line of the message') when it raises: one failed
+    point must not stop the table, in this process or in a pool worker."""
+    try:
+        return fn(*args, **kwargs), None
+    except Exception as e:  # noqa: BLE001 - reported with the table, not raised
+        msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        return None, f"{type(e).__name__}: {msg}"
+
+
 def _pretrain_job(preset: str, overrides: list[str], out: Path, probes: list[str],
                   device: str, label: str) -> tuple[dict | None, str | None]:
-    """One grid point in a pool worker: (result, None) or (None, 'Type: first line')."""
+    """One grid point in a pool worker, its log lines prefixed with the point's label."""
     def log(msg):
         print(f"[{label}] {msg}", file=sys.stderr, flush=True)
 
-    try:
-        return pretrain_and_evaluate(preset, overrides, out, probes, device, log), None
-    except Exception as e:  # noqa: BLE001 - reported by the parent like a sequential failure
-        msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        return None, f"{type(e).__name__}: {msg}"
+    return _attempt(pretrain_and_evaluate, preset, overrides, out, probes, device, log)
 
 
 # --- aggregation and outputs --------------------------------------------------------------------
@@ -468,25 +474,19 @@ def run_ablation(grid_path: str | Path = DEFAULT_GRID, *, preset: str | None = N
         log(f"[{i}/{len(jobs)}] {name} seed {seed} -> {out}  ({time.perf_counter() - t0:.0f} s)")
         if (name, seed) in pooled:
             result, error = pooled[(name, seed)]
-            if error is not None:
-                failed[f"{name}-s{seed}"] = error
-                log(f"  FAILED: {error}")
-            else:
-                rows.append(_row(name, seed, result))
-            continue
-        try:
-            if name == BASELINE:
-                result = random_init_evaluate(preset, run_overrides(grid, baseline, seed, extra),
-                                              out, probes, device, log)
-            else:
-                result = pretrain_and_evaluate(preset, run_overrides(grid, name, seed, extra),
-                                               out, probes, device, log)
-        except Exception as e:  # noqa: BLE001 - one failed point must not stop the table
-            msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            failed[f"{name}-s{seed}"] = f"{type(e).__name__}: {msg}"
-            log(f"  FAILED: {failed[f'{name}-s{seed}']}")
-            continue
-        rows.append(_row(name, seed, result))
+        elif name == BASELINE:
+            result, error = _attempt(random_init_evaluate, preset,
+                                     run_overrides(grid, baseline, seed, extra), out, probes,
+                                     device, log)
+        else:
+            result, error = _attempt(pretrain_and_evaluate, preset,
+                                     run_overrides(grid, name, seed, extra), out, probes,
+                                     device, log)
+        if error is not None:
+            failed[f"{name}-s{seed}"] = error
+            log(f"  FAILED: {error}")
+        else:
+            rows.append(_row(name, seed, result))
 
     agg = aggregate(rows)
     out_dir = Path(out_dir)

@@ -229,6 +229,11 @@ def _capsule_coverage(xs, ys, p: torch.Tensor, size: int) -> torch.Tensor:
     return (0.5 - sdf_px).clamp_(0.0, 1.0)
 
 
+def _desaturate(colours: torch.Tensor) -> torch.Tensor:
+    """(..., 3) RGB -> (..., 3) grey: each colour's channel mean in all three channels."""
+    return colours.mean(dim=-1, keepdim=True).expand_as(colours)
+
+
 def render_shapes(indices: torch.Tensor, seed: int = 0, img_size: int = 32, *, num_classes: int = 10,
                   size_min: float = 0.5, size_max: float = 0.9, min_contrast: float = 0.3,
                   clutter: int = 1, noise: float = 0.02, texture: float = 0.5, rotation: bool = True,
@@ -276,29 +281,24 @@ def render_shapes(indices: torch.Tensor, seed: int = 0, img_size: int = 32, *, n
     xs, ys = coords.view(1, 1, S), coords.view(1, S, 1)
 
     # colours: uniform, independent of the label; fg at least min_contrast away from bg
-    bg = p[:, _P_BG:_P_BG + 3]
-    fg_candidates = p[:, _P_FG:_P_FG + 3 * _FG_CANDIDATES].view(B, _FG_CANDIDATES, 3)
-    if palette == "grey":
-        bg = bg.mean(dim=-1, keepdim=True).expand(B, 3)
-        fg_candidates = fg_candidates.mean(dim=-1, keepdim=True).expand(B, _FG_CANDIDATES, 3)
-    fg = _pick_foreground(fg_candidates, bg, min_contrast)
+    # grey: every colour drawn below (bg, fg candidates, texture, distractors) desaturated
+    tone = _desaturate if palette == "grey" else (lambda c: c)
+    bg = tone(p[:, _P_BG:_P_BG + 3])
+    fg = _pick_foreground(tone(p[:, _P_FG:_P_FG + 3 * _FG_CANDIDATES].view(B, _FG_CANDIDATES, 3)),
+                          bg, min_contrast)
 
     # background: flat colour + coloured plaid texture (separable product of two cosines)
     fx = math.pi * (1.0 + 3.0 * p[:, _P_TEX_FX])
     fy = math.pi * (1.0 + 3.0 * p[:, _P_TEX_FY])
     tx = torch.cos(fx[:, None, None] * xs + 2 * math.pi * p[:, _P_TEX_PX, None, None])  # (B,1,S)
     ty = torch.cos(fy[:, None, None] * ys + 2 * math.pi * p[:, _P_TEX_PY, None, None])  # (B,S,1)
-    tex_dir = 2 * p[:, _P_TEX_DIR:_P_TEX_DIR + 3] - 1
-    if palette == "grey":
-        tex_dir = tex_dir.mean(dim=-1, keepdim=True).expand(B, 3)
-    tex_col = (0.3 * texture * p[:, _P_TEX_AMP, None]) * tex_dir
+    tex_col = (0.3 * texture * p[:, _P_TEX_AMP, None]) * tone(2 * p[:, _P_TEX_DIR:_P_TEX_DIR + 3] - 1)
     image = bg[:, :, None, None] + tex_col[:, :, None, None] * (tx * ty)[:, None]
 
     for d in range(clutter):
         dp = _to_unit(_param_hashes(keys, _P_DISTRACTOR + _DISTRACTOR_STRIDE * d, 9))
         cov = _capsule_coverage(xs, ys, dp, S)
-        colour = dp[:, 6:9].mean(dim=-1, keepdim=True).expand(B, 3) if palette == "grey" else dp[:, 6:9]
-        image.lerp_(colour[:, :, None, None].expand_as(image), cov[:, None].expand_as(image))
+        image.lerp_(tone(dp[:, 6:9])[:, :, None, None].expand_as(image), cov[:, None].expand_as(image))
 
     # object: local frame u, v = R(-theta) (p - c) / r; one SDF per shape kind on its subset
     a = (torch.cos(theta) / r)[:, None, None]

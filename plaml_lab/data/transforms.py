@@ -161,16 +161,15 @@ def make_views(images: torch.Tensor, aug_cfg, num_views: int, out_size: int,
     rows: optional (ids (B,), total): draw for a global batch of `total` samples, keep rows ids.
     """
     views = []
-    shared = None
+    shared_crop = getattr(aug_cfg, "shared_crop", False)
+    crop = None
     for _ in range(num_views):
-        if shared is None:
-            v = random_resized_crop(images, out_size,
-                                    scale=(aug_cfg.crop_scale_min, aug_cfg.crop_scale_max),
-                                    flip_p=0.5 if aug_cfg.flip else 0.0, generator=generator, rows=rows)
-            if getattr(aug_cfg, "shared_crop", False):
-                shared = v
-        else:
-            v = shared
+        if crop is None or not shared_crop:
+            crop = random_resized_crop(images, out_size,
+                                       scale=(aug_cfg.crop_scale_min, aug_cfg.crop_scale_max),
+                                       flip_p=0.5 if aug_cfg.flip else 0.0, generator=generator,
+                                       rows=rows)
+        v = crop
         jitter_p = aug_cfg.color_jitter_p if aug_cfg.color_jitter > 0 else 0.0
         if jitter_p > 0 or aug_cfg.grayscale_p > 0:
             v = color_jitter(v, aug_cfg.color_jitter, p=jitter_p, grayscale_p=aug_cfg.grayscale_p,
