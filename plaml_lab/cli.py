@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_pretrain(sub)
     _add_eval(sub)
-    for extra in ("export", "sweep", "bench"):
+    for extra in ("export", "finetune", "sweep", "bench"):
         try:
             mod = __import__(f"plaml_lab.{extra}", fromlist=["add_cli"])
         except ImportError:

@@ -189,6 +189,33 @@ class EvalConfig:
 
 
 @dataclass
+class FinetuneConfig:
+    """`plaml-lab finetune`: the MAE / BEiT fine-tuning recipe through timm's building blocks,
+    scaled to CPU minutes (ViT-B in MAE: blr 5e-4, layer decay 0.65, drop path 0.1, mixup 0.8,
+    cutmix 1.0, smoothing 0.1, 5 warm-up epochs of 100)."""
+
+    epochs: float = 10.0
+    batch_size: int = 128  # even: mixup / cutmix pair each image with its mirror in the batch
+    blr: float = 1.0e-3  # lr = blr * batch_size / 256
+    min_lr: float = 1.0e-6
+    warmup_epochs: float = 1.0
+    weight_decay: float = 0.05
+    layer_decay: float = 0.75  # lr x layer_decay ** (depth - block): lower blocks move less
+    drop_path: float = 0.1
+    mixup: float = 0.8  # Beta(alpha, alpha) of mixup; 0 = off
+    cutmix: float = 1.0  # Beta(alpha, alpha) of cutmix; 0 = off
+    mixup_prob: float = 1.0  # probability that a batch is mixed at all
+    smoothing: float = 0.1  # label smoothing
+    crop_scale_min: float = 0.35  # RandomResizedCrop (min, 1); flips on
+    pool: str = "avg"  # avg|token: mean of the data tokens (MAE) or the class token
+    blocks: int = -1  # fine-tune the last K blocks (+ norm + head); -1 = all, 0 = head only
+    fraction: float = 1.0  # fraction of the labelled training images, the same per class
+    seed: int = 0  # label subset, head init, augmentation, mixup
+    log_every: int = 10
+    ckpt_every: int = 100
+
+
+@dataclass
 class PretrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -201,6 +228,7 @@ class PretrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     # -- derived facts about the method, used by the model, the trainer and the docs --------
     @property
@@ -588,3 +616,26 @@ def validate(cfg: PretrainConfig) -> None:
     _range("eval.max_train", cfg.eval.max_train, 1)
     _range("eval.max_val", cfg.eval.max_val, 1)
     _range("eval.batch_size", cfg.eval.batch_size, 1)
+    validate_finetune(cfg.finetune, m.depth)
+
+
+def validate_finetune(f: FinetuneConfig, depth: int) -> None:
+    _range("finetune.epochs", f.epochs, 0, lo_open=True)
+    _range("finetune.batch_size", f.batch_size, 1)
+    if (f.mixup > 0 or f.cutmix > 0) and f.mixup_prob > 0 and f.batch_size % 2:
+        raise ConfigError(f"finetune.batch_size={f.batch_size}: mixup / cutmix need an even "
+                          "batch (or finetune.mixup=0 finetune.cutmix=0)")
+    for key in ("blr", "min_lr", "warmup_epochs", "weight_decay", "mixup", "cutmix"):
+        _range(f"finetune.{key}", getattr(f, key), 0)
+    if f.blr == 0:
+        raise ConfigError("finetune.blr=0: set a positive learning rate")
+    _range("finetune.layer_decay", f.layer_decay, 0, 1, lo_open=True)
+    _range("finetune.drop_path", f.drop_path, 0, 1, hi_open=True)
+    _range("finetune.mixup_prob", f.mixup_prob, 0, 1)
+    _range("finetune.smoothing", f.smoothing, 0, 1, hi_open=True)
+    _range("finetune.crop_scale_min", f.crop_scale_min, 0, 1, lo_open=True)
+    _choice("finetune.pool", f.pool, ("avg", "token"))
+    _range("finetune.blocks", f.blocks, -1, depth)
+    _range("finetune.fraction", f.fraction, 0, 1, lo_open=True)
+    _range("finetune.log_every", f.log_every, 1)
+    _range("finetune.ckpt_every", f.ckpt_every, 0)
