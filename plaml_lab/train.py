@@ -120,7 +120,9 @@ def check_run_dir(out: Path, cfg: PretrainConfig, force_new: bool = False) -> st
     except ConfigError as e:
         raise RunError(f"{cfg_path}: unreadable run config ({e}); use --force-new to move the run "
                        "aside") from None
-    changed = [k for k in diff(old, to_dict(cfg)) if k not in RESUMABLE_KEYS]
+    # finetune.* is read only by `plaml-lab finetune`, never by pretraining
+    changed = [k for k in diff(old, to_dict(cfg))
+               if k not in RESUMABLE_KEYS and not k.startswith("finetune.")]
     if changed:
         shown = ", ".join(changed[:6]) + (", ..." if len(changed) > 6 else "")
         raise RunError(f"--out {out}: holds a run with a different config (differs in {shown}); "

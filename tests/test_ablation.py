@@ -16,7 +16,7 @@ from plaml_lab.train import variant_name
 
 QUICK = "experiments/configs/quick.yaml"
 TINY = ["run.progress=false", "run.num_threads=1", "run.max_steps=2", "data.num_train=128",
-        "data.num_val=64", "eval.max_train=128", "eval.max_val=64"]
+        "data.num_val=64", "eval.max_train=128", "eval.max_val=64", "finetune.batch_size=4"]
 
 
 def write(tmp_path, text: str):
@@ -165,6 +165,15 @@ def test_ablation_writes_csv_markdown_and_plot_and_resumes_without_rework(tmp_pa
     assert (res / "ablation_shapes.png").read_bytes()[:4] == b"\x89PNG"
     ev = json.loads((tmp_path / "runs" / "dual-s0" / "eval.json").read_text())
     assert float(rows[1]["linear_top1"]) == pytest.approx(ev["linear_top1"], abs=1e-6)
+    # the finetune column: the table's budget on each run and on the random-init encoder
+    ft = json.loads((tmp_path / "runs" / "dual-s0" / "finetune" / "student-all-f0.1"
+                     / "summary.json").read_text())
+    assert float(rows[1]["finetune_top1"]) == pytest.approx(ft["finetune_top1"], abs=1e-6)
+    assert ft["epochs"] == 3 and ft["num_train"] == 20  # ceil(10% of ~13) = 2 per class
+    base = json.loads((tmp_path / "runs" / "random_init-s0" / "finetune" / "summary.json")
+                      .read_text())
+    assert base["random_init"] and float(rows[2]["finetune_top1"]) == base["finetune_top1"]
+    assert "finetune_top1" in md
 
     # a second invocation redoes nothing: pretraining or probing again would fail here
     def refuse(*a, **k):
@@ -172,6 +181,7 @@ def test_ablation_writes_csv_markdown_and_plot_and_resumes_without_rework(tmp_pa
 
     monkeypatch.setattr("plaml_lab.train.pretrain", refuse)
     monkeypatch.setattr("plaml_lab.evaluate.evaluate", refuse)
+    monkeypatch.setattr("plaml_lab.finetune.finetune", refuse)
     before = (res / "ablation_shapes.csv").read_text()
     assert _main(tmp_path) == 0
     assert (res / "ablation_shapes.csv").read_text() == before

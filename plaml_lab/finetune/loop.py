@@ -75,7 +75,7 @@ def _check_out(out: Path, cfg, source: dict) -> bool:
     return True
 
 
-def finetune(checkpoint, *, fraction: float | None = None, blocks: int | None = None,
+def finetune(checkpoint=None, *, config=None, fraction: float | None = None, blocks: int | None = None,
              random_init: bool = False, encoder: str = "student", overrides=None,
              out: str | Path | None = None, device: str | None = None, progress: bool = True,
              stop_after: int | None = None) -> dict:
@@ -85,7 +85,8 @@ def finetune(checkpoint, *, fraction: float | None = None, blocks: int | None = 
     fraction / blocks set finetune.fraction / finetune.blocks; overrides: dotted key=value
     strings on the run's config (finetune.*, eval.*, run.device, data.root, ...). random_init:
     the same recipe from the untrained encoder of the same shape (seed run.seed: the weights
-    pretraining started from). stop_after: stop (with a checkpoint) after that many optimiser
+    pretraining started from); with no checkpoint, `config` (a preset) + overrides give the
+    shape, and `out` is required. stop_after: stop (with a checkpoint) after that many optimiser
     steps of this call, as a kill would; used to test resumption."""
     if encoder not in ENCODERS:
         raise ConfigError(f"--encoder {encoder}: choose {', '.join(ENCODERS)}")
@@ -94,13 +95,19 @@ def finetune(checkpoint, *, fraction: float | None = None, blocks: int | None = 
         extra.append(f"finetune.fraction={fraction}")
     if blocks is not None:
         extra.append(f"finetune.blocks={blocks}")
-    run = load_run(checkpoint, extra)
+    if checkpoint is None:
+        if not (random_init and config and out):
+            raise ConfigError("--checkpoint: required (or random_init with a config and out)")
+        run = random_init_run(config, extra)
+    else:
+        run = load_run(checkpoint, extra)
     cfg, ft = run.cfg, run.cfg.finetune
     if random_init:
         enc_module = random_init_run(cfg).encoder("student")
     else:
         enc_module = run.encoder(encoder)
-    source = {"checkpoint": str(Path(checkpoint).resolve()), "encoder": encoder,
+    where = Path(checkpoint).resolve() if checkpoint is not None else f"random init of {config}"
+    source = {"checkpoint": str(where), "encoder": encoder,
               "random_init": bool(random_init), "pretrain_step": 0 if random_init else run.step,
               "variant": variant_name(cfg)}
 
@@ -124,6 +131,9 @@ def finetune(checkpoint, *, fraction: float | None = None, blocks: int | None = 
         encoder, random_init, ft.blocks, ft.fraction))
     resume = _check_out(out, cfg, source)
     dev = torch.device(device) if device else resolve_device(cfg.run.device)
+    # bf16 autocast on a CPU without bf16 matrix units is ~10x slower than fp32 here (a
+    # batch-128 step of the lab encoder: 22 s vs 2 s, benchmarks in README's tour)
+    precision = "fp32" if dev.type == "cpu" else cfg.run.precision
 
     model = R.build_classifier(timm_kwargs(cfg.model), num_classes,
                                encoder_state_dict(enc_module), pool=ft.pool,
@@ -131,7 +141,7 @@ def finetune(checkpoint, *, fraction: float | None = None, blocks: int | None = 
     del run, enc_module
     R.freeze_for_blocks(model, ft.blocks)
     model.to(dev)
-    set_attention(model.blocks, cfg.model.attn_impl, dev, cfg.run.precision)
+    set_attention(model.blocks, cfg.model.attn_impl, dev, precision)
     base_lr = ft.blr * ft.batch_size / 256
     optimizer = R.build_optimizer(model, base_lr, ft.weight_decay, ft.layer_decay)
     mixing = R.build_mixing(ft, num_classes)
@@ -166,7 +176,7 @@ def finetune(checkpoint, *, fraction: float | None = None, blocks: int | None = 
 
     total = max(1, round(ft.epochs * spe))
     loop = Trainer(cfg, model, optimizer, mixing, criterion, dev, out, spe, total, base_lr,
-                 num_classes, source)
+                   num_classes, source, precision)
     t0 = time.perf_counter()
     with probes_lib.num_threads(cfg.run.num_threads):
         step = loop.train(train_set, step, progress=progress, stop_after=stop_after)
@@ -193,12 +203,13 @@ class Trainer:
     crops, mixup / cutmix, checkpoints and metrics rows."""
 
     def __init__(self, cfg, model, optimizer, mixing, criterion, device, out, spe, total,
-                 base_lr, num_classes, source):
+                 base_lr, num_classes, source, precision: str = "fp32"):
         self.cfg, self.ft = cfg, cfg.finetune
         self.model, self.optimizer = model, optimizer
         self.mixing, self.criterion = mixing, criterion
         self.device, self.out, self.spe, self.total = device, out, spe, total
         self.base_lr, self.num_classes, self.source = base_lr, num_classes, source
+        self.precision = precision
         self.warmup = round(self.ft.warmup_epochs * spe)
         self.steps_run, self.seconds = 0, 0.0
 
@@ -233,7 +244,7 @@ class Trainer:
             y = batch["label"]
             if self.mixing is not None:
                 x, y = self.mixing(x, y)
-            with autocast(self.device, self.cfg.run.precision):
+            with autocast(self.device, self.precision):
                 logits = model(x)
             loss = self.criterion(logits.float(), y)
             self.optimizer.zero_grad(set_to_none=True)
