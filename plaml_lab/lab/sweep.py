@@ -16,7 +16,7 @@ A grid file (YAML) names the points; each point is one papermill execution of th
       mask.ratio: [0.6, 0.75]
     seeds: [0, 1]                           # optional: shorthand for an axis run.seed
 
-The ablation grids' `baseline` key (plaml_lab.ablation) is accepted and not used here. With both `points` and `axes`, every named point is crossed with every combination of axis
+The ablation grids' `baseline` key (plaml_lab.lab.ablation) is accepted and not used here. With both `points` and `axes`, every named point is crossed with every combination of axis
 values (point names `mae__mask.ratio=0.6`). Relative paths in a grid are relative to the repo
 root (the folder holding pyproject.toml above the grid file).
 
@@ -474,26 +474,6 @@ def run_sweep(grid_path: str | Path, notebook: str | Path | None = None,
 
 
 # --- CLI ----------------------------------------------------------------------------------------
-
-def add_cli(sub) -> None:
-    p = sub.add_parser(
-        "sweep", help="run a notebook over a grid of overrides (papermill); results.csv",
-        description="Run one papermill execution of a notebook per grid point into "
-        "OUT/<point>/, collect OUT/results.csv. Failed points are reported and do not stop the "
-        "others (exit 1 when any failed); completed points are skipped on a re-run.")
-    p.add_argument("grid", help="grid YAML, e.g. experiments/grids/quick_variants.yaml")
-    p.add_argument("--notebook", help=f"notebook to run per point (default: the grid's, else "
-                   f"{DEFAULT_NOTEBOOK})")
-    p.add_argument("--out", help="output folder (default experiments/runs/sweeps/<grid name>)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="points run in parallel (each gets cores/N torch threads)")
-    p.add_argument("--timeout", type=float, default=None,
-                   help="seconds per point before it is stopped and recorded as failed")
-    p.add_argument("--config", help="preset for every point instead of the grid's `config`")
-    p.add_argument("--dry-run", action="store_true", help="list the points and exit")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="overrides added to every point (after the grid's own)")
-    p.set_defaults(func=cmd_sweep)
 
 
 def cmd_sweep(args) -> int:
