@@ -8,7 +8,9 @@ allowed, in one line, so the CLI can print them as `error: ...`.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,7 +20,6 @@ from typing import Any
 import yaml
 
 from plaml_lab.errors import ConfigError
-
 
 # --------------------------------------------------------------------------------------------
 # The tree
@@ -326,7 +327,6 @@ def _known_keys(cls: type, prefix: str = "") -> list[str]:
 
 
 def _unknown_key_error(key: str) -> ConfigError:
-    import difflib
 
     close = difflib.get_close_matches(key, _known_keys(PretrainConfig), n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
@@ -409,7 +409,6 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...] | None) -> dict:
     """Set dotted keys in a nested dict (a copy); unknown keys raise ConfigError."""
-    import copy
 
     data = copy.deepcopy(data) if data else {}
     for text in overrides or []:

@@ -18,19 +18,21 @@ from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm.auto import tqdm
 
 from plaml_lab import schedules
-from plaml_lab.config import PretrainConfig, diff, from_dict, load_config, save_yaml, to_dict
+from plaml_lab.config import (PretrainConfig, apply_overrides, diff, from_dict, load_config,
+                              load_yaml, save_yaml, to_dict)
 from plaml_lab.data import build_dataset, epoch_batches, make_views, steps_per_epoch
 from plaml_lab.errors import (CheckpointError, ConfigError, DatasetError, NonFiniteLossError,
                               RunError)
+from plaml_lab.evaluate import knn_eval
 from plaml_lab.method import LOSS_KEYS, PLAML
 from plaml_lab.model.masking import sample_noise
-from plaml_lab.runs import distributed as du
-from plaml_lab.runs import read_metrics
-from plaml_lab.variants import variant_name
+from plaml_lab.runs import distributed as du, read_metrics
 from plaml_lab.runs.checkpoint import (FORMAT, VERSION, load_checkpoint, load_model_state,
                                        rng_state, save_atomic, set_rng_state)
+from plaml_lab.variants import variant_name
 
 # Keys that may change between a run and its resumption without changing what is computed.
 RESUMABLE_KEYS = ("run.max_steps", "run.ckpt_every", "run.keep_ckpts", "run.log_every",
@@ -106,7 +108,6 @@ def check_run_dir(out: Path, cfg: PretrainConfig, force_new: bool = False) -> st
     if not cfg_path.exists():
         raise RunError(f"--out {out}: holds {', '.join(ours)} but no config.yaml; refusing to "
                        "overwrite it (choose another --out, or --force-new to move it aside)")
-    from plaml_lab.config import load_yaml
     try:
         old = to_dict(from_dict(load_yaml(cfg_path)))
     except ConfigError as e:
@@ -219,7 +220,6 @@ def pretrain(cfg: PretrainConfig | str | Path | None = None, out_dir: str | Path
     if cfg is None or isinstance(cfg, (str, Path)):
         cfg = load_config(cfg, overrides)
     elif overrides:
-        from plaml_lab.config import apply_overrides
         cfg = from_dict(apply_overrides(to_dict(cfg), overrides))
     out = Path(out_dir or f"experiments/runs/{cfg.run.name}")
 
@@ -365,7 +365,6 @@ def _loop(cfg, out, device, model, step_module, optimizer, scaler, sched, train_
 
     bar = None
     if main and cfg.run.progress and end > start_step:
-        from tqdm.auto import tqdm
         bar = tqdm(total=end, initial=start_step, desc=f"pretrain {cfg.run.name}", unit="step",
                    dynamic_ncols=True)
 
@@ -497,7 +496,6 @@ def _loop(cfg, out, device, model, step_module, optimizer, scaler, sched, train_
     summary.update({k: last_row.get(k) for k in LOSS_KEYS})
     summary.update(counters)
     if cfg.run.eval_knn and main:
-        from plaml_lab.evaluate import knn_eval
         model.eval()
         summary.update(knn_eval(model.student.encoder, cfg, device=device))
     if main:

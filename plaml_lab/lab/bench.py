@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import ctypes
 import gc
 import math
 import re
@@ -42,10 +43,15 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
 
-from plaml_lab.variants import VARIANTS
 from plaml_lab.config import (ConfigError, PretrainConfig, apply_overrides, from_dict, load_yaml,
                               to_dict)
+from plaml_lab.data import make_views
+from plaml_lab.method import PLAML
+from plaml_lab.train import autocast, param_groups, resolve_device
+from plaml_lab.variants import VARIANTS
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 DEFAULT_PRESET = "experiments/configs/lab.yaml"
@@ -112,7 +118,6 @@ def _exact_rss(device: torch.device):
     libc = None
     if device.type == "cpu":
         try:
-            import ctypes
             libc = ctypes.CDLL("libc.so.6")
             libc.mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD
             libc.mallopt(-1, 256 * 1024)  # M_TRIM_THRESHOLD
@@ -131,7 +136,6 @@ def _release_cpu_memory() -> None:
     an earlier case freed (glibc keeps them otherwise)."""
     gc.collect()
     try:
-        import ctypes
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
@@ -217,8 +221,6 @@ def _attn_impl(model: torch.nn.Module) -> str:
 def build_case(cfg: PretrainConfig, device: torch.device, name: str, augment: bool = False,
                seed: int = 0) -> Case:
     """The PLAML model of `cfg` with AdamW and EMA, stepping on fixed random views."""
-    from plaml_lab.method import PLAML
-    from plaml_lab.train import autocast, param_groups
 
     torch.manual_seed(seed)
     model = PLAML(cfg).to(device)
@@ -237,7 +239,6 @@ def build_case(cfg: PretrainConfig, device: torch.device, name: str, augment: bo
 
     def step() -> None:
         if augment:
-            from plaml_lab.data import make_views
             v = make_views(images, cfg.data.aug, nv, img, generator=g)
         else:
             v = views
@@ -266,8 +267,6 @@ def _maybe_compile(module: torch.nn.Module) -> torch.nn.Module:
 
 def count_flops(fn: Callable[[], object], device: torch.device | None = None) -> float:
     """FLOPs of one call of `fn` (see the module docstring for what is counted)."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
     with sdpa_kernel(SDPBackend.MATH), counter:
@@ -316,10 +315,6 @@ def _iqr(xs: list[float]) -> float:
     q = statistics.quantiles(xs, n=4)
     return q[2] - q[0]
 
-
-def resolve_device(name: str) -> torch.device:
-    from plaml_lab.train import resolve_device as _resolve
-    return _resolve(name)
 
 
 def run_bench(preset: str | Path | None = DEFAULT_PRESET, overrides: list[str] | None = None,
