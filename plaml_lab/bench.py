@@ -46,6 +46,7 @@ import torch
 
 from plaml_lab.config import (ConfigError, PretrainConfig, apply_overrides, from_dict, load_yaml,
                               to_dict)
+from plaml_lab.hardware import autocast, resolve_device, resolve_precision, warn_if_emulated
 
 # METHOD.md's variant grid, as config overrides.
 VARIANTS: dict[str, list[str]] = {
@@ -55,7 +56,7 @@ VARIANTS: dict[str, list[str]] = {
     "dual": ["method.target=tokens", "method.pseudo_labels=both", "method.teachers=dual"],
     "plonly": ["method.target=none", "method.pseudo_labels=both", "method.teachers=dual"],
 }
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEFAULT_PRESET = "experiments/configs/lab.yaml"
 CSV_COLUMNS = ("variant", "device", "precision", "batch", "views", "img_size", "step_ms",
                "step_iqr_ms", "cpu_ms", "imgs_per_s", "peak_mem_mb", "gflop_per_step",
@@ -226,7 +227,7 @@ def build_case(cfg: PretrainConfig, device: torch.device, name: str, augment: bo
                seed: int = 0) -> Case:
     """The PLAML model of `cfg` with AdamW and EMA, stepping on fixed random views."""
     from plaml_lab.method import PLAML
-    from plaml_lab.train import autocast, param_groups
+    from plaml_lab.train import param_groups
 
     torch.manual_seed(seed)
     model = PLAML(cfg).to(device)
@@ -325,11 +326,6 @@ def _iqr(xs: list[float]) -> float:
     return q[2] - q[0]
 
 
-def resolve_device(name: str) -> torch.device:
-    from plaml_lab.train import resolve_device as _resolve
-    return _resolve(name)
-
-
 def run_bench(preset: str | Path | None = DEFAULT_PRESET, overrides: list[str] | None = None,
               variants: list[str] | None = None, precisions: list[str] | None = None,
               steps: int = 20, warmup: int = 3, batch: int | None = None, augment: bool = False,
@@ -353,18 +349,27 @@ def run_bench(preset: str | Path | None = DEFAULT_PRESET, overrides: list[str] |
         preset_data = load_yaml(preset)
         preset_name = str(preset)
     base = from_dict(apply_overrides(preset_data, overrides))
-    precisions = list(precisions or [base.run.precision])
-    for p in precisions:
+    requested = list(precisions or [base.run.precision])
+    for p in requested:
         if p not in PRECISIONS:
             raise ConfigError(f"--precisions: unknown precision '{p}'; allowed: "
                               f"{'|'.join(PRECISIONS)}")
     if steps < 1 or warmup < 0:
         raise ConfigError(f"--steps={steps} --warmup={warmup}: need steps >= 1 and warmup >= 0")
     device = resolve_device(base.run.device)
+    say = log or (lambda _msg: None)
+    precisions = []  # resolved, in order, without repeats ('auto' and its answer are one case)
+    for p in requested:
+        resolved = resolve_precision(p, device)
+        if p == "auto":
+            say(f"precision auto -> {resolved.name} ({resolved.reason})")
+        else:
+            warn_if_emulated(resolved, device)
+        if resolved.name not in precisions:
+            precisions.append(resolved.name)
     if base.run.num_threads:
         torch.set_num_threads(base.run.num_threads)
     n = matmul_n or default_matmul_n(device)
-    say = log or (lambda _msg: None)
 
     specs = []  # (name, precision, cfg, builder)
     for p in precisions:
@@ -558,7 +563,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variants", action="append", metavar="A,B",
                    help=f"comma-separated variants (default all: {','.join(VARIANTS)})")
     p.add_argument("--precisions", action="append", metavar="A,B",
-                   help="comma-separated precisions fp32|bf16|fp16 (default the preset's)")
+                   help="comma-separated precisions auto|fp32|bf16|fp16 (default the preset's; auto = what a run on this machine uses)")
     p.add_argument("--steps", type=int, default=20, help="timed steps per case (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per case (default 3)")
     p.add_argument("--batch", type=int, default=None, help="images per step (optim.batch_size)")

@@ -78,7 +78,7 @@ def _add_eval(sub) -> None:
 
 def cmd_eval(args) -> int:
     from plaml_lab.evaluate import evaluate
-    from plaml_lab.train import resolve_device
+    from plaml_lab.hardware import resolve_device
     probes = [p.strip() for p in args.probes.split(",") if p.strip()]
     if not args.checkpoint and not (args.random_init and args.config):
         raise ConfigError("--checkpoint: required (or --random-init with --config)")
