@@ -227,13 +227,12 @@ def build_case(cfg: PretrainConfig, device: torch.device, name: str, augment: bo
                seed: int = 0) -> Case:
     """The PLAML model of `cfg` with AdamW and EMA, stepping on fixed random views."""
     from plaml_lab.method import PLAML
-    from plaml_lab.train import param_groups
+    from plaml_lab.train import make_optimizer
 
     torch.manual_seed(seed)
     model = PLAML(cfg).to(device)
     model.train()
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=1e-4,
-                                  betas=(cfg.optim.beta1, cfg.optim.beta2))
+    optimizer = make_optimizer(model, cfg, 1e-4, device)
     step_module = _maybe_compile(model) if cfg.run.compile else model
     b, img, nv = cfg.optim.batch_size, cfg.model.img_size, cfg.data.views
     g = torch.Generator(device=device).manual_seed(seed)

@@ -125,6 +125,16 @@ def param_groups(model: PLAML, weight_decay: float) -> list[dict]:
             {"params": no_decay, "weight_decay": 0.0}]
 
 
+def make_optimizer(model: PLAML, cfg: PretrainConfig, lr: float,
+                   device: torch.device) -> torch.optim.AdamW:
+    """AdamW over `param_groups`, fused on CPU and CUDA: one kernel for all parameters instead of
+    torch's per-tensor loop on CPU (7x faster optimiser step at the lab preset, 74 -> 11 ms;
+    benchmarks/README.md, fp32 profile)."""
+    fused = device.type in ("cpu", "cuda")
+    return torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=lr,
+                             betas=(cfg.optim.beta1, cfg.optim.beta2), fused=fused)
+
+
 class Schedule:
     """Every per-step value of a run, as pure functions of the optimiser step."""
 
@@ -246,8 +256,7 @@ def _pretrain(cfg: PretrainConfig, out: Path, device: torch.device, force_new: b
         warn_if_emulated(precision, device)
 
     model = PLAML(cfg).to(device)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=sched.base_lr,
-                                  betas=(cfg.optim.beta1, cfg.optim.beta2))
+    optimizer = make_optimizer(model, cfg, sched.base_lr, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.uses_scaler)
 
     ckpt_dir = out / "checkpoints"
