@@ -30,7 +30,9 @@ class RunConfig:
     name: str = "run"
     seed: int = 0  # seeds init, data order, augmentation and masking
     device: str = "auto"  # auto|cpu|cuda|mps (auto: cuda, then mps, then cpu)
-    precision: str = "bf16"  # fp32|bf16|fp16 (fp16 uses a GradScaler)
+    # auto|fp32|bf16|fp16. auto: bf16 on GPUs that have it (else fp16 + GradScaler), bf16 on
+    # CPUs with native bf16 (AVX512-BF16/AMX), fp32 on every other CPU (plaml_lab.hardware)
+    precision: str = "auto"
     max_steps: int = 0  # stop after N optimiser steps; 0 = the full schedule
     ckpt_every: int = 200  # optimiser steps between checkpoints (last.pt); 0 = only at the end
     keep_ckpts: int = 2  # periodic step_XXXXXXX.pt checkpoints kept besides last.pt
@@ -102,7 +104,8 @@ class ModelConfig:
     decoder_depth: int = 2
     decoder_num_heads: int = 4
     drop_path: float = 0.0
-    attn_impl: str = "auto"  # auto|sdpa|math (auto: math on CPU in bf16/fp16, else SDPA)
+    attn_impl: str = "auto"  # auto|sdpa|math (auto: math on CPU in bf16/fp16, else SDPA; the
+    # resolved run.precision decides)
 
 
 @dataclass
@@ -486,7 +489,7 @@ def validate(cfg: PretrainConfig) -> None:
     r, d, m, mk, me, pl, rec, o = (
         cfg.run, cfg.data, cfg.model, cfg.mask, cfg.method, cfg.pl, cfg.rec, cfg.optim)
     _choice("run.device", r.device, ("auto", "cpu", "cuda", "mps"))
-    _choice("run.precision", r.precision, ("fp32", "bf16", "fp16"))
+    _choice("run.precision", r.precision, ("auto", "fp32", "bf16", "fp16"))
     _choice("run.on_nonfinite", r.on_nonfinite, ("stop", "skip"))
     _range("run.max_steps", r.max_steps, 0)
     _range("run.ckpt_every", r.ckpt_every, 0)

@@ -49,11 +49,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from plaml_lab.config import (ConfigError, PretrainConfig, apply_overrides, from_dict, load_yaml,
                               to_dict)
 from plaml_lab.data import make_views
+from plaml_lab.hardware import autocast, resolve_device, resolve_precision, warn_if_emulated
 from plaml_lab.method import PLAML
-from plaml_lab.train import autocast, param_groups, resolve_device
+from plaml_lab.train import make_optimizer
 from plaml_lab.variants import VARIANTS
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEFAULT_PRESET = "experiments/configs/lab.yaml"
 CSV_COLUMNS = ("variant", "device", "precision", "batch", "views", "img_size", "step_ms",
                "step_iqr_ms", "cpu_ms", "imgs_per_s", "peak_mem_mb", "gflop_per_step",
@@ -225,8 +226,7 @@ def build_case(cfg: PretrainConfig, device: torch.device, name: str, augment: bo
     torch.manual_seed(seed)
     model = PLAML(cfg).to(device)
     model.train()
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=1e-4,
-                                  betas=(cfg.optim.beta1, cfg.optim.beta2))
+    optimizer = make_optimizer(model, cfg, 1e-4, device)
     step_module = _maybe_compile(model) if cfg.run.compile else model
     b, img, nv = cfg.optim.batch_size, cfg.model.img_size, cfg.data.views
     g = torch.Generator(device=device).manual_seed(seed)
@@ -340,18 +340,27 @@ def run_bench(preset: str | Path | None = DEFAULT_PRESET, overrides: list[str] |
         preset_data = load_yaml(preset)
         preset_name = str(preset)
     base = from_dict(apply_overrides(preset_data, overrides))
-    precisions = list(precisions or [base.run.precision])
-    for p in precisions:
+    requested = list(precisions or [base.run.precision])
+    for p in requested:
         if p not in PRECISIONS:
             raise ConfigError(f"--precisions: unknown precision '{p}'; allowed: "
                               f"{'|'.join(PRECISIONS)}")
     if steps < 1 or warmup < 0:
         raise ConfigError(f"--steps={steps} --warmup={warmup}: need steps >= 1 and warmup >= 0")
     device = resolve_device(base.run.device)
+    say = log or (lambda _msg: None)
+    precisions = []  # resolved, in order, without repeats ('auto' and its answer are one case)
+    for p in requested:
+        resolved = resolve_precision(p, device)
+        if p == "auto":
+            say(f"precision auto -> {resolved.name} ({resolved.reason})")
+        else:
+            warn_if_emulated(resolved, device)
+        if resolved.name not in precisions:
+            precisions.append(resolved.name)
     if base.run.num_threads:
         torch.set_num_threads(base.run.num_threads)
     n = matmul_n or default_matmul_n(device)
-    say = log or (lambda _msg: None)
 
     specs = []  # (name, precision, cfg, builder)
     for p in precisions:
