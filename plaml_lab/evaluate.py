@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from plaml_lab import probes as probes_lib
+from plaml_lab.config import PROBES, ConfigError
 from plaml_lab.data import build_dataset
 from plaml_lab.data.transforms import normalize
+from plaml_lab.runs import load_run, random_init_run
+from plaml_lab.variants import variant_name
 
 
 @torch.no_grad()
@@ -37,7 +41,6 @@ def extract_features(encoder: torch.nn.Module, dataset, *, device="cpu", batch_s
     fetch = getattr(dataset, "get_batch", None)
     starts = range(0, n, batch_size)
     if progress:
-        from tqdm.auto import tqdm
         starts = tqdm(starts, desc=desc, leave=False)
     for start in starts:
         idx = torch.arange(start, min(n, start + batch_size))
@@ -115,7 +118,6 @@ def knn_eval(encoder: torch.nn.Module, cfg, *, device="cpu", progress: bool = Fa
 # --------------------------------------------------------------------------------------------
 # evaluate: every probe on one encoder
 
-PROBES = ("knn", "linear", "clusters", "seg", "box")
 DENSE_MAX_TRAIN = 1000  # images whose data tokens train the seg / box probes (L tokens each)
 
 
@@ -126,8 +128,8 @@ def _not_applicable(notes: dict, probe: str, why: str) -> None:
 def _pseudo_label_assignments(run, dataset, *, device, e, progress: bool
                               ) -> tuple[torch.Tensor, torch.Tensor]:
     """The labelling teacher's class-token pseudo labels on the first eval.max_val items of
-    `dataset`: argmax over prototypes of heads['cls'](teacher class token), as the teacher scores
-    them in training before centering / Sinkhorn. Returns (assignments (N,), labels (N,))."""
+    `dataset`, as training forms them (PLAML.pseudo_labels: centred or Sinkhorn targets'
+    argmax). Returns (assignments (N,), labels (N,))."""
     teacher = run.model.labelling_teacher
     feats = extract_features(teacher.encoder.to(device), dataset, device=device,
                              batch_size=e.batch_size, max_items=e.max_val, progress=progress,
@@ -136,7 +138,7 @@ def _pseudo_label_assignments(run, dataset, *, device, e, progress: bool
     with torch.no_grad():
         scores = torch.cat([head(c.to(device)).float().cpu()
                             for c in feats["cls"].split(e.batch_size)])
-    return scores.argmax(1), feats["labels"]
+    return run.model.pseudo_labels(scores, "cls"), feats["labels"]
 
 
 def run_probes(enc: torch.nn.Module, run, probes, *, device="cpu", progress: bool = False,
@@ -222,9 +224,6 @@ def evaluate(checkpoint=None, probes=PROBES, *, encoder: str = "student",
     probes: any of PROBES. encoder: student | labelling | reconstruction. The clusters probe
     always uses the labelling teacher (its pseudo labels); with random_init, that of the
     random-init model. Returns one flat dict of metrics plus `notes` for skipped probes."""
-    from plaml_lab.config import ConfigError
-    from plaml_lab.runs import load_run, random_init_run
-    from plaml_lab.train import variant_name
 
     probes = [probes] if isinstance(probes, str) else list(probes)
     unknown = [p for p in probes if p not in PROBES]

@@ -16,23 +16,28 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from plaml_lab import probes as probes_lib
 from plaml_lab import schedules
-from plaml_lab.checkpoint import (FORMAT, VERSION, CheckpointError, load_checkpoint, rng_state,
-                                  save_atomic, set_rng_state)
-from plaml_lab.config import ConfigError, from_dict, load_yaml, save_yaml, to_dict
+from plaml_lab.config import diff, from_dict, load_yaml, save_yaml, to_dict
 from plaml_lab.data import epoch_batches, steps_per_epoch
+from plaml_lab.errors import CheckpointError, ConfigError, RunError
 from plaml_lab.evaluate import eval_splits
 from plaml_lab.export import encoder_state_dict, timm_kwargs
 from plaml_lab.finetune import recipe as R
+from plaml_lab.hardware import autocast, resolve_device, resolve_precision
 from plaml_lab.model.vit import set_attention
 from plaml_lab.runs import load_run, random_init_run, read_metrics
-from plaml_lab.train import RunError, autocast, resolve_device, variant_name
+from plaml_lab.runs.checkpoint import (FORMAT, VERSION, load_checkpoint, rng_state, save_atomic,
+                                       set_rng_state)
+from plaml_lab.variants import variant_name
 
 ENCODERS = ("student", "labelling", "reconstruction")
 
@@ -59,7 +64,6 @@ def _check_out(out: Path, cfg, source: dict) -> bool:
             raise RunError(f"--out {out}: a non-empty folder without a fine-tuning run; choose "
                            "another --out")
         return False
-    from plaml_lab.config import diff
     try:
         old = to_dict(from_dict(load_yaml(cfg_path)))
         old_src = json.loads(src_path.read_text())
@@ -131,9 +135,11 @@ def finetune(checkpoint=None, *, config=None, fraction: float | None = None, blo
         encoder, random_init, ft.blocks, ft.fraction))
     resume = _check_out(out, cfg, source)
     dev = torch.device(device) if device else resolve_device(cfg.run.device)
-    # bf16 autocast on a CPU without bf16 matrix units is ~10x slower than fp32 here (a
-    # batch-128 step of the lab encoder: 22 s vs 2 s, benchmarks in README's tour)
-    precision = "fp32" if dev.type == "cpu" else cfg.run.precision
+    # run.precision as pretraining resolves it (auto: fp32 on a CPU without native bf16, where
+    # a batch-128 step of the lab encoder takes 22 s in bf16 against 2 s in fp32); this loop has
+    # no grad scaler, so fp16 runs as fp32
+    precision = resolve_precision(cfg.run.precision, dev).name
+    precision = "fp32" if precision == "fp16" else precision
 
     model = R.build_classifier(timm_kwargs(cfg.model), num_classes,
                                encoder_state_dict(enc_module), pool=ft.pool,
@@ -159,11 +165,7 @@ def finetune(checkpoint=None, *, config=None, fraction: float | None = None, blo
                                   f"({str(e).splitlines()[0]})") from None
         step = int(ckpt["step"])
         set_rng_state(ckpt["rng"])
-    else:
-        # seed the global RNGs that mixup (numpy) and drop path (torch) draw from
-        import random
-
-        import numpy as np
+    else:  # seed the global RNGs that mixup (numpy) and drop path (torch) draw from
         random.seed(ft.seed)
         np.random.seed(ft.seed)
         torch.manual_seed(ft.seed)
@@ -222,7 +224,6 @@ class Trainer:
         end = self.total if stop_after is None else min(self.total, step + stop_after)
         bar = None
         if progress and end > step:
-            from tqdm.auto import tqdm
             bar = tqdm(total=self.total, initial=step, desc="finetune", unit="step",
                        dynamic_ncols=True)
         model.train()

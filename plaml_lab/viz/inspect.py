@@ -16,11 +16,12 @@ import numpy as np
 import torch
 
 from plaml_lab import losses, schedules
-from plaml_lab.checkpoint import CheckpointError, load_checkpoint
 from plaml_lab.config import PretrainConfig
-from plaml_lab.data import build_dataset, normalize
+from plaml_lab.data import IMAGENET_MEAN, IMAGENET_STD, build_dataset, normalize, steps_per_epoch
+from plaml_lab.method import PLAML
 from plaml_lab.model.masking import block_noise, num_visible, uniform_noise
 from plaml_lab.runs import Run, load_run, random_init_run
+from plaml_lab.runs.checkpoint import CheckpointError, load_checkpoint
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "experiments" / "configs"
 
@@ -92,7 +93,6 @@ def _mask_ratio(run: Run, ratio: float):
 
 
 def _unnormalize(x: torch.Tensor) -> torch.Tensor:
-    from plaml_lab.data import IMAGENET_MEAN, IMAGENET_STD
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return x * std + mean
@@ -171,16 +171,6 @@ def cosine_per_patch(pred: torch.Tensor, target: torch.Tensor, ids: torch.Tensor
 
 # --- pseudo labels ---------------------------------------------------------------------------
 
-def _pseudo_labels(run: Run, scores: torch.Tensor, which: str) -> torch.Tensor:
-    """Teacher head scores (N, K) -> hard pseudo labels (N,): the argmax of the target
-    distribution training uses (centered scores, or Sinkhorn-Knopp over these N)."""
-    pl = run.cfg.pl
-    if pl.assignment == "sinkhorn":
-        return losses.sinkhorn_knopp(scores, pl.teacher_temp, pl.sinkhorn_iters).argmax(-1)
-    center = getattr(run.model, f"center_{which}")
-    return losses.centering_targets(scores, center, pl.teacher_temp).argmax(-1)
-
-
 @torch.no_grad()
 def pseudo_labels(run: Run, images: torch.Tensor, encoder: str = "labelling",
                   batch_size: int = 256) -> dict[str, torch.Tensor]:
@@ -207,55 +197,13 @@ def pseudo_labels(run: Run, images: torch.Tensor, encoder: str = "labelling",
             patch_s.append(teacher.heads["patch"](tokens[:, 1:]).float())
     out = {"features": torch.cat(feats)}
     if cls_s:
-        out["cls"] = _pseudo_labels(run, torch.cat(cls_s), "cls")
+        out["cls"] = run.model.pseudo_labels(torch.cat(cls_s), "cls")
     if patch_s:
         scores = torch.cat(patch_s)
         n, L, k = scores.shape
-        out["patch"] = _pseudo_labels(run, scores.reshape(n * L, k), "patch").reshape(n, L)
+        out["patch"] = run.model.pseudo_labels(scores.reshape(n * L, k), "patch").reshape(n, L)
     out["image"] = out["cls"] if "cls" in out else torch.mode(out["patch"], dim=1).values
     return out
-
-
-def _contingency(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    _, ai = np.unique(a, return_inverse=True)
-    _, bi = np.unique(b, return_inverse=True)
-    table = np.zeros((ai.max() + 1, bi.max() + 1), dtype=np.int64)
-    np.add.at(table, (ai, bi), 1)
-    return table
-
-
-def nmi(a: np.ndarray, b: np.ndarray) -> float:
-    """Normalised mutual information, arithmetic-mean normalisation (sklearn's default)."""
-    p = _contingency(a, b) / len(a)
-    pa, pb = p.sum(1), p.sum(0)
-    nz = p > 0
-    mi = float((p[nz] * np.log(p[nz] / np.outer(pa, pb)[nz])).sum())
-    ha = float(-(pa[pa > 0] * np.log(pa[pa > 0])).sum())
-    hb = float(-(pb[pb > 0] * np.log(pb[pb > 0])).sum())
-    if ha == 0 or hb == 0:
-        return 1.0 if ha == hb else 0.0
-    return max(0.0, mi / ((ha + hb) / 2))
-
-
-def ari(a: np.ndarray, b: np.ndarray) -> float:
-    """Adjusted Rand index (Hubert & Arabie)."""
-    table = _contingency(a, b)
-    comb = lambda x: x * (x - 1) / 2  # noqa: E731
-    index = comb(table).sum()
-    rows, cols = comb(table.sum(1)).sum(), comb(table.sum(0)).sum()
-    expected = rows * cols / comb(len(a))
-    top = (rows + cols) / 2
-    return 1.0 if top == expected else float((index - expected) / (top - expected))
-
-
-def cluster_scores(pseudo: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """NMI and ARI between pseudo labels and true labels (items with label < 0 are left out).
-    Computed here rather than with sklearn.metrics, whose import alone costs seconds."""
-    pseudo, labels = np.asarray(pseudo), np.asarray(labels)
-    keep = labels >= 0
-    if keep.sum() < 2:
-        return {}
-    return {"nmi": nmi(labels[keep], pseudo[keep]), "ari": ari(labels[keep], pseudo[keep])}
 
 
 def embed_2d(features: torch.Tensor, method: str = "pca", seed: int = 0) -> np.ndarray:
@@ -267,7 +215,7 @@ def embed_2d(features: torch.Tensor, method: str = "pca", seed: int = 0) -> np.n
     if method == "pca":
         return (x @ vh[:2].T).numpy()
     if method == "tsne":
-        from sklearn.manifold import TSNE
+        from sklearn.manifold import TSNE  # seconds to import: only a t-SNE view pays
         reduced = (x @ vh[:30].T).numpy()
         perplexity = float(min(30.0, max(2.0, (len(reduced) - 1) / 3)))
         return TSNE(2, perplexity=perplexity, init="pca", random_state=seed,
@@ -328,7 +276,6 @@ def total_steps(cfg: PretrainConfig, metrics: list[dict] = (), summary: dict | N
         if row.get("epoch") and row.get("step"):
             spe = max(1, round(row["step"] / row["epoch"]))
             return max(1, int(round(cfg.optim.epochs * spe)))
-    from plaml_lab.data import steps_per_epoch
     n = len(build_dataset(cfg.data, cfg.model.img_size, "train"))
     spe = steps_per_epoch(n, cfg.optim.batch_size * cfg.optim.accum_steps, 1)
     return max(1, int(round(cfg.optim.epochs * spe)))
@@ -351,7 +298,6 @@ def run_at(run: Run, entry: dict, model=None) -> Run:
     model: a PLAML of that config to load the weights into (reused across checkpoints: building
     one costs more than loading it)."""
     if model is None:
-        from plaml_lab.method import PLAML
         model = PLAML(run.cfg)
     model.load_state_dict(entry["state"], strict=True)
     model.eval()

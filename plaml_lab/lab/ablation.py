@@ -2,7 +2,7 @@
 evaluate each run's frozen student encoder with every probe, add a random-init baseline per seed,
 and write mean +- std over seeds as CSV (one row per run), markdown and a bar plot.
 
-    python -m plaml_lab.ablation [--grid experiments/grids/paper_ablation.yaml]
+    plaml-lab ablation [--grid experiments/grids/paper_ablation.yaml]
         [--preset experiments/configs/lab.yaml] [--seeds 0,1,2] [--variants mae,dual]
         [--runs experiments/runs/ablation] [--out experiments/results] [key=value ...]
 
@@ -11,28 +11,32 @@ evaluation in eval.json. Re-running resumes: a run whose summary.json says it fi
 pretrained again (an unfinished one resumes from its last checkpoint), and an eval.json with the
 same probes is reused. A point that fails is reported and does not stop the others (exit 1).
 
-The grid is the sweep's format plus `seeds` and `baseline` (the point whose config builds the
-random-init model; default the last point). Outputs: OUT/ablation_<dataset>.csv, .md and .png.
+The grid is read by lab/grids.py (the sweep's parser): `seeds` (default [0]) and `baseline` (the
+point whose config builds the random-init model; default the last point) matter here. Outputs: OUT/ablation_<dataset>.csv, .md and .png.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
-import itertools
 import json
 import math
-import os
+import multiprocessing as mp
 import platform
 import sys
 import time
-from dataclasses import dataclass, field
+from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
+import torch
 import yaml
 
-from plaml_lab.config import ConfigError, load_yaml
+from plaml_lab.config import PROBES, ConfigError, load_config, repo_root
+from plaml_lab.evaluate import evaluate
+from plaml_lab.finetune import finetune
+from plaml_lab.lab.grids import Grid, load_grid, threads_per_worker
+from plaml_lab.train import pretrain
+from plaml_lab.viz.figures import new_figure
 
 DEFAULT_GRID = "experiments/grids/paper_ablation.yaml"
 DEFAULT_PRESET = "experiments/configs/lab.yaml"
@@ -75,84 +79,16 @@ CLAIMS = (
 BASELINE_METRICS = ("knn_top1", "knn_top1_mean")
 
 
-# --- the grid ---------------------------------------------------------------------------------
-
-@dataclass
-class AblationGrid:
-    path: Path
-    config: str | None
-    overrides: list[str]
-    points: dict[str, list[str]]  # name -> overrides, in file order
-    seeds: list[int] = field(default_factory=lambda: [0])
-    baseline: str | None = None
-
-
-def _overrides(value, where: str) -> list[str]:
-    """A list of 'key=value' strings, or a mapping {key: value}, -> list of override strings."""
-    if value is None:
-        return []
-    if isinstance(value, dict):
-        return [f"{k}={_scalar(v)}" for k, v in value.items()]
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) and "=" in v for v in value):
-        raise ConfigError(f"{where}: expected a list of key=value overrides")
-    return list(value)
-
-
-def _scalar(v) -> str:
-    if isinstance(v, str):
-        return v
-    return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
-
-
-def load_grid(path: str | Path) -> AblationGrid:
-    """Read a grid file: optional config, overrides, seeds, baseline; points and/or axes
-    (with both, every point is crossed with every axes combination: `name__key=value`).
-    Unknown top-level keys (e.g. the sweep's notebook, timeout) are ignored."""
-    path = Path(path)
-    data = load_yaml(path, "grid file")
-    named = data.get("points") or {}
-    if not isinstance(named, dict):
-        raise ConfigError(f"{path}: points: expected a mapping of name -> overrides")
-    named = {str(k): _overrides(v, f"{path}: points.{k}") for k, v in named.items()}
-    axes = data.get("axes") or {}
-    if not isinstance(axes, dict) or not all(isinstance(v, list) and v for v in axes.values()):
-        raise ConfigError(f"{path}: axes: expected a mapping of key -> non-empty list of values")
-    points = {}
-    combos = list(itertools.product(*[[(k, v) for v in vs] for k, vs in axes.items()]))
-    for name, ovr in (named or {"": []}).items():
-        for combo in combos:
-            extra = [f"{k}={_scalar(v)}" for k, v in combo]
-            full = "__".join(([name] if name else []) + extra) or "default"
-            points[full] = ovr + extra
-    if not points or points == {"default": []}:
-        raise ConfigError(f"{path}: no points and no axes: nothing to run")
-    if BASELINE in points:
-        raise ConfigError(f"{path}: points.{BASELINE}: the name is reserved for the baseline")
-    seeds = data.get("seeds", [0])
-    seeds = [seeds] if isinstance(seeds, int) else seeds
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
-        raise ConfigError(f"{path}: seeds: expected a list of integers")
-    baseline = data.get("baseline")
-    if baseline is not None and baseline not in points:
-        raise ConfigError(f"{path}: baseline: '{baseline}' is not a point of the grid")
-    config = data.get("config")
-    return AblationGrid(path=path, config=str(config) if config else None,
-                        overrides=_overrides(data.get("overrides"), f"{path}: overrides"),
-                        points=points, seeds=seeds, baseline=baseline)
-
-
 # --- one run ----------------------------------------------------------------------------------
 
 def run_dir(runs_root: str | Path, variant: str, seed: int) -> Path:
     return Path(runs_root) / f"{variant}-s{seed}"
 
 
-def run_overrides(grid: AblationGrid, variant: str, seed: int, extra: list[str]) -> list[str]:
+def run_overrides(grid: Grid, variant: str, seed: int, extra: list[str]) -> list[str]:
     """Grid-wide overrides, then the point's, then the caller's, then the seed and run name.
     run.eval_knn=false: the runner probes every run itself (kNN included) right after."""
-    return ["run.eval_knn=false", *grid.overrides, *grid.points[variant], *extra,
+    return ["run.eval_knn=false", *grid.overrides, *grid.variants[variant], *extra,
             f"run.seed={seed}", f"run.name=ablation-{variant}-s{seed}"]
 
 
@@ -194,8 +130,6 @@ def pretrain_and_evaluate(preset: str, overrides: list[str], out: Path, probes: 
                           device: str = "cpu", log=print) -> dict:
     """Pretrain (resuming) into `out` unless finished, then evaluate (unless eval.json has the
     same probes). Returns the evaluation dict."""
-    from plaml_lab.evaluate import evaluate
-    from plaml_lab.train import pretrain
 
     if is_finished(out):
         log(f"  pretrain: finished before, skipped ({out})")
@@ -208,7 +142,6 @@ def pretrain_and_evaluate(preset: str, overrides: list[str], out: Path, probes: 
         return cached
     result = evaluate(out, [p for p in probes if p != FINETUNE], device=device)
     if FINETUNE in probes:
-        from plaml_lab.finetune import finetune
         result["finetune_top1"] = finetune(out, overrides=list(FINETUNE_BUDGET), device=device,
                                            progress=False)["finetune_top1"]
     result["probes"] = list(probes)
@@ -219,7 +152,6 @@ def pretrain_and_evaluate(preset: str, overrides: list[str], out: Path, probes: 
 def random_init_evaluate(preset: str, overrides: list[str], out: Path, probes: list[str],
                          device: str = "cpu", log=print) -> dict:
     """Evaluate a random-init model of the baseline point's config (eval.json in `out`)."""
-    from plaml_lab.evaluate import evaluate
 
     cached = _cached_eval(out, probes)
     if cached is not None:
@@ -228,7 +160,6 @@ def random_init_evaluate(preset: str, overrides: list[str], out: Path, probes: l
     result = evaluate(None, [p for p in probes if p != FINETUNE], random_init=True,
                       config=preset, overrides=overrides, device=device)
     if FINETUNE in probes:
-        from plaml_lab.finetune import finetune
         result["finetune_top1"] = finetune(
             None, config=preset, random_init=True, overrides=[*overrides, *FINETUNE_BUDGET],
             out=out / "finetune", device=device, progress=False)["finetune_top1"]
@@ -239,7 +170,6 @@ def random_init_evaluate(preset: str, overrides: list[str], out: Path, probes: l
 
 def _worker_init(threads: int) -> None:
     """A pool worker's torch uses `threads` CPU threads, so N workers share the cores."""
-    import torch
 
     torch.set_num_threads(threads)
 
@@ -387,14 +317,10 @@ def write_markdown(agg: dict, path: Path, *, header: dict) -> None:
 def write_plot(rows: list[dict], agg: dict, path: Path, title: str = "") -> None:
     """One panel per PLOT_METRICS: a bar per variant (mean, std error bar), seeds as dots;
     the random-init baseline hatched grey."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     metrics = [m for m in PLOT_METRICS if any(not math.isnan(v[m][0]) for v in agg.values())]
     variants = list(agg)
-    fig, axes = plt.subplots(1, max(1, len(metrics)), figsize=(3.0 * max(1, len(metrics)), 3.4),
-                             squeeze=False)
+    fig = new_figure(3.0 * max(1, len(metrics)), 3.4)
+    axes = fig.subplots(1, max(1, len(metrics)), squeeze=False)
     for ax, m in zip(axes[0], metrics):
         for i, v in enumerate(variants):
             mean, std, _ = agg[v][m]
@@ -415,7 +341,6 @@ def write_plot(rows: list[dict], agg: dict, path: Path, title: str = "") -> None
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 # --- the whole table ------------------------------------------------------------------------------
@@ -425,15 +350,13 @@ def _row(variant: str, seed: int, result: dict) -> dict:
             **{m: result.get(m) for m in METRICS}}
 
 
-def _run_pool(jobs: list[tuple[str, int]], grid: AblationGrid, preset: str, extra: list[str],
+def _run_pool(jobs: list[tuple[str, int]], grid: Grid, preset: str, extra: list[str],
               runs_root, probes: list[str], device: str, workers: int, log
               ) -> dict[tuple[str, int], tuple[dict | None, str | None]]:
     """Pretrain + evaluate `jobs` on a pool of `workers` spawned processes (longest-first is
     the grid's order: seed-major, so the first seed's table is complete first)."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
 
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = threads_per_worker(workers)
     log(f"pool: {workers} workers x {threads} torch thread(s) for {len(jobs)} runs")
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                              initializer=_worker_init, initargs=(threads,)) as pool:
@@ -444,11 +367,17 @@ def _run_pool(jobs: list[tuple[str, int]], grid: AblationGrid, preset: str, extr
         return {job: f.result() for job, f in futures.items()}
 
 
+def _shown(path: str | Path) -> str:
+    """A path as the table's header shows it: repo-relative when inside the repo."""
+    p = Path(path).resolve()
+    return str(p.relative_to(repo_root())) if p.is_relative_to(repo_root()) else str(path)
+
+
 def run_ablation(grid_path: str | Path = DEFAULT_GRID, *, preset: str | None = None,
                  seeds: list[int] | None = None, variants: list[str] | None = None,
                  runs_root: str | Path = DEFAULT_RUNS, out_dir: str | Path = DEFAULT_OUT,
                  overrides: list[str] | None = None, probes: list[str] | None = None,
-                 device: str = "cpu", command: str = "python -m plaml_lab.ablation",
+                 device: str = "cpu", command: str = "plaml-lab ablation",
                  workers: int = 1, log=print) -> dict:
     """Run (or resume) the whole table; returns {rows, aggregate, failed, outputs}.
 
@@ -457,32 +386,34 @@ def run_ablation(grid_path: str | Path = DEFAULT_GRID, *, preset: str | None = N
     2-core CPU two one-thread runs finish a table sooner than one two-thread run at a time);
     the random-init baselines and the outputs follow in this process. Results are the same as
     with workers=1 up to the thread count's floating-point reduction order."""
-    from plaml_lab.config import load_config
-    from plaml_lab.evaluate import PROBES
 
     grid = load_grid(grid_path)
-    preset = preset or grid.config or DEFAULT_PRESET
-    seeds = list(seeds) if seeds else grid.seeds
+    if BASELINE in grid.variants:
+        raise ConfigError(f"{grid.path}: points.{BASELINE}: the name is reserved for the baseline")
+    preset = str(preset or grid.config or DEFAULT_PRESET)
+    grid.seeds = list(seeds or grid.seeds or [0])
     known = (*PROBES, FINETUNE)
     probes = list(probes) if probes else list(known)
     bad = [p for p in probes if p not in known]
     if bad:
         raise ConfigError(f"--probes: unknown probe '{bad[0]}'; available: {', '.join(known)}")
     extra = list(overrides or [])
-    names = list(grid.points)
+    names = list(grid.variants)
     if variants:
-        unknown = [v for v in variants if v not in grid.points]
+        unknown = [v for v in variants if v not in grid.variants]
         if unknown:
             raise ConfigError(f"--variants: '{unknown[0]}' is not a point of {grid.path} "
                               f"({', '.join(names)})")
         names = [n for n in names if n in variants]
     baseline = grid.baseline if grid.baseline in names else names[-1]
+    seeds = grid.seeds
     # Check every point's config before the first (long) run starts.
     cfgs = {n: load_config(preset, run_overrides(grid, n, seeds[0], extra)) for n in names}
     dataset = cfgs[names[0]].data.dataset
 
     rows, failed = [], {}
-    jobs = [(n, s) for s in seeds for n in names] + [(BASELINE, s) for s in seeds]
+    jobs = ([(p.variant, p.seed) for p in grid.points if p.variant in names]
+            + [(BASELINE, s) for s in seeds])
     t0 = time.perf_counter()
     pooled: dict[tuple[str, int], tuple[dict | None, str | None]] = {}
     if workers > 1:
@@ -513,7 +444,8 @@ def run_ablation(grid_path: str | Path = DEFAULT_GRID, *, preset: str | None = N
     outputs = {"csv": out_dir / f"{stem}.csv", "md": out_dir / f"{stem}.md",
                "png": out_dir / f"{stem}.png"}
     write_csv(rows, outputs["csv"])
-    header = {"dataset": dataset, "command": command, "preset": preset, "grid": str(grid.path),
+    header = {"dataset": dataset, "command": command, "preset": _shown(preset),
+              "grid": _shown(grid.path),
               "seeds": seeds, "date": datetime.now().strftime("%Y-%m-%d"),
               "machine": f"{platform.machine()}, {platform.system()}, device {device}",
               "failed": failed}
@@ -524,51 +456,24 @@ def run_ablation(grid_path: str | Path = DEFAULT_GRID, *, preset: str | None = N
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m plaml_lab.ablation",
-                                description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--grid", default=DEFAULT_GRID, help=f"grid file (default {DEFAULT_GRID})")
-    p.add_argument("--preset", help=f"config preset (default: the grid's config, else "
-                   f"{DEFAULT_PRESET})")
-    p.add_argument("--seeds", help="comma-separated seeds (default: the grid's seeds)")
-    p.add_argument("--variants", help="comma-separated subset of the grid's points")
-    p.add_argument("--probes", help="comma-separated probes (default: all)")
-    p.add_argument("--runs", default=DEFAULT_RUNS, help=f"run folders (default {DEFAULT_RUNS})")
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})")
-    p.add_argument("--device", default="cpu", help="device for the probes' feature extraction")
-    p.add_argument("--workers", type=int, default=1,
-                   help="pretrain this many grid points at once (processes; default 1)")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="applied to every run after the grid's own, e.g. run.max_steps=20")
-    args = p.parse_args(argv)
-
-    from plaml_lab.checkpoint import CheckpointError
-    from plaml_lab.data import DatasetError
-
+def cmd_ablation(args) -> int:
+    """`plaml-lab ablation` (cli.py defines the arguments)."""
     def split(text):
         return [t.strip() for t in text.split(",") if t.strip()] if text else None
 
     try:
         seeds = [int(s) for s in split(args.seeds)] if args.seeds else None
     except ValueError:
-        print(f"error: --seeds {args.seeds}: expected comma-separated integers", file=sys.stderr)
-        return 2
+        raise ConfigError(f"--seeds {args.seeds}: expected comma-separated integers") from None
     if args.workers < 1:
-        print(f"error: --workers {args.workers}: expected an integer >= 1", file=sys.stderr)
-        return 2
-    command = " ".join(["python -m plaml_lab.ablation", *(argv if argv is not None
-                                                           else sys.argv[1:])])
-    try:
-        result = run_ablation(args.grid, preset=args.preset, seeds=seeds,
-                              variants=split(args.variants), runs_root=args.runs,
-                              out_dir=args.out, overrides=args.overrides,
-                              probes=split(args.probes), device=args.device, command=command,
-                              workers=args.workers,
-                              log=lambda m: print(m, file=sys.stderr, flush=True))
-    except (ConfigError, CheckpointError, DatasetError, FileNotFoundError) as e:
-        print(f"error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
-        return 2
+        raise ConfigError(f"--workers {args.workers}: expected an integer >= 1")
+    command = " ".join(["plaml-lab ablation", *getattr(args, "argv", [])])
+    result = run_ablation(args.grid, preset=args.preset, seeds=seeds,
+                          variants=split(args.variants), runs_root=args.runs,
+                          out_dir=args.out, overrides=args.overrides,
+                          probes=split(args.probes), device=args.device, command=command,
+                          workers=args.workers,
+                          log=lambda m: print(m, file=sys.stderr, flush=True))
     for kind, path in result["outputs"].items():
         print(f"{kind}: {path}")
     if result["failed"]:
@@ -576,7 +481,3 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -29,9 +29,9 @@ How each column is measured (benchmarks/README.md has the numbers and their anal
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
+import ctypes
 import gc
 import math
 import re
@@ -43,19 +43,18 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
 
 from plaml_lab.config import (ConfigError, PretrainConfig, apply_overrides, from_dict, load_yaml,
                               to_dict)
+from plaml_lab.data import make_views
+from plaml_lab.hardware import autocast, resolve_device, resolve_precision, warn_if_emulated
+from plaml_lab.method import PLAML
+from plaml_lab.train import make_optimizer
+from plaml_lab.variants import VARIANTS
 
-# METHOD.md's variant grid, as config overrides.
-VARIANTS: dict[str, list[str]] = {
-    "mae": ["method.target=pixels", "method.pseudo_labels=none"],
-    "token": ["method.target=tokens", "method.pseudo_labels=none"],
-    "single": ["method.target=tokens", "method.pseudo_labels=both", "method.teachers=single"],
-    "dual": ["method.target=tokens", "method.pseudo_labels=both", "method.teachers=dual"],
-    "plonly": ["method.target=none", "method.pseudo_labels=both", "method.teachers=dual"],
-}
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEFAULT_PRESET = "experiments/configs/lab.yaml"
 CSV_COLUMNS = ("variant", "device", "precision", "batch", "views", "img_size", "step_ms",
                "step_iqr_ms", "cpu_ms", "imgs_per_s", "peak_mem_mb", "gflop_per_step",
@@ -120,7 +119,6 @@ def _exact_rss(device: torch.device):
     libc = None
     if device.type == "cpu":
         try:
-            import ctypes
             libc = ctypes.CDLL("libc.so.6")
             libc.mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD
             libc.mallopt(-1, 256 * 1024)  # M_TRIM_THRESHOLD
@@ -139,7 +137,6 @@ def _release_cpu_memory() -> None:
     an earlier case freed (glibc keeps them otherwise)."""
     gc.collect()
     try:
-        import ctypes
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
@@ -225,14 +222,11 @@ def _attn_impl(model: torch.nn.Module) -> str:
 def build_case(cfg: PretrainConfig, device: torch.device, name: str, augment: bool = False,
                seed: int = 0) -> Case:
     """The PLAML model of `cfg` with AdamW and EMA, stepping on fixed random views."""
-    from plaml_lab.method import PLAML
-    from plaml_lab.train import autocast, param_groups
 
     torch.manual_seed(seed)
     model = PLAML(cfg).to(device)
     model.train()
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=1e-4,
-                                  betas=(cfg.optim.beta1, cfg.optim.beta2))
+    optimizer = make_optimizer(model, cfg, 1e-4, device)
     step_module = _maybe_compile(model) if cfg.run.compile else model
     b, img, nv = cfg.optim.batch_size, cfg.model.img_size, cfg.data.views
     g = torch.Generator(device=device).manual_seed(seed)
@@ -245,7 +239,6 @@ def build_case(cfg: PretrainConfig, device: torch.device, name: str, augment: bo
 
     def step() -> None:
         if augment:
-            from plaml_lab.data import make_views
             v = make_views(images, cfg.data.aug, nv, img, generator=g)
         else:
             v = views
@@ -274,8 +267,6 @@ def _maybe_compile(module: torch.nn.Module) -> torch.nn.Module:
 
 def count_flops(fn: Callable[[], object], device: torch.device | None = None) -> float:
     """FLOPs of one call of `fn` (see the module docstring for what is counted)."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
     with sdpa_kernel(SDPBackend.MATH), counter:
@@ -325,10 +316,6 @@ def _iqr(xs: list[float]) -> float:
     return q[2] - q[0]
 
 
-def resolve_device(name: str) -> torch.device:
-    from plaml_lab.train import resolve_device as _resolve
-    return _resolve(name)
-
 
 def run_bench(preset: str | Path | None = DEFAULT_PRESET, overrides: list[str] | None = None,
               variants: list[str] | None = None, precisions: list[str] | None = None,
@@ -353,18 +340,27 @@ def run_bench(preset: str | Path | None = DEFAULT_PRESET, overrides: list[str] |
         preset_data = load_yaml(preset)
         preset_name = str(preset)
     base = from_dict(apply_overrides(preset_data, overrides))
-    precisions = list(precisions or [base.run.precision])
-    for p in precisions:
+    requested = list(precisions or [base.run.precision])
+    for p in requested:
         if p not in PRECISIONS:
             raise ConfigError(f"--precisions: unknown precision '{p}'; allowed: "
                               f"{'|'.join(PRECISIONS)}")
     if steps < 1 or warmup < 0:
         raise ConfigError(f"--steps={steps} --warmup={warmup}: need steps >= 1 and warmup >= 0")
     device = resolve_device(base.run.device)
+    say = log or (lambda _msg: None)
+    precisions = []  # resolved, in order, without repeats ('auto' and its answer are one case)
+    for p in requested:
+        resolved = resolve_precision(p, device)
+        if p == "auto":
+            say(f"precision auto -> {resolved.name} ({resolved.reason})")
+        else:
+            warn_if_emulated(resolved, device)
+        if resolved.name not in precisions:
+            precisions.append(resolved.name)
     if base.run.num_threads:
         torch.set_num_threads(base.run.num_threads)
     n = matmul_n or default_matmul_n(device)
-    say = log or (lambda _msg: None)
 
     specs = []  # (name, precision, cfg, builder)
     for p in precisions:
@@ -545,45 +541,15 @@ def write_csv(result: BenchResult, path: str | Path) -> None:
 
 # --- CLI ---------------------------------------------------------------------------------------
 
-def _split_list(values: list[str] | None) -> list[str] | None:
+def split_list(values: list[str] | None) -> list[str] | None:
     if not values:
         return None
     return [x.strip() for v in values for x in v.split(",") if x.strip()]
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default=DEFAULT_PRESET,
-                   help=f"YAML preset (default {DEFAULT_PRESET}; the config defaults if that file is "
-                        "absent or with 'none')")
-    p.add_argument("--variants", action="append", metavar="A,B",
-                   help=f"comma-separated variants (default all: {','.join(VARIANTS)})")
-    p.add_argument("--precisions", action="append", metavar="A,B",
-                   help="comma-separated precisions fp32|bf16|fp16 (default the preset's)")
-    p.add_argument("--steps", type=int, default=20, help="timed steps per case (default 20)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps per case (default 3)")
-    p.add_argument("--batch", type=int, default=None, help="images per step (optim.batch_size)")
-    p.add_argument("--augment", action="store_true",
-                   help="include the batched augmentation (make_views) in every step")
-    p.add_argument("--matmul-n", type=int, default=None,
-                   help="size of the matmul that measures the peak (default 1024 CPU, 8192 CUDA)")
-    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory phase")
-    p.add_argument("--csv", metavar="FILE", help="also write the table as CSV")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="dotted config overrides for every case, e.g. run.device=cuda")
-
-
-def add_cli(subparsers) -> None:
-    p = subparsers.add_parser(
-        "bench", help="benchmark step time, images/s, memory and MFU of the variants",
-        description="Benchmark the method's variants (round-robin, medians); see "
-                    "benchmarks/README.md.")
-    add_arguments(p)
-    p.set_defaults(func=cmd_bench)
-
-
 def cmd_bench(args, extra_cases=None) -> int:
-    result = run_bench(args.preset, args.overrides, _split_list(args.variants),
-                       _split_list(args.precisions), args.steps, args.warmup, args.batch,
+    result = run_bench(args.preset, args.overrides, split_list(args.variants),
+                       split_list(args.precisions), args.steps, args.warmup, args.batch,
                        args.augment, args.matmul_n, not args.no_memory, extra_cases,
                        log=lambda m: print(m, file=sys.stderr))
     print(format_table(result))
