@@ -106,6 +106,9 @@ class ModelConfig:
     drop_path: float = 0.0
     attn_impl: str = "auto"  # auto|sdpa|math (auto: math on CPU in bf16/fp16, else SDPA; the
     # resolved run.precision decides)
+    # start the student (and so the teachers) from a timm ViT: FILE.safetensors (ours from
+    # `plaml-lab export`, or anyone's of this shape) or TIMM_NAME@LOCAL_FILE; '' = random init
+    init_from: str = ""
 
 
 @dataclass

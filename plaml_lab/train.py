@@ -31,6 +31,7 @@ from plaml_lab.hardware import (Precision, autocast, resolve_device, resolve_pre
                                 warn_if_emulated)
 from plaml_lab.method import LOSS_KEYS, PLAML
 from plaml_lab.model.masking import sample_noise
+from plaml_lab.model.pretrained import init_from
 from plaml_lab.runs import distributed as du, read_metrics
 from plaml_lab.runs.checkpoint import (FORMAT, VERSION, load_checkpoint, load_model_state,
                                        rng_state, save_atomic, set_rng_state)
@@ -249,7 +250,11 @@ def _pretrain(cfg: PretrainConfig, out: Path, device: torch.device, force_new: b
         print(f"precision: {precision.name} on {device.type} ({precision.reason})")
         warn_if_emulated(precision, device)
 
-    model = PLAML(cfg).to(device)
+    model = PLAML(cfg)
+    if cfg.model.init_from and not (decision == "resume"
+                                    and (out / "checkpoints" / "last.pt").exists()):
+        init_from(model, cfg.model.init_from)  # before the folder is touched: a bad file
+    model = model.to(device)                   # leaves nothing behind
     optimizer = make_optimizer(model, cfg, sched.base_lr, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.uses_scaler)
 
