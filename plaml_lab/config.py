@@ -43,6 +43,8 @@ class RunConfig:
     on_nonfinite: str = "stop"  # stop|skip: what a NaN/inf loss does
     progress: bool = True  # tqdm progress bar
     eval_knn: bool = True  # kNN accuracy on the held-out split in summary.json
+    tensorboard: bool = False  # also write RUN/tensorboard/ events (metrics.jsonl stays the truth)
+    tensorboard_images: int = 32  # held-out images in the figures logged with them; 0 = none
 
 
 @dataclass
@@ -527,6 +529,7 @@ def validate(cfg: PretrainConfig) -> None:
     _range("run.keep_ckpts", r.keep_ckpts, 0)
     _range("run.log_every", r.log_every, 1)
     _range("run.num_threads", r.num_threads, 0)
+    _range("run.tensorboard_images", r.tensorboard_images, 0)
 
     _choice("data.dataset", d.dataset, ("shapes", "digits", "cifar10", "folder"))
     _choice("data.views", d.views, (1, 2))

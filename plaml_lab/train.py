@@ -32,6 +32,7 @@ from plaml_lab.hardware import (Precision, autocast, resolve_device, resolve_pre
 from plaml_lab.method import LOSS_KEYS, PLAML
 from plaml_lab.model.masking import sample_noise
 from plaml_lab.model.pretrained import init_from
+from plaml_lab.runs.tensorboard import TensorBoardSink
 from plaml_lab.runs import distributed as du, read_metrics
 from plaml_lab.runs.checkpoint import (FORMAT, VERSION, load_checkpoint, load_model_state,
                                        rng_state, save_atomic, set_rng_state)
@@ -40,7 +41,7 @@ from plaml_lab.variants import variant_name
 # Keys that may change between a run and its resumption without changing what is computed.
 RESUMABLE_KEYS = ("run.max_steps", "run.ckpt_every", "run.keep_ckpts", "run.log_every",
                   "run.progress", "run.num_threads", "run.eval_knn", "run.name", "run.device",
-                  "run.compile", "model.attn_impl",
+                  "run.compile", "model.attn_impl", "run.tensorboard", "run.tensorboard_images",
                   # auto re-resolves on the machine that resumes (a bf16 run moved to a CPU
                   # without native bf16 goes on in fp32); the precision of every logged
                   # interval is in metrics.jsonl
@@ -364,6 +365,9 @@ def _loop(cfg, out, device, precision: Precision, model, step_module, optimizer,
         bar = tqdm(total=end, initial=start_step, desc=f"pretrain {cfg.run.name}", unit="step",
                    dynamic_ncols=True)
 
+    sink = TensorBoardSink(out / "tensorboard", cfg, start_step) if (
+        main and cfg.run.tensorboard and end > start_step) else None
+
     protos = [p for n, p in model.student.named_parameters() if n.endswith("prototypes.weight")]
     model.train()
     sums = {k: torch.zeros((), device=device) for k in LOSS_KEYS}
@@ -466,6 +470,8 @@ def _loop(cfg, out, device, precision: Precision, model, step_module, optimizer,
                     bar.set_postfix(loss=f"{row['loss']:.4f}")
                 if callback:
                     callback(row)
+                if sink:
+                    sink.log(row, model, cfg)
             last_row = row
             sums = {k: torch.zeros((), device=device) for k in LOSS_KEYS}
             n_logged = 0
@@ -479,6 +485,8 @@ def _loop(cfg, out, device, precision: Precision, model, step_module, optimizer,
                 _prune_periodic(ckpt_dir, cfg.run.keep_ckpts)
     if bar:
         bar.close()
+    if sink:
+        sink.close()
     du.barrier()
 
     summary_path = out / "summary.json"

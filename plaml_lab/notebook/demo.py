@@ -8,43 +8,15 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
 from plaml_lab.config import load_config
-from plaml_lab.data import build_dataset, normalize
 from plaml_lab.evaluate import knn_eval
-from plaml_lab.losses import unpatchify
 from plaml_lab.runs import load_run, random_init_run
 from plaml_lab.train import pretrain
 from plaml_lab.viz import figures as F
+from plaml_lab.viz.snapshots import demo_figures
 
 DEFAULT_CONFIG = "experiments/configs/lab.yaml"
 DEFAULT_OUT = "experiments/runs/demo"
-
-
-def demo_figures(run, num_images: int = 256) -> dict:
-    """What the trained model does on held-out images: masks (and pixel reconstructions in
-    pixel mode), and images grouped by the labelling teacher's class-token pseudo label."""
-    cfg = run.cfg
-    val = build_dataset(cfg.data, cfg.model.img_size, "val")
-    batch = val.get_batch(torch.arange(min(num_images, len(val))))
-    images = batch["image"]
-    model = run.model.eval()
-    with torch.no_grad():
-        out = model([normalize(images)], cfg.pl.teacher_temp, return_details=True,
-                    generator=torch.Generator().manual_seed(0))
-    recon = None
-    if "pred_pixels" in out:
-        # the decoder predicts per-patch normalised pixels: show them rescaled to [0, 1]
-        pred = out["pred_pixels"].float()
-        pred = (pred - pred.amin(-1, keepdim=True)) / (pred.amax(-1, keepdim=True)
-                                                     - pred.amin(-1, keepdim=True) + 1e-6)
-        recon = unpatchify(pred, cfg.model.patch_size)
-    figs = {"masks": F.mask_grid(images, out["mask"], cfg.model.patch_size, recon=recon)}
-    if "teacher_cls_scores" in out:
-        figs["pseudo_labels"] = F.pseudo_label_grid(
-            images, model.pseudo_labels(out["teacher_cls_scores"], "cls"))
-    return figs
 
 
 def save_figures(run, out: Path) -> list[Path]:
