@@ -5,6 +5,7 @@ The figure builders import without ipywidgets; the apps load on first use:
 
     from plaml_lab.viz import mask_explorer
     mask_explorer("experiments/runs/lab")      # a run folder, a checkpoint, a Run, or None
+    compare_runs("experiments/runs/ablation")  # the runs of a folder side by side
 """
 
 import importlib
@@ -18,7 +19,10 @@ APP_NAMES = ("mask_explorer", "token_map_viewer", "cluster_explorer", "attention
 def __getattr__(name):  # the apps load ipywidgets, plotly and torch: only when asked for
     if name in APP_NAMES or name == "APPS":
         return getattr(importlib.import_module("plaml_lab.viz.dashboards"), name)
+    if name == "compare_runs":  # runs side by side (a folder, not one run)
+        return importlib.import_module("plaml_lab.viz.compare").compare_runs
     raise AttributeError(f"module 'plaml_lab.viz' has no attribute {name!r}")
 
 
-__all__ = ["APP_NAMES", "loss_curves", "mask_grid", "pseudo_label_grid", *APP_NAMES]
+__all__ = ["APP_NAMES", "compare_runs", "loss_curves", "mask_grid", "pseudo_label_grid",
+           *APP_NAMES]

@@ -1,0 +1,113 @@
+"""The compare-runs dashboard: its controls drive what is drawn (diff table, curves, bars)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from plaml_lab.viz import runset as S
+from plaml_lab.viz.compare import compare_runs
+from plaml_lab.viz.monitors import TrainingMonitor
+
+from conftest import QUICK
+from fake_runs import write_fake_run
+
+
+@pytest.fixture
+def runs(tmp_path):
+    """a (mask 0.75) x seeds 0, 1; b (mask 0.6) seed 0; c (single teacher) still training;
+    the ablation's random-init row (eval.json only); a fine-tuning folder of a-s0."""
+    root = tmp_path / "runs"
+    write_fake_run(root / "a-s0", QUICK, [], knn=0.50, seed=0)
+    write_fake_run(root / "a-s1", QUICK, [], knn=0.54, seed=1)
+    write_fake_run(root / "b-s0", QUICK, ["mask.ratio=0.6"], knn=0.40, seed=0, rows=30)
+    write_fake_run(root / "c-s0", QUICK, ["method.teachers=single"], finished=False, rows=10)
+    (root / "random_init-s0").mkdir()
+    (root / "random_init-s0" / "eval.json").write_text(json.dumps({"knn_top1": 0.2}))
+    ft = root / "a-s0" / "finetune" / "student-all-f1"
+    write_fake_run(ft, QUICK, [])
+    (ft / "source.json").write_text("{}")
+    (ft / "summary.json").write_text(json.dumps({"finetune_top1": 0.9}))
+    return root
+
+
+def test_finds_runs_but_not_finetune_or_checkpoint_folders(runs):
+    assert S.RunSet(runs).names == ["a-s0", "a-s1", "b-s0", "c-s0", "random_init-s0"]
+
+
+def test_diff_table_lists_exactly_the_keys_that_differ_between_the_selected_runs(runs):
+    app = compare_runs(runs, auto_refresh=False)
+    runs_ctl = app.controls["runs"]
+    runs_ctl.value = ("a-s0", "b-s0")
+    assert app.state["diff_keys"] == ["mask.ratio"]
+    assert "mask.ratio" in app.table.value and "run.seed" not in app.table.value
+    runs_ctl.value = ("a-s0", "a-s1")
+    assert app.state["diff_keys"] == ["run.seed"]
+    runs_ctl.value = ("a-s0", "a-s1", "b-s0", "c-s0")
+    assert app.state["diff_keys"] == ["mask.ratio", "method.teachers", "run.seed"]
+    runs_ctl.value = ("a-s0",)
+    assert app.state["diff_keys"] == [] and "share every config key" in app.table.value
+
+
+def test_one_curve_per_selected_run_with_the_chosen_column_axis_and_smoothing(runs):
+    app = compare_runs(runs, auto_refresh=False, selected=["a-s0", "b-s0", "c-s0"])
+    fig = app.state["figure_curves"]
+    assert [t.name for t in fig.data] == ["a-s0", "b-s0", "c-s0"]
+    assert [len(t.x) for t in fig.data] == [50, 30, 10]
+    app.controls["metric"].value = "loss_rec"
+    app.controls["x"].value = "epoch"
+    app.controls["smoothing"].value = 5
+    rows = S.RunSet(runs)["a-s0"].rows
+    raw = np.array([r["loss_rec"] for r in rows])
+    want = np.array([raw[max(0, i - 4):i + 1].mean() for i in range(len(raw))])
+    trace = app.state["figure_curves"].data[0]
+    assert np.allclose(trace.y, want) and np.allclose(trace.x, [r["epoch"] for r in rows])
+    assert app.state["figure_curves"].layout.xaxis.title.text == "epoch"
+    app.controls["runs"].value = ("a-s1",)
+    assert [t.name for t in app.state["figure_curves"].data] == ["a-s1"]
+
+
+def test_probe_bars_group_runs_that_share_a_config_with_their_seed_spread(runs):
+    app = compare_runs(runs, auto_refresh=False,
+                       selected=["a-s0", "a-s1", "b-s0", "random_init-s0"])
+    grouped = app.state["grouped"]
+    a = grouped["ratio=0.75"]["knn_top1"]
+    assert a[0] == pytest.approx(0.52) and a[1] == pytest.approx(np.std([0.5, 0.54], ddof=1))
+    assert a[2] == 2 and grouped["ratio=0.6"]["knn_top1"] == (0.4, 0.0, 1)
+    assert grouped["random_init-s0"]["knn_top1"] == (0.2, 0.0, 1)
+    assert grouped["ratio=0.75"]["finetune_top1"] == (0.9, 0.0, 1)  # a-s0's fine-tuning
+    bars = {t.name: t for t in app.state["figure_bars"].data}
+    assert set(bars) == set(grouped) and list(bars["ratio=0.75"].x)[:2] == ["finetune_top1",
+                                                                           "knn_top1"]
+
+
+def test_refresh_picks_up_rows_of_a_run_still_training_and_new_runs(runs):
+    app = compare_runs(runs, auto_refresh=False, selected=["c-s0"])
+    assert app.state["finished"] == {"c-s0": False}
+    assert app.refresh() is False  # nothing changed on disk
+    with open(runs / "c-s0" / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 110, "epoch": 1.1, "loss": 0.1}) + "\n")
+    write_fake_run(runs / "d-s0", QUICK, ["mask.ratio=0.5"])
+    assert app.refresh() is True
+    assert len(app.state["curves"]["c-s0"][0]) == 11
+    assert "d-s0" in app.controls["runs"].options and app.state["selected"] == ["c-s0"]
+
+
+def test_opening_a_run_shows_its_own_dashboard_below(runs):
+    app = compare_runs(runs, auto_refresh=False)
+    app.controls["open_run"].value = "b-s0"
+    app.controls["dashboard"].value = "training_monitor"
+    app.controls["open"].click()
+    opened = app.state["opened"]
+    assert isinstance(opened, TrainingMonitor) and opened.dir == runs / "b-s0"
+    assert opened in app.opened_box.children and len(opened.state["rows"]) == 30
+    opened.close()
+
+
+def test_a_folder_without_runs_says_so_and_a_missing_one_is_an_error(tmp_path):
+    app = compare_runs(tmp_path, auto_refresh=False)
+    assert "no runs" in app.state["unavailable"]
+    with pytest.raises(FileNotFoundError, match="runs folder not found"):
+        compare_runs(tmp_path / "missing")
