@@ -8,7 +8,8 @@
 # viewer (class-token attention of the student and each teacher), the training monitor (loss
 # terms, learning rate and teacher momenta, refreshing while a run trains) and the teacher
 # comparison (labelling vs reconstruction teacher over training). Move a slider and the view
-# re-draws.
+# re-draws. Last, the runs of a folder side by side: the config keys that differ, their curves
+# overlaid, their probe results grouped over seeds.
 #
 # Set `run` to a run folder (e.g. `experiments/runs/nb_pretrain` from `01_pretrain`); with none,
 # the image dashboards show a random-init model of `config` and the two over a run's history say
@@ -34,6 +35,7 @@ out_dir: str = ""  # folder to save PNG snapshots of the dashboards to (empty: n
 run: str = ""  # run folder or checkpoint (empty: a random-init model of config)
 dataset: str = "val"  # images to browse: val (held-out) or train split of the run's dataset
 index: int = 0  # first image shown
+runs_folder: str = ""  # folder of runs to compare side by side (empty: the folder holding run)
 
 # %% id=settings
 SMOKE = "CI" in os.environ  # CI: a few-step quick run, snapshots shown
@@ -104,6 +106,20 @@ nb.show_app(monitor_app, shelf, "training_monitor", static=SMOKE)
 teacher_app = viz.teacher_compare(run or None, dataset)
 nb.show_app(teacher_app, shelf, "teacher_compare", static=SMOKE)
 
+# %% [markdown] id=compare-md
+# ## Compare runs
+# The runs of a folder (a sweep's output, `experiments/runs/ablation`, any runs folder) side by
+# side: pick runs; the table lists only the config keys that differ between them; any
+# `metrics.jsonl` column overlaid against step or epoch, smoothed; probe results (`eval.json`,
+# `summary.json`, `finetune_top1`) as bars, mean ± std over the seeds of each config; `open`
+# shows one of the dashboards above on the chosen run. It refreshes while runs train.
+
+# %% id=compare
+compare_folder = nb.repo_path(runs_folder) if runs_folder else (
+    os.path.dirname(nb.repo_path(run)) if run else None)
+compare_app = viz.compare_runs(compare_folder, auto_refresh=not SMOKE)
+nb.show_app(compare_app, shelf, "compare_runs", static=SMOKE)
+
 # %% [markdown] id=status-md
 # ## Did every dashboard render?
 
@@ -111,5 +127,6 @@ nb.show_app(teacher_app, shelf, "teacher_compare", static=SMOKE)
 # NBVAL_CHECK_OUTPUT
 for name, app in [("mask_explorer", mask_app), ("token_map_viewer", token_app),
                   ("cluster_explorer", cluster_app), ("attention_viewer", attention_app),
-                  ("training_monitor", monitor_app), ("teacher_compare", teacher_app)]:
+                  ("training_monitor", monitor_app), ("teacher_compare", teacher_app),
+                  ("compare_runs", compare_app)]:
     print(nb.app_status(name, app))
