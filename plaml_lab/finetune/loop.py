@@ -32,7 +32,7 @@ from plaml_lab.errors import CheckpointError, ConfigError, RunError
 from plaml_lab.evaluate import eval_splits
 from plaml_lab.export import encoder_state_dict, timm_kwargs
 from plaml_lab.finetune import recipe as R
-from plaml_lab.hardware import autocast, resolve_device, resolve_precision
+from plaml_lab.hardware import autocast, resolve_device, resolve_precision, warn_if_emulated
 from plaml_lab.model.vit import set_attention
 from plaml_lab.runs import load_run, random_init_run, read_metrics
 from plaml_lab.runs.checkpoint import (FORMAT, VERSION, load_checkpoint, rng_state, save_atomic,
@@ -138,8 +138,9 @@ def finetune(checkpoint=None, *, config=None, fraction: float | None = None, blo
     # run.precision as pretraining resolves it (auto: fp32 on a CPU without native bf16, where
     # a batch-128 step of the lab encoder takes 22 s in bf16 against 2 s in fp32); this loop has
     # no grad scaler, so fp16 runs as fp32
-    precision = resolve_precision(cfg.run.precision, dev).name
-    precision = "fp32" if precision == "fp16" else precision
+    resolved = resolve_precision(cfg.run.precision, dev)
+    warn_if_emulated(resolved, dev)  # a run pretrained with a forced bf16: say it is slow here
+    precision = "fp32" if resolved.name == "fp16" else resolved.name
 
     model = R.build_classifier(timm_kwargs(cfg.model), num_classes,
                                encoder_state_dict(enc_module), pool=ft.pool,
