@@ -22,7 +22,7 @@ import os
 
 from plaml_lab import notebook as nb
 from plaml_lab.finetune import finetune
-from plaml_lab.lab.ablation import METRICS
+from plaml_lab.lab.ablation import FINETUNE_BUDGET, METRICS
 from plaml_lab.runs import load_run
 from plaml_lab.viz import results as plots
 
@@ -40,7 +40,7 @@ out_dir: str = ""  # folder to save evaluation.json and the figures to (empty: n
 probes: list = ["knn", "linear", "clusters", "seg", "box"]  # the probes to run
 encoder: str = "student"  # student | labelling | reconstruction
 finetune_fraction: float = 0.1  # labels the fine-tuning sees (the ablation table's budget)
-finetune_epochs: float = 3.0  # fine-tuning epochs over them (0: no fine-tuning)
+finetune_epochs: float = 5.0  # fine-tuning epochs over them (0: no fine-tuning)
 
 # %% id=settings
 SMOKE = "CI" in os.environ  # CI: a few-step quick run, small evaluation splits
@@ -67,13 +67,13 @@ shelf.save_json("evaluation", results)
 # Frozen features undersell ViT encoders, MAE-style ones most (lightly measured an MAE ViT-B on
 # ImageNet at kNN 11.2, linear 46.0, fine-tuned 81.3). `plaml-lab finetune` trains the encoder
 # with a linear head through timm's blocks: layer-wise lr decay, drop path, mixup / cutmix, label
-# smoothing, warm-up + cosine, by default with the ablation table's budget (10% of the labels,
-# 3 epochs), from the run's encoder and, the same recipe, from random init. The runs go to
-# `RUN/finetune/<tag>/` and resume.
+# smoothing, warm-up + cosine, with the ablation table's budget (`FINETUNE_BUDGET`: by default
+# 10% of the labels, 5 epochs, no mixup / cutmix at so few epochs), from the run's encoder and,
+# the same recipe, from random init. The runs go to `RUN/finetune/<tag>/` and resume.
 
 # %% id=finetune
 if run_path is not None and finetune_epochs > 0:
-    budget = [f"finetune.epochs={finetune_epochs}", "finetune.warmup_epochs=0.5"] + (
+    budget = [*FINETUNE_BUDGET, f"finetune.epochs={finetune_epochs}"] + (
         ["finetune.batch_size=16"] if SMOKE else [])
     for name, random_init in (("pretrained", False), ("random init", True)):
         ft = finetune(run_path, fraction=finetune_fraction, random_init=random_init,
