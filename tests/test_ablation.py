@@ -109,7 +109,7 @@ def test_ablation_writes_csv_markdown_and_plot_and_resumes_without_rework(tmp_pa
     ft = json.loads((tmp_path / "runs" / "dual-s0" / "finetune" / "student-all-f0.1"
                      / "summary.json").read_text())
     assert float(rows[1]["finetune_top1"]) == pytest.approx(ft["finetune_top1"], abs=1e-6)
-    assert ft["epochs"] == 5 and ft["num_train"] == 20  # ceil(10% of ~13) = 2 per class
+    assert ft["epochs"] == 3 and ft["num_train"] == 20  # ceil(10% of ~13) = 2 per class
     base = json.loads((tmp_path / "runs" / "random_init-s0" / "finetune" / "summary.json")
                       .read_text())
     assert base["random_init"] and float(rows[2]["finetune_top1"]) == base["finetune_top1"]

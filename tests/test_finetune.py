@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,8 +16,7 @@ from plaml_lab.finetune import recipe as R
 from plaml_lab.finetune.loop import Trainer, finetune
 from plaml_lab.runs import load_run
 
-from conftest import QUICK
-
+QUICK = str(Path(__file__).resolve().parents[1] / "experiments" / "configs" / "quick.yaml")
 KW = {"img_size": 16, "patch_size": 4, "in_chans": 3, "embed_dim": 32, "depth": 4,
       "num_heads": 2, "mlp_ratio": 2.0}
 
@@ -120,7 +120,8 @@ def _ft(argv, capsys):
     return code, captured.out, captured.err
 
 
-FAST = ["run.num_threads=1", "finetune.epochs=1", "finetune.batch_size=64", "finetune.log_every=4", "eval.max_val=128"]
+FAST = ["run.num_threads=1", "finetune.epochs=1", "finetune.batch_size=64",
+        "finetune.log_every=4", "eval.max_val=128"]
 
 
 def test_finetune_cli_prints_one_json_object_and_writes_a_run_folder(quick_run, tmp_path, capsys):
@@ -151,9 +152,9 @@ def test_finetune_random_init_starts_from_the_untrained_encoder(quick_run, tmp_p
 
 def test_finetune_resumes_where_it_stopped_and_ends_where_an_unbroken_run_ends(
         quick_run, tmp_path, one_thread):
-    args = dict(overrides=["run.num_threads=1", "finetune.epochs=1", "finetune.batch_size=64", "finetune.ckpt_every=3",
-                           "finetune.fraction=0.5",
-                           "eval.max_val=64"], progress=False)
+    args = dict(overrides=["run.num_threads=1", "finetune.epochs=1", "finetune.batch_size=64",
+                           "finetune.ckpt_every=3", "finetune.fraction=0.5", "eval.max_val=64"],
+                progress=False)
     whole = finetune(quick_run, out=tmp_path / "whole", **args)
     part = finetune(quick_run, out=tmp_path / "split", stop_after=5, **args)
     assert part["steps"] == 5 and not part["complete"] and whole["steps"] == 8

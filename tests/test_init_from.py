@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import timm
 import torch
@@ -15,7 +17,8 @@ from plaml_lab.model.pretrained import load_into_encoder, read_encoder_weights
 from plaml_lab.model.vit import ViTEncoder
 from plaml_lab.runs import load_run
 
-from conftest import QUICK
+QUICK = str(Path(__file__).resolve().parents[1] / "experiments" / "configs" / "quick.yaml")
+
 
 FAST = ["run.max_steps=2", "run.eval_knn=false", "run.progress=false", "run.num_threads=1"]
 

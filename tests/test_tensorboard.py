@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from plaml_lab.train import pretrain
 
-from conftest import QUICK
+QUICK = str(Path(__file__).resolve().parents[1] / "experiments" / "configs" / "quick.yaml")
+
 
 FAST = ["run.max_steps=6", "run.log_every=2", "run.ckpt_every=4", "run.eval_knn=false",
         "run.progress=false", "run.num_threads=1", "run.tensorboard=true",

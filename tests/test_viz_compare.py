@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,8 +12,9 @@ from plaml_lab.viz import runset as S
 from plaml_lab.viz.compare import compare_runs
 from plaml_lab.viz.monitors import TrainingMonitor
 
-from conftest import QUICK
 from fake_runs import write_fake_run
+
+QUICK = str(Path(__file__).resolve().parents[1] / "experiments" / "configs" / "quick.yaml")
 
 
 @pytest.fixture

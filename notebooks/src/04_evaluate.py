@@ -40,7 +40,7 @@ out_dir: str = ""  # folder to save evaluation.json and the figures to (empty: n
 probes: list = ["knn", "linear", "clusters", "seg", "box"]  # the probes to run
 encoder: str = "student"  # student | labelling | reconstruction
 finetune_fraction: float = 0.1  # labels the fine-tuning sees (the ablation table's budget)
-finetune_epochs: float = 5.0  # fine-tuning epochs over them (0: no fine-tuning)
+finetune_epochs: float = 3.0  # fine-tuning epochs over them (0: no fine-tuning)
 
 # %% id=settings
 SMOKE = "CI" in os.environ  # CI: a few-step quick run, small evaluation splits
@@ -68,7 +68,7 @@ shelf.save_json("evaluation", results)
 # ImageNet at kNN 11.2, linear 46.0, fine-tuned 81.3). `plaml-lab finetune` trains the encoder
 # with a linear head through timm's blocks: layer-wise lr decay, drop path, mixup / cutmix, label
 # smoothing, warm-up + cosine, with the ablation table's budget (`FINETUNE_BUDGET`: by default
-# 10% of the labels, 5 epochs, no mixup / cutmix at so few epochs), from the run's encoder and,
+# 10% of the labels, 3 epochs, no mixup / cutmix at so few epochs), from the run's encoder and,
 # the same recipe, from random init. The runs go to `RUN/finetune/<tag>/` and resume.
 
 # %% id=finetune
