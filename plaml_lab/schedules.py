@@ -59,8 +59,14 @@ class Schedule:
                                        pl.teacher_temp)
 
     def momenta(self, step: int) -> dict[str, float]:
-        out = {}
-        for name, sched in self.cfg.teacher_roles.items():
-            t = getattr(self.cfg.teachers, sched)
-            out[name] = momentum(step, self.total, t.momentum, t.momentum_end)
-        return out
+        return teacher_momenta(self.cfg, step, self.total)
+
+
+def teacher_momenta(cfg, step: int, total: int) -> dict[str, float]:
+    """{teacher name: EMA momentum at `step` of `total`}, each teacher on the schedule of the
+    role it serves (cfg.teacher_roles): what training uses and the dashboards draw."""
+    out = {}
+    for name, sched in cfg.teacher_roles.items():
+        t = getattr(cfg.teachers, sched)
+        out[name] = momentum(step, total, t.momentum, t.momentum_end)
+    return out

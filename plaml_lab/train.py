@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ from plaml_lab.method import LOSS_KEYS, PLAML
 from plaml_lab.model.masking import sample_noise
 from plaml_lab.runs import distributed as du, read_metrics
 from plaml_lab.runs.checkpoint import (FORMAT, VERSION, load_checkpoint, load_model_state,
-                                       rng_state, save_atomic, set_rng_state)
+                                       rng_state, save_atomic, set_rng_state, write_atomic)
 from plaml_lab.runs.folder import (RUN_FILES, check_run_dir, dated_aside, prune_periodic,
                                    truncate_metrics)
 from plaml_lab.variants import variant_name
@@ -379,9 +378,7 @@ def _loop(cfg, out, device, precision: Precision, model, step_module, optimizer,
         model.eval()
         summary.update(knn_eval(model.student.encoder, cfg, device=device))
     if main:
-        tmp = summary_path.with_name("summary.json.tmp")
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
-        os.replace(tmp, summary_path)
+        write_atomic(summary_path, json.dumps(summary, indent=2) + "\n")
     return summary
 
 

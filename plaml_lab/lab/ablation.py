@@ -34,6 +34,7 @@ from plaml_lab.evaluate import evaluate
 from plaml_lab.lab.ablation_table import (BASELINE, METRICS, aggregate, write_csv, write_markdown,
                                           write_plot)
 from plaml_lab.lab.grids import Grid, load_grid, threads_per_worker
+from plaml_lab.runs.checkpoint import write_atomic
 from plaml_lab.train import pretrain
 
 DEFAULT_GRID = "experiments/grids/paper_ablation.yaml"
@@ -83,10 +84,7 @@ def _cached_eval(out: Path, probes: list[str], step: int | None = None) -> dict 
 
 
 def _save_eval(out: Path, result: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "eval.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(out / "eval.json")
+    write_atomic(out / "eval.json", json.dumps(result, indent=2) + "\n")
 
 
 def pretrain_and_evaluate(preset: str, overrides: list[str], out: Path, probes: list[str],

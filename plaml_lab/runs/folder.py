@@ -5,7 +5,6 @@ change on resume) and keeps tidy in it (metrics after a resumed step, old period
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -16,7 +15,8 @@ from plaml_lab.config import (PretrainConfig, apply_overrides, diff, from_dict, 
                               load_yaml, to_dict)
 from plaml_lab.errors import ConfigError, RunError
 from plaml_lab.method import PLAML
-from plaml_lab.runs.checkpoint import CheckpointError, load_checkpoint, load_model_state
+from plaml_lab.runs.checkpoint import (CheckpointError, load_checkpoint, load_model_state,
+                                       write_atomic)
 
 
 @dataclass
@@ -166,9 +166,7 @@ def check_run_dir(out: Path, cfg: PretrainConfig, force_new: bool = False) -> st
 def truncate_metrics(path: Path, step: int) -> None:
     """Drop metrics logged after the checkpoint we resume from (they will be logged again)."""
     rows = [r for r in read_metrics(path.parent) if r.get("step", 0) <= step]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    os.replace(tmp, path)
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def prune_periodic(ckpt_dir: Path, keep: int) -> None:
