@@ -1,5 +1,6 @@
 """`make demo`: pretrain the paper's variant (token targets + class/data-token pseudo labels,
-labelling + reconstruction teachers) on the embedded dataset with the lab preset, evaluate it
+labelling + reconstruction teachers) on the embedded dataset with the demo preset (the lab
+preset's data and model on a budget of minutes, experiments/configs/demo.yaml), evaluate it
 against a random-init encoder on the same held-out split, and save figures next to the run."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-DEFAULT_CONFIG = "experiments/configs/lab.yaml"
+DEFAULT_CONFIG = "experiments/configs/demo.yaml"
 DEFAULT_OUT = "experiments/runs/demo"
 
 
