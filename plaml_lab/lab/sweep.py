@@ -31,6 +31,7 @@ import yaml
 from plaml_lab.config import repo_root
 from plaml_lab.errors import ConfigError
 from plaml_lab.lab.grids import Grid, Point, load_grid, override_list, threads_per_worker
+from plaml_lab.runs.checkpoint import atomic_path
 
 DEFAULT_NOTEBOOK = "notebooks/01_pretrain.ipynb"
 KERNEL = "python3"
@@ -226,8 +227,7 @@ def write_results(rows: list[dict], path: Path) -> None:
             if k not in fixed and k != "error" and k not in metrics:
                 metrics.append(k)
     header = fixed + keys + metrics + ["error"]
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=header)
         w.writeheader()
         for r in rows:
@@ -237,7 +237,6 @@ def write_results(rows: list[dict], path: Path) -> None:
             for k in keys:
                 values[k] = given.get(k, "")
             w.writerow({h: values.get(h, "") for h in header})
-    os.replace(tmp, path)
 
 
 def read_results(path: str | Path) -> list[dict]:

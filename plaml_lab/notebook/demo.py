@@ -1,5 +1,6 @@
 """`make demo`: pretrain the paper's variant (token targets + class/data-token pseudo labels,
-labelling + reconstruction teachers) on the embedded dataset with the lab preset, evaluate it
+labelling + reconstruction teachers) on the embedded dataset with the demo preset (the lab
+preset's data and model on a budget of minutes, experiments/configs/demo.yaml), evaluate it
 against a random-init encoder on the same held-out split, and save figures next to the run."""
 
 from __future__ import annotations
@@ -14,9 +15,6 @@ from plaml_lab.runs import load_run, random_init_run
 from plaml_lab.train import pretrain
 from plaml_lab.viz import figures as F
 from plaml_lab.viz.snapshots import demo_figures
-
-DEFAULT_CONFIG = "experiments/configs/lab.yaml"
-DEFAULT_OUT = "experiments/runs/demo"
 
 
 def save_figures(run, out: Path) -> list[Path]:

@@ -8,28 +8,29 @@ datasets return them; normalisation happens here, as in training.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from plaml_lab import losses, schedules
-from plaml_lab.config import PretrainConfig
-from plaml_lab.data import IMAGENET_MEAN, IMAGENET_STD, build_dataset, normalize, steps_per_epoch
+from plaml_lab.config import PretrainConfig, repo_root
+from plaml_lab.data import build_dataset, get_items, normalize, steps_per_epoch, unnormalize
 from plaml_lab.method import PLAML
-from plaml_lab.model.masking import block_noise, num_visible, uniform_noise
+from plaml_lab.model.masking import num_visible, sample_noise
 from plaml_lab.runs import Run, load_run, random_init_run
 from plaml_lab.runs.checkpoint import CheckpointError, load_checkpoint
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "experiments" / "configs"
+CONFIG_DIR = repo_root() / "experiments" / "configs"  # where a checkout keeps its presets
 
 
-def default_preset() -> Path:
-    """The lab preset (experiments/configs/lab.yaml), or quick.yaml while lab.yaml is absent."""
-    lab = CONFIG_DIR / "lab.yaml"
-    return lab if lab.exists() else CONFIG_DIR / "quick.yaml"
+def default_preset() -> Path | None:
+    """The lab preset (experiments/configs/lab.yaml), else quick.yaml, else None (the config
+    defaults: an installed package without the repo's experiments/)."""
+    for name in ("lab.yaml", "quick.yaml"):
+        if (CONFIG_DIR / name).exists():
+            return CONFIG_DIR / name
+    return None
 
 
 def resolve_run(run: Run | str | Path | None) -> Run:
@@ -49,28 +50,17 @@ def resolve_dataset(run: Run, dataset=None):
     return dataset
 
 
-def fetch(dataset, idx) -> dict[str, torch.Tensor]:
-    """Items idx of a dataset -> image (B, 3, H, W) in [0, 1], label (B,)."""
-    idx = torch.as_tensor(idx, dtype=torch.long).reshape(-1)
-    if hasattr(dataset, "get_batch"):
-        b = dataset.get_batch(idx)
-        return {"image": b["image"].float(), "label": torch.as_tensor(b["label"])}
-    items = [dataset[int(i)] for i in idx]
-    return {"image": torch.stack([it["image"] for it in items]).float(),
-            "label": torch.as_tensor([int(it["label"]) for it in items])}
+fetch = get_items  # dashboards and notebooks call it by this name
 
 
 # --- masking ---------------------------------------------------------------------------------
 
 def mask_noise(num_patches: int, strategy: str, seed: int, block_size: int = 2) -> torch.Tensor:
-    """(1, L) noise of a masking strategy drawn from `seed`: the same seed gives the same mask
-    order at every ratio, so a higher ratio hides a superset of the patches."""
-    g = torch.Generator().manual_seed(int(seed))
-    if strategy == "random":
-        return uniform_noise(1, num_patches, generator=g)
-    if strategy == "block":
-        return block_noise(1, int(round(num_patches ** 0.5)), block_size, generator=g)
-    raise ValueError(f"strategy={strategy!r}: allowed values are random|block")
+    """(1, L) noise of a masking strategy drawn from `seed` (masking.sample_noise, the sampler
+    training uses): the same seed gives the same mask order at every ratio, so a higher ratio
+    hides a superset of the patches."""
+    return sample_noise(1, num_patches, strategy, block_size,
+                        generator=torch.Generator().manual_seed(int(seed)))
 
 
 def ratio_bounds(num_patches: int, step: float = 0.05) -> tuple[float, float]:
@@ -78,24 +68,6 @@ def ratio_bounds(num_patches: int, step: float = 0.05) -> tuple[float, float]:
     grid = np.round(np.arange(step, 1.0, step), 4)
     ok = [r for r in grid if 1 <= num_visible(num_patches, r) < num_patches]
     return float(ok[0]), float(ok[-1])
-
-
-@contextlib.contextmanager
-def _mask_ratio(run: Run, ratio: float):
-    """PLAML.forward reads the ratio from its config: swap in a copy with `ratio` for the call."""
-    model = run.model
-    saved = model.cfg
-    model.cfg = dataclasses.replace(saved, mask=dataclasses.replace(saved.mask, ratio=float(ratio)))
-    try:
-        yield
-    finally:
-        model.cfg = saved
-
-
-def _unnormalize(x: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return x * std + mean
 
 
 @torch.no_grad()
@@ -112,8 +84,8 @@ def reconstruct(run: Run, image: torch.Tensor, ratio: float, strategy: str = "ra
     s = model.student
     x = normalize(image[None].float())
     noise = mask_noise(s.num_patches, strategy, seed, cfg.mask.block_size)
-    with _mask_ratio(run, ratio):
-        out = model([x], cfg.pl.teacher_temp, noise=noise, return_details=True)
+    out = model([x], cfg.pl.teacher_temp, mask_ratio=float(ratio), noise=noise,
+                return_details=True)
     res = {"mask": out["mask"][0], "ids_masked": out["ids_masked"][0]}
     res.update({k: float(out[k]) for k in ("loss", "loss_rec", "loss_cls", "loss_patch")})
     if "pred_pixels" in out:
@@ -124,7 +96,7 @@ def reconstruct(run: Run, image: torch.Tensor, ratio: float, strategy: str = "ra
             std = (target.var(-1, keepdim=True) + 1e-6) ** 0.5
             pred = pred * std + mean
         recon = losses.unpatchify(pred, s.patch_size, s.in_chans)
-        res["recon"] = _unnormalize(recon)[0].clamp(0, 1)
+        res["recon"] = unnormalize(recon)[0]
     if "pred_tokens" in out:
         res["pred_tokens"] = out["pred_tokens"][0].float()
     if "teacher_rec" in out:
@@ -285,12 +257,8 @@ def momentum_curves(cfg: PretrainConfig, total: int, points: int = 200) -> dict[
     """{teacher name: (steps, momenta)} of each teacher's schedule over the whole run, the same
     values training uses (schedules.momentum with the teacher's own start / end)."""
     steps = np.unique(np.linspace(0, total, points).round().astype(int))
-    out = {}
-    for name, sched in cfg.teacher_roles.items():
-        t = getattr(cfg.teachers, sched)
-        out[name] = (steps, np.array([schedules.momentum(int(s), total, t.momentum,
-                                                         t.momentum_end) for s in steps]))
-    return out
+    values = [schedules.teacher_momenta(cfg, int(s), total) for s in steps]
+    return {name: (steps, np.array([v[name] for v in values])) for name in cfg.teacher_roles}
 
 
 def run_at(run: Run, entry: dict, model=None) -> Run:
