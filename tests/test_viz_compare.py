@@ -113,3 +113,13 @@ def test_a_folder_without_runs_says_so_and_a_missing_one_is_an_error(tmp_path):
     assert "no runs" in app.state["unavailable"]
     with pytest.raises(FileNotFoundError, match="runs folder not found"):
         compare_runs(tmp_path / "missing")
+
+
+def test_few_curves_draw_as_svg_and_many_through_webgl():
+    """A handful of runs draws SVG lines (visible without WebGL: headless browsers, exports);
+    hundreds switch to WebGL so the browser keeps up."""
+    from plaml_lab.viz.compare import WEBGL_FROM_CURVES, curves_figure
+    few = {f"r{i}": ([0, 1], [1.0, 0.5]) for i in range(3)}
+    many = {f"r{i}": ([0, 1], [1.0, 0.5]) for i in range(WEBGL_FROM_CURVES)}
+    assert {t.type for t in curves_figure(few, "loss", "step").data} == {"scatter"}
+    assert {t.type for t in curves_figure(many, "loss", "step").data} == {"scattergl"}

@@ -18,6 +18,9 @@ from plaml_lab.viz.plots import TEMPLATE
 from plaml_lab.viz import runset as S
 
 MAX_DEFAULT_SELECTED = 12  # runs selected at start; hundreds of curves help nobody
+# Above this many curves WebGL (Scattergl) draws them; below, SVG lines, which also draw where a
+# browser has no WebGL (headless, remote desktops) and which nbconvert/PNG exports keep.
+WEBGL_FROM_CURVES = 40
 OPENABLE = ("training_monitor", "mask_explorer", "token_map_viewer", "cluster_explorer",
             "attention_viewer", "teacher_compare")
 
@@ -26,8 +29,9 @@ def curves_figure(curves: dict[str, tuple], column: str, x: str, log_y: bool = F
                   ) -> go.Figure:
     """One line per run: curves {run name: (xs, ys)}."""
     fig = go.Figure()
+    trace = go.Scattergl if len(curves) >= WEBGL_FROM_CURVES else go.Scatter
     for name, (xs, ys) in curves.items():
-        fig.add_trace(go.Scattergl(x=xs, y=ys, name=name, mode="lines"))
+        fig.add_trace(trace(x=xs, y=ys, name=name, mode="lines"))
     fig.update_layout(template=TEMPLATE, height=380, title=f"{column} vs {x}",
                       margin={"l": 50, "r": 20, "t": 40, "b": 40},
                       xaxis_title=x, yaxis_title=column,

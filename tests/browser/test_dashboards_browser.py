@@ -20,7 +20,7 @@ except ImportError:  # the `browser` fixture skips (or, under CI, fails) with th
 
 pytestmark = pytest.mark.browser
 
-RUN_ALL_S = 240  # a fresh kernel imports torch, trains the SMOKE run, builds six apps: ~30 s
+RUN_ALL_S = 240  # a fresh kernel imports torch, trains the SMOKE run, builds seven apps: ~30 s
 ACTION_MS = 60_000  # limit for one kernel round trip (a re-render takes ~1 s on 2 busy cores)
 STEP_MS = 15_000  # Playwright's default wait for an element that should already be there
 REDRAW_GRACE_MS = 5_000  # image update after the kernel's re-render reached the browser
@@ -47,6 +47,12 @@ APPS = {
                          "images": [], "plots": ["metrics"]},
     "teacher-compare": {"controls": [f".plaml-checkpoint{SELECT}", f".plaml-distance{SELECT}"],
                         "images": ["maps"], "plots": ["compare"]},
+    # the runs of the SMOKE run's folder side by side: run picker, curve and smoothing
+    # controls, the open-a-run buttons, and the overlaid metrics.jsonl curves
+    "compare-runs": {"controls": [".plaml-runs select", f".plaml-metric{SELECT}",
+                                  f".plaml-smoothing{SLIDER}", "button.plaml-refresh",
+                                  f".plaml-dashboard{SELECT}", "button.plaml-open"],
+                     "images": [], "plots": ["curves"]},
 }
 
 
@@ -145,7 +151,7 @@ def lab_page(browser, lab_server, sign_in, artifacts):
                 """() => {
                     const texts = [...document.querySelectorAll('.jp-OutputArea-output')]
                         .map(e => e.innerText);
-                    if (texts.some(t => t.includes('teacher_compare:'))) return 'done';
+                    if (texts.some(t => t.includes('compare_runs:'))) return 'done';
                     if (texts.some(t => t.includes('Traceback'))) return 'raised';
                     return false;
                 }""", timeout=RUN_ALL_S * 1000).json_value()
@@ -169,9 +175,9 @@ def lab_page(browser, lab_server, sign_in, artifacts):
 
 
 def test_run_all_in_jupyterlab_reports_every_dashboard_rendered(lab_page):
-    status = lab_page.locator(".jp-OutputArea-output", has_text="teacher_compare:").inner_text()
+    status = lab_page.locator(".jp-OutputArea-output", has_text="compare_runs:").inner_text()
     lines = [ln for ln in status.splitlines() if ln.strip()]
-    assert len(lines) == 6 and all(ln.endswith("; rendered") for ln in lines), status
+    assert len(lines) == len(APPS) and all(ln.endswith("; rendered") for ln in lines), status
     for failure in ("Traceback", "Error displaying widget", "Loading widget"):
         found = lab_page.locator(".jp-OutputArea-output", has_text=failure).count()
         assert found == 0, (f"{found} output(s) show {failure!r}\n"
