@@ -45,12 +45,14 @@ from pathlib import Path
 
 import yaml
 
+from plaml_lab import executors
 from plaml_lab.config import ConfigError, load_yaml
+from plaml_lab.executors import ClusterSettings, cluster_settings
 from plaml_lab.notebook import repo_root
 
 DEFAULT_NOTEBOOK = "notebooks/01_pretrain.ipynb"
 GRID_KEYS = ("notebook", "config", "overrides", "timeout", "parameters", "points", "axes",
-             "seeds", "baseline")
+             "seeds", "baseline", "cluster")
 KERNEL = "python3"
 _SAFE = re.compile(r"[^A-Za-z0-9._=+-]")
 
@@ -70,6 +72,7 @@ class Grid:
     points: list[Point]
     timeout: float | None = None
     parameters: dict = field(default_factory=dict)
+    cluster: dict = field(default_factory=dict)  # executors.cluster_settings reads it
 
 
 # --- the grid file ------------------------------------------------------------------------------
@@ -170,6 +173,11 @@ def load_grid(path: str | Path) -> Grid:
     if clash:
         raise ConfigError(f"{path}: parameters.{clash[0]}: set by the sweep itself")
 
+    cluster = data.get("cluster") or {}
+    try:
+        cluster_settings(cluster)  # checked now, read when a submitit executor runs the sweep
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
     expanded = _expand(named, axes)
     seen = set()
     for p in expanded:
@@ -178,7 +186,7 @@ def load_grid(path: str | Path) -> Grid:
         seen.add(p.name)
     return Grid(path=path, notebook=notebook, config=config, overrides=overrides,
                 points=expanded, timeout=float(timeout) if timeout else None,
-                parameters=parameters)
+                parameters=parameters, cluster=cluster)
 
 
 # --- one point ----------------------------------------------------------------------------------
@@ -404,16 +412,22 @@ def _user_path(value: str | Path, what: str) -> Path:
 def run_sweep(grid_path: str | Path, notebook: str | Path | None = None,
               out: str | Path | None = None, workers: int = 1, timeout: float | None = None,
               *, config: str | Path | None = None, overrides: list[str] | None = None,
-              log=print) -> list[dict]:
+              executor: str = "local", detach: bool = False, log=print) -> list[dict]:
     """Run every point of a grid (skipping completed ones) with `workers` points in parallel;
     writes out/results.csv after each point and returns the rows in grid order.
 
     timeout: seconds per point (default: the grid's `timeout`, else none); config replaces the
-    grid's preset; overrides are appended to the grid's overrides (before each point's)."""
+    grid's preset; overrides are appended to the grid's overrides (before each point's);
+    `cluster.key=value` overrides set the grid's cluster section instead. executor: local
+    (papermill processes from here), submitit-local or slurm (one submitit job per point, a job
+    array on SLURM; `workers` does not apply); detach: submit and return (rows 'pending')."""
+    executors.check_kind(executor)
     grid = load_grid(grid_path)
     if config:
         grid.config = _user_path(config, "--config")
-    grid.overrides = grid.overrides + _override_list(list(overrides or []), "overrides")
+    overrides, cluster_overrides = executors.split_cluster_overrides(list(overrides or []))
+    settings = cluster_settings(grid.cluster, cluster_overrides)
+    grid.overrides = grid.overrides + _override_list(overrides, "overrides")
     nb = _user_path(notebook, "--notebook") if notebook else grid.notebook
     out = Path(out).expanduser().resolve() if out else default_out(grid_path)
     out.mkdir(parents=True, exist_ok=True)
@@ -437,8 +451,9 @@ def run_sweep(grid_path: str | Path, notebook: str | Path | None = None,
         write_results([rows[n] for n in order if n in rows], results_path)
 
     if log:
+        how = f"{workers} in parallel" if executor == "local" else f"executor {executor}"
         log(f"sweep {Path(grid_path).name}: {len(grid.points)} points, {len(rows)} already done, "
-            f"{len(todo)} to run ({workers} in parallel) -> {out}")
+            f"{len(todo)} to run ({how}) -> {out}")
     with lock:
         flush()
     finished = 0
@@ -460,6 +475,9 @@ def run_sweep(grid_path: str | Path, notebook: str | Path | None = None,
                         else f"FAILED ({row['error']})")
                 log(f"[{finished}/{len(todo)}] {p.name}: {what}")
 
+    if todo and executor != "local":
+        _run_jobs(grid, todo, out, nb, timeout, executor, settings, detach, rows, flush, log)
+        return [rows[n] for n in order]
     if todo:
         pool = ThreadPoolExecutor(max_workers=workers)
         try:
@@ -471,6 +489,114 @@ def run_sweep(grid_path: str | Path, notebook: str | Path | None = None,
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     return [rows[n] for n in order]
+
+
+# --- points as submitit jobs ----------------------------------------------------------------------
+
+_IN_JOB = _Running()  # the papermill process of the point this job process runs
+
+
+def _point_job(grid: Grid, point: Point, out: Path, nb: Path, timeout: float | None,
+               threads: int | None) -> dict:
+    """run_point inside a submitit job; papermill (its own session) is stopped with the job."""
+    try:
+        return run_point(grid, point, out, notebook=nb, timeout=timeout, threads=threads,
+                         running=_IN_JOB)
+    except BaseException:
+        _IN_JOB.kill_all()
+        raise
+
+
+def _stop_point_job() -> None:
+    """Preempted: stop papermill before submitit requeues the job (the requeued run resumes)."""
+    _IN_JOB.kill_all()
+
+
+def _run_jobs(grid: Grid, todo: list[Point], out: Path, nb: Path, timeout: float | None,
+              kind: str, settings: ClusterSettings, detach: bool, rows: dict, flush, log) -> None:
+    """One submitit job per point (SLURM jobs still queued or running from an earlier call are
+    waited for, not submitted again); rows filled in as jobs finish."""
+    waiting, fresh = {}, []
+    for p in todo:
+        rec = executors.read_record(out / p.name)
+        if rec and rec.get("executor") == "slurm" and kind == "slurm" and executors.in_flight(rec):
+            waiting[p.name] = executors.attach(rec)
+        else:
+            fresh.append(p)
+    # points running side by side on this machine share its cores; a SLURM job has its own
+    threads = (settings.cpus_per_task if kind == "slurm"
+               else max(1, (os.cpu_count() or 1) // max(1, len(fresh))))
+    calls = {p.name: executors.CallJob(out / p.name, _point_job, grid, p, out, nb, timeout,
+                                       threads, on_checkpoint=_stop_point_job) for p in fresh}
+    if calls:
+        for stale in ("done.json", "error.txt"):
+            for p in fresh:
+                (out / p.name / stale).unlink(missing_ok=True)
+        waiting.update(executors.submit(calls, kind, settings, out / ".submitit",
+                                        f"sweep-{grid.path.stem}"))
+    if log:
+        ids = ", ".join(f"{k}={j.job_id}" for k, j in waiting.items())
+        log(f"{kind}: {len(calls)} job(s) submitted, {len(waiting) - len(calls)} already "
+            f"queued ({ids})")
+    pending = {"status": "pending", "executed": False, "seconds": None, "error": ""}
+    for p in todo:
+        rows[p.name] = {"point": p.name, **pending, "overrides": p.overrides}
+    flush()
+    if detach:
+        return
+    finished = 0
+
+    def done(name: str, job) -> None:
+        nonlocal finished
+        point = next(p for p in todo if p.name == name)
+        try:
+            row = job.result()
+        except Exception:  # noqa: BLE001 - the job died (killed, out of memory, time limit)
+            error = executors.job_error(job)
+            (out / name / "error.txt").write_text(error + "\n")
+            row = {"point": name, "status": "failed", "executed": True, "seconds": None,
+                   "overrides": point.overrides, "error": error}
+        executors.finish_record(out / name, "DONE" if row["status"] == "done" else "FAILED",
+                                row["error"] or None)
+        rows[name] = row
+        finished += 1
+        flush()
+        if log:
+            what = "done" if row["status"] == "done" else f"FAILED ({row['error']})"
+            log(f"[{finished}/{len(waiting)}] {name} (job {job.job_id}): {what}")
+
+    try:
+        executors.wait(waiting, done, poll_s=1.0 if kind == "submitit-local" else 30.0)
+    except KeyboardInterrupt:
+        if kind == "submitit-local":
+            for job in waiting.values():
+                job.cancel(check=False)
+        else:
+            print(f"the SLURM jobs keep running: `plaml-lab sweep {grid.path} --status` follows "
+                  "them, the same command again collects them", file=sys.stderr)
+        raise
+
+
+def sweep_status(grid_path: str | Path, out: str | Path | None = None) -> list[tuple[str, str]]:
+    """(point, one-line state) for every grid point: done / failed from the point's folder, else
+    its job record (job id, live state, requeues, log path)."""
+    grid = load_grid(grid_path)
+    out = Path(out).expanduser().resolve() if out else default_out(grid_path)
+    lines = []
+    for p in grid.points:
+        folder = out / p.name
+        rec = executors.read_record(folder)
+        job = f" [{executors.describe(rec, error=False)}]" if rec else ""
+        if (folder / "done.json").is_file():
+            lines.append((p.name, f"done{job}"))
+        elif (folder / "error.txt").is_file():
+            error = (folder / "error.txt").read_text().strip()
+            lines.append((p.name, f"failed: {error}{job}"))
+        elif rec:
+            lines.append((p.name, executors.describe(rec)))
+        else:
+            lines.append((p.name, "not started"))
+    return lines
 
 
 # --- CLI ----------------------------------------------------------------------------------------
@@ -491,26 +617,51 @@ def add_cli(sub) -> None:
                    help="seconds per point before it is stopped and recorded as failed")
     p.add_argument("--config", help="preset for every point instead of the grid's `config`")
     p.add_argument("--dry-run", action="store_true", help="list the points and exit")
+    add_executor_args(p, "points")
+    p.add_argument("--status", action="store_true",
+                   help="show each point's state, job id and log path, and exit")
     p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="overrides added to every point (after the grid's own)")
+                   help="overrides added to every point (after the grid's own); cluster.KEY=V "
+                   "sets the grid's cluster section (docs/cluster.md)")
     p.set_defaults(func=cmd_sweep)
+
+
+def add_executor_args(p, what: str) -> None:
+    """--executor and --detach, shared by sweep, ablation and pretrain."""
+    p.add_argument("--executor", default="local", choices=executors.EXECUTORS,
+                   help=f"where {what} run: local (processes from here, the default), "
+                   "submitit-local (submitit jobs on this machine), slurm (submitit jobs on a "
+                   "SLURM cluster; cluster.* settings, docs/cluster.md)")
+    p.add_argument("--detach", action="store_true",
+                   help="with a submitit executor: submit, record the jobs and return; the "
+                   "same command later waits for them and collects the results")
 
 
 def cmd_sweep(args) -> int:
     if args.workers < 1:
         raise ConfigError(f"--workers {args.workers}: must be at least 1")
+    if args.status:
+        for name, state in sweep_status(args.grid, args.out):
+            print(f"{name}: {state}")
+        return 0
     if args.dry_run:
         grid = load_grid(args.grid)
         for p in grid.points:
             print(f"{p.name}: {' '.join(grid.overrides + args.overrides + p.overrides)}")
         return 0
     rows = run_sweep(args.grid, args.notebook, args.out, args.workers, args.timeout,
-                     config=args.config, overrides=args.overrides)
+                     config=args.config, overrides=args.overrides, executor=args.executor,
+                     detach=args.detach)
     failed = [r for r in rows if r["status"] == "failed"]
+    pending = [r for r in rows if r["status"] == "pending"]
     ran = sum(bool(r["executed"]) for r in rows)
     out = Path(args.out).resolve() if args.out else default_out(args.grid)
-    print(f"{len(rows) - len(failed)}/{len(rows)} points done ({ran} executed now, "
-          f"{len(failed)} failed); table: {out / 'results.csv'}")
+    done = len(rows) - len(failed) - len(pending)
+    print(f"{done}/{len(rows)} points done ({ran} executed now, {len(failed)} failed"
+          + (f", {len(pending)} submitted" if pending else "") + f"); table: {out / 'results.csv'}")
+    if pending:
+        print(f"follow: plaml-lab sweep {args.grid} --status"
+              + (f" --out {args.out}" if args.out else ""))
     for r in failed:
         print(f"failed: {r['point']}: {r['error']}", file=sys.stderr)
     return 1 if failed else 0

@@ -1,0 +1,389 @@
+"""Where grid points and pretraining runs execute: in this process (`local`), as submitit jobs
+on this machine (`submitit-local`, real subprocesses), or on a SLURM cluster (`slurm`).
+
+submitit does the work (sbatch scripts, job arrays, logs, pickled results, the USR2 preemption
+and time-limit signal, requeueing); this module only maps the lab's `cluster` settings onto it,
+wraps lab calls as submitit `Checkpointable`s and records each job next to what it computes:
+
+    <folder>/job.json   {"executor", "job_id", "state", "stdout", "stderr", "tasks", "starts", ...}
+
+A `cluster` section in a grid file, or `cluster.<key>=value` on the command line:
+
+    cluster:
+      partition: gpu          # sbatch --partition (default: the cluster's default)
+      account: my-project     # sbatch --account
+      nodes: 1                # nodes per job (multi-node DDP when > 1)
+      gpus_per_node: 1        # GPUs per node (default 1 on slurm, 0 with submitit-local)
+      tasks_per_node: 1       # processes per node (default: one per GPU, at least 1)
+      cpus_per_task: 8        # CPU cores per process (also its torch threads)
+      mem_gb: 64              # memory per node (default: the cluster's default)
+      time_min: 1440          # time limit of one job in minutes; a timed-out job requeues
+      constraint: a100        # sbatch --constraint
+      sbatch: ["--qos=high"]  # further sbatch lines, as --key=value (or --flag)
+      setup: ["module load cuda"]  # shell lines run in the job before python
+      max_requeues: 3         # time-limit requeues per job (preemptions are not counted)
+      signal_delay_s: 120     # USR2 this many seconds before the time limit
+      array_parallelism: 256  # array tasks running at once
+
+A job that receives USR2 (preemption, or the time limit's warning) runs its `checkpoint()`,
+which requeues the same call: the run folder then resumes exactly from checkpoints/last.pt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+from submitit.helpers import Checkpointable  # no torch: the sweep's CLI stays cheap
+
+from plaml_lab.config import ConfigError
+
+EXECUTORS = ("local", "submitit-local", "slurm")
+RECORD = "job.json"
+# States after which a job will not change any more (SLURM's, and submitit-local's).
+FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
+                "BOOT_FAIL", "DEADLINE", "PREEMPTED", "FINISHED", "INTERRUPTED", "DONE",
+                "NO PROCESS AND NO RESULT"}
+
+
+@dataclass
+class ClusterSettings:
+    """Resources of one job (see the module docstring); None = the executor's default."""
+    partition: str | None = None
+    account: str | None = None
+    nodes: int = 1
+    gpus_per_node: int | None = None
+    tasks_per_node: int | None = None
+    cpus_per_task: int = 8
+    mem_gb: float | None = None
+    time_min: int = 1440
+    constraint: str | None = None
+    sbatch: list[str] = field(default_factory=list)
+    setup: list[str] = field(default_factory=list)
+    max_requeues: int = 3
+    signal_delay_s: int = 120
+    array_parallelism: int = 256
+
+    def gpus(self, kind: str) -> int:
+        if self.gpus_per_node is not None:
+            return self.gpus_per_node
+        return 1 if kind == "slurm" else 0
+
+    def tasks(self, kind: str) -> int:
+        """Processes per node: one per GPU (DDP), at least one."""
+        if self.tasks_per_node is not None:
+            return self.tasks_per_node
+        return max(1, self.gpus(kind))
+
+
+_INTS = {"nodes": 1, "gpus_per_node": 0, "tasks_per_node": 1, "cpus_per_task": 1, "time_min": 1,
+         "max_requeues": 0, "signal_delay_s": 0, "array_parallelism": 1}  # key -> minimum
+_STRINGS = ("partition", "account", "constraint")
+_LISTS = ("sbatch", "setup")
+
+
+def _check(key: str, value):
+    """One cluster value, type-checked; ConfigError naming `cluster.<key>`."""
+    where = f"cluster.{key}"
+    if key in _INTS:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        if value < _INTS[key]:
+            raise ConfigError(f"{where}: must be at least {_INTS[key]}, got {value}")
+        return value
+    if key == "mem_gb":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ConfigError(f"{where}: expected a positive number of GB, got {value!r}")
+        return value
+    if key in _STRINGS:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{where}: expected a non-empty string, got {value!r}")
+        return value
+    if key in _LISTS:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+        if key == "sbatch":
+            bad = [v for v in value if not v.startswith("--") or len(v) < 3]
+            if bad:
+                raise ConfigError(f"{where}: '{bad[0]}' is not an sbatch option (--key=value)")
+        return list(value)
+    known = ", ".join(f.name for f in fields(ClusterSettings))
+    raise ConfigError(f"{where}: unknown cluster setting (known: {known})")
+
+
+def cluster_settings(section=None, overrides: list[str] | None = None) -> ClusterSettings:
+    """A grid file's `cluster` mapping, then `cluster.key=value` overrides (values read as YAML
+    scalars, like config overrides) -> checked ClusterSettings."""
+    if section is None:
+        section = {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"cluster: expected a mapping of settings, got {type(section).__name__}")
+    values = dict(section)
+    for item in overrides or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key.startswith("cluster.") or key == "cluster.":
+            raise ConfigError(f"{item}: expected cluster.<key>=value")
+        try:
+            values[key[len("cluster."):]] = yaml.safe_load(text) if text else None
+        except yaml.YAMLError:
+            values[key[len("cluster."):]] = text
+    checked = {k: _check(str(k), v) for k, v in values.items()}
+    return ClusterSettings(**checked)
+
+
+def split_cluster_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
+    """(config overrides, cluster.* overrides) from one command line's key=value list."""
+    cluster = [o for o in overrides if o.startswith("cluster.")]
+    return [o for o in overrides if not o.startswith("cluster.")], cluster
+
+
+def check_kind(kind: str) -> str:
+    if kind not in EXECUTORS:
+        raise ConfigError(f"--executor {kind}: expected one of {', '.join(EXECUTORS)}")
+    return kind
+
+
+def make_executor(kind: str, folder: str | Path, settings: ClusterSettings, name: str):
+    """A submitit executor for `kind` (submitit-local or slurm) writing its scripts, pickles and
+    logs under `folder`. ConfigError when SLURM is not reachable from here."""
+    import submitit
+
+    folder = Path(folder)
+    common = dict(name=name, timeout_min=settings.time_min, nodes=settings.nodes,
+                  tasks_per_node=settings.tasks(kind), gpus_per_node=settings.gpus(kind),
+                  cpus_per_task=settings.cpus_per_task)
+    if kind == "submitit-local":
+        if settings.nodes != 1:
+            raise ConfigError(f"cluster.nodes={settings.nodes}: submitit-local runs on this "
+                              "machine only (nodes: 1)")
+        ex = submitit.LocalExecutor(folder)
+        ex.update_parameters(timeout_min=settings.time_min, tasks_per_node=settings.tasks(kind),
+                             gpus_per_node=settings.gpus(kind),
+                             signal_delay_s=settings.signal_delay_s)
+        return ex
+    if kind != "slurm":
+        raise ConfigError(f"--executor {kind}: not a submitit executor")
+    try:
+        ex = submitit.AutoExecutor(folder, cluster="slurm",
+                                   slurm_max_num_timeout=settings.max_requeues)
+    except RuntimeError as e:  # submitit looks for srun on PATH
+        raise ConfigError(f"--executor slurm: no SLURM here ({e})") from None
+    extra = {}
+    for line in settings.sbatch:
+        key, sep, value = line[2:].partition("=")
+        extra[key] = value if sep else True
+    specific = dict(slurm_partition=settings.partition, slurm_account=settings.account,
+                    slurm_constraint=settings.constraint,
+                    slurm_signal_delay_s=settings.signal_delay_s,
+                    slurm_array_parallelism=settings.array_parallelism,
+                    slurm_additional_parameters=extra or None,
+                    slurm_setup=settings.setup or None)
+    if settings.mem_gb is not None:
+        common["mem_gb"] = settings.mem_gb
+    ex.update_parameters(**common, **{k: v for k, v in specific.items() if v is not None})
+    return ex
+
+
+# --- jobs -----------------------------------------------------------------------------------------
+
+class LabJob:
+    """Base of the lab's submitit callables: records each start in the job's folder (rank 0)."""
+
+    record_dir: Path
+
+    def _note_start(self) -> None:
+        import submitit
+
+        env = submitit.JobEnvironment()
+        if env.global_rank != 0:
+            return
+        rec = read_record(self.record_dir) or {}
+        rec.setdefault("starts", []).append({"job_id": env.job_id, "at": _now(),
+                                             "host": env.hostname})
+        rec["state"] = "RUNNING"
+        write_record(self.record_dir, rec)
+
+
+class PretrainJob(Checkpointable, LabJob):
+    """`pretrain(config, out, overrides)` as a job. With several tasks (nodes x tasks_per_node)
+    submitit's TorchDistributedEnvironment exports MASTER_ADDR/PORT, RANK, WORLD_SIZE and
+    LOCAL_RANK, and the trainer's env:// setup forms the group (NCCL on GPUs, gloo on CPU).
+    Preempted or timed out, checkpoint() (submitit's default: the same call) requeues it and the
+    run resumes exactly from out/checkpoints/last.pt. `callback(row)` is the trainer's."""
+
+    def __init__(self, config, out: str | Path, overrides: list[str], callback=None):
+        self.config = None if config is None else str(config)
+        self.out = str(out)
+        self.overrides = list(overrides)
+        self.callback = callback
+        self.record_dir = Path(out)
+
+    def __call__(self) -> dict:
+        from submitit.helpers import TorchDistributedEnvironment
+
+        from plaml_lab.train import pretrain
+
+        self._note_start()
+        # each task picks its GPU from LOCAL_RANK (the trainer), so keep every GPU visible
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+        return pretrain(self.config, self.out, self.overrides, callback=self.callback)
+
+
+class CallJob(Checkpointable, LabJob):
+    """`fn(*args, **kwargs)` as a job whose results live in `record_dir` (a sweep point, an
+    ablation run): requeued as is on preemption, since the call resumes from its folder.
+    `on_checkpoint`, if given, runs first (the sweep stops its papermill process group)."""
+
+    def __init__(self, record_dir: str | Path, fn, *args, on_checkpoint=None, **kwargs):
+        self.record_dir = Path(record_dir)
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+        self.on_checkpoint = on_checkpoint
+
+    def __call__(self):
+        self._note_start()
+        return self.fn(*self.args, **self.kwargs)
+
+    def checkpoint(self, *args, **kwargs):
+        if self.on_checkpoint is not None:
+            self.on_checkpoint()
+        return super().checkpoint(*args, **kwargs)
+
+
+# --- records ----------------------------------------------------------------------------------------
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def read_record(folder: str | Path) -> dict | None:
+    path = Path(folder) / RECORD
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def write_record(folder: str | Path, record: dict) -> None:
+    """folder/job.json, written atomically (the job and the submitter both update it)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f"{RECORD}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, folder / RECORD)
+
+
+def record_submission(folder: str | Path, job, kind: str, settings: ClusterSettings) -> dict:
+    """Write folder/job.json for a just-submitted submitit job and return it."""
+    rec = {"executor": kind, "job_id": str(job.job_id), "state": "SUBMITTED",
+           "submitted": _now(), "submitit_folder": str(job.paths.folder),
+           "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr),
+           "tasks": job.num_tasks,
+           "cluster": {k: v for k, v in asdict(settings).items() if v not in (None, [])},
+           "starts": []}
+    write_record(folder, rec)
+    return rec
+
+
+def finish_record(folder: str | Path, state: str, error: str | None = None) -> None:
+    rec = read_record(folder) or {}
+    rec["state"] = state
+    rec["finished"] = _now()
+    if error:
+        rec["error"] = error
+    else:
+        rec.pop("error", None)
+    write_record(folder, rec)
+
+
+def live_state(rec: dict) -> str:
+    """The job's state now: SLURM's (sacct, through submitit) for slurm jobs; for submitit-local
+    RUNNING while its controller process lives; else the recorded state."""
+    kind, job_id, state = rec.get("executor"), rec.get("job_id"), rec.get("state", "UNKNOWN")
+    if state in FINAL_STATES or not job_id:
+        return state
+    if kind == "slurm":
+        import submitit
+
+        try:
+            return submitit.SlurmJob(rec["submitit_folder"], job_id).state
+        except Exception as e:  # noqa: BLE001 - sacct missing or unreachable: say so, keep going
+            return f"{state} (sacct: {type(e).__name__})"
+    if kind == "submitit-local":
+        try:
+            os.kill(int(job_id), 0)
+            return "RUNNING"
+        except (OSError, ValueError):
+            return "INTERRUPTED"
+    return state
+
+
+def in_flight(rec: dict | None) -> bool:
+    """A submitted job that has not reached a final state (re-runs attach instead of resubmit)."""
+    if not rec or rec.get("executor") not in ("slurm", "submitit-local"):
+        return False
+    return live_state(rec).split(" ")[0] not in FINAL_STATES
+
+
+def attach(rec: dict):
+    """A submitit job object for a recorded SLURM job (to wait for it again)."""
+    import submitit
+
+    return submitit.SlurmJob(rec["submitit_folder"], rec["job_id"])
+
+
+def job_error(job) -> str:
+    """One line for a job that ended without a result (its exception, else its log's tail)."""
+    try:
+        exc = job.exception()
+    except Exception as e:  # noqa: BLE001 - submitit raises when the job left no result
+        exc = e
+    text = str(exc).strip() if exc is not None else ""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    # submitit's FailedJobError carries the remote traceback: its last line names the error
+    return lines[-1].strip() if lines else f"job {job.job_id} ended without a result"
+
+
+def wait(jobs: dict, on_done, poll_s: float = 2.0) -> None:
+    """Call on_done(key, job) for each of {key: job} as it finishes, in completion order."""
+    from submitit.helpers import as_completed
+
+    by_id = {id(j): k for k, j in jobs.items()}
+    for job in as_completed(list(jobs.values()), poll_frequency=poll_s):
+        on_done(by_id[id(job)], job)
+
+
+def describe(rec: dict | None, error: bool = True) -> str:
+    """`--status` line for one record (its error too unless error=False)."""
+    if not rec:
+        return "not submitted"
+    starts = len(rec.get("starts", []))
+    parts = [f"{rec.get('executor')} job {rec.get('job_id')}", live_state(rec)]
+    if starts > 1:
+        parts.append(f"{starts} starts (requeued {starts - 1}x)")
+    if error and rec.get("error"):
+        parts.append(rec["error"])
+    parts.append(f"log {rec.get('stdout')}")
+    return ", ".join(parts)
+
+
+
+# --- many jobs at once ---------------------------------------------------------------------------
+
+def submit(calls: dict, kind: str, settings: ClusterSettings, folder: str | Path,
+           name: str) -> dict:
+    """Submit {key: LabJob} as one batch (one SLURM job array when there are several) and write
+    each job's record into its LabJob's record_dir; returns {key: submitit job}."""
+    ex = make_executor(kind, folder, settings, name)
+    with ex.batch():
+        jobs = {key: ex.submit(call) for key, call in calls.items()}
+    for key, job in jobs.items():  # ids exist once the batch is closed
+        record_submission(calls[key].record_dir, job, kind, settings)
+    return jobs
