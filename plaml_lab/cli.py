@@ -36,12 +36,47 @@ def _add_pretrain(sub) -> None:
     p.add_argument("--out", help="run folder (default experiments/runs/<run.name>)")
     p.add_argument("--force-new", action="store_true",
                    help="move an existing run in --out aside to a dated folder and start anew")
+    from plaml_lab.sweep import add_executor_args
+    add_executor_args(p, "the run's processes")
     p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="dotted config overrides, e.g. method.teachers=single mask.ratio=0.6")
+                   help="dotted config overrides, e.g. method.teachers=single mask.ratio=0.6; "
+                   "cluster.KEY=V for a submitit executor, e.g. cluster.nodes=2 (docs/cluster.md)")
     p.set_defaults(func=cmd_pretrain)
 
 
+def _submit_pretrain(args) -> int:
+    """--executor submitit-local|slurm: one job of cluster.nodes x tasks_per_node processes."""
+    from plaml_lab import executors
+    overrides, cluster = executors.split_cluster_overrides(args.overrides)
+    settings = executors.cluster_settings(None, cluster)
+    job, out = executors.submit_pretrain(args.config, args.out, overrides, args.executor,
+                                         settings, force_new=args.force_new)
+    rec = executors.read_record(out)
+    print(f"{args.executor} job {job.job_id}: {out} (record {out / executors.RECORD}, "
+          f"log {rec['stdout']})", file=sys.stderr)
+    if args.detach:
+        return 0
+    try:
+        summary = executors.result(job)
+    except KeyboardInterrupt:
+        if args.executor == "submitit-local":
+            job.cancel(check=False)
+        raise
+    except Exception:  # noqa: BLE001 - the job failed: its error in one line, the log to read
+        error = executors.job_error(job)
+        executors.finish_record(out, "FAILED", error)
+        print(f"error: job {job.job_id} failed: {error} (log {rec['stderr']})", file=sys.stderr)
+        return 1
+    executors.finish_record(out, "DONE")
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def cmd_pretrain(args) -> int:
+    if args.executor != "local":
+        return _submit_pretrain(args)
+    if args.detach:
+        raise ConfigError("--detach: only with --executor submitit-local or slurm")
     from plaml_lab.train import NonFiniteLossError, pretrain
     try:
         summary = pretrain(args.config, args.out, args.overrides, force_new=args.force_new)

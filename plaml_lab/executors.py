@@ -339,6 +339,11 @@ def attach(rec: dict):
     return submitit.SlurmJob(rec["submitit_folder"], rec["job_id"])
 
 
+def result(job):
+    """What rank 0 returned (submitit keeps one result per task; raises if the job failed)."""
+    return job.results()[0]
+
+
 def job_error(job) -> str:
     """One line for a job that ended without a result (its exception, else its log's tail)."""
     try:
@@ -387,3 +392,22 @@ def submit(calls: dict, kind: str, settings: ClusterSettings, folder: str | Path
     for key, job in jobs.items():  # ids exist once the batch is closed
         record_submission(calls[key].record_dir, job, kind, settings)
     return jobs
+
+
+def submit_pretrain(config, out, overrides: list[str], kind: str,
+                    settings: ClusterSettings, *, force_new: bool = False, callback=None):
+    """Check the config and run folder here, then submit one PretrainJob (nodes x tasks_per_node
+    processes); returns (job, out). force_new moves an existing run aside now, before the job's
+    logs go into out/submitit/."""
+    from plaml_lab.config import load_config
+    from plaml_lab.train import _dated_aside, check_run_dir
+
+    cfg = load_config(config, overrides)
+    out = Path(out or f"experiments/runs/{cfg.run.name}").expanduser().resolve()
+    if check_run_dir(out, cfg, force_new) == "aside":
+        aside = _dated_aside(out)
+        os.replace(out, aside)
+        print(f"moved the previous run aside to {aside}")
+    call = PretrainJob(config, out, overrides, callback=callback)
+    job = submit({"run": call}, kind, settings, out / "submitit", f"pretrain-{cfg.run.name}")["run"]
+    return job, out

@@ -516,6 +516,13 @@ def _run_jobs(grid: Grid, todo: list[Point], out: Path, nb: Path, timeout: float
               kind: str, settings: ClusterSettings, detach: bool, rows: dict, flush, log) -> None:
     """One submitit job per point (SLURM jobs still queued or running from an earlier call are
     waited for, not submitted again); rows filled in as jobs finish."""
+    # a point is one notebook process: its GPUs are for that process (DDP is `pretrain`'s)
+    if settings.tasks_per_node is None:
+        settings.tasks_per_node = 1
+    if settings.tasks_per_node != 1 or settings.nodes != 1:
+        raise ConfigError("cluster.tasks_per_node / cluster.nodes: a sweep point is one notebook "
+                          "process (1 task on 1 node); multi-process pretraining is "
+                          "`plaml-lab pretrain --executor slurm` or the ablation runner")
     waiting, fresh = {}, []
     for p in todo:
         rec = executors.read_record(out / p.name)
@@ -550,7 +557,7 @@ def _run_jobs(grid: Grid, todo: list[Point], out: Path, nb: Path, timeout: float
         nonlocal finished
         point = next(p for p in todo if p.name == name)
         try:
-            row = job.result()
+            row = executors.result(job)
         except Exception:  # noqa: BLE001 - the job died (killed, out of memory, time limit)
             error = executors.job_error(job)
             (out / name / "error.txt").write_text(error + "\n")
