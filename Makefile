@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m plaml_lab.demo
+	$(PY) -m plaml_lab demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
@@ -56,7 +56,7 @@ bench: $(STAMP)
 	$(PY) -m plaml_lab bench --csv benchmarks/results/bench_cpu.csv
 
 ablation: $(STAMP)
-	$(PY) -m plaml_lab.ablation
+	$(PY) -m plaml_lab ablation
 
 clean-runs:
 	rm -rf experiments/runs

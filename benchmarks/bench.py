@@ -1,4 +1,4 @@
-"""Benchmark script: `plaml-lab bench` (plaml_lab/bench.py holds the harness) plus the
+"""Benchmark script: `plaml-lab bench` (plaml_lab/lab/bench.py holds the harness) plus the
 reference MAE of benchmarks/reference_mae.py as an extra case.
 
     .venv/bin/python benchmarks/bench.py [key=value ...] [--preset FILE] [--variants mae,dual]
@@ -18,14 +18,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from plaml_lab.bench import VARIANTS, ExtraCase, _split_list, add_arguments, cmd_bench  # noqa: E402
+from plaml_lab.cli import bench_arguments  # noqa: E402
+from plaml_lab.lab.bench import ExtraCase, cmd_bench, split_list  # noqa: E402
+from plaml_lab.variants import VARIANTS  # noqa: E402
 from plaml_lab.config import ConfigError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="benchmarks/bench.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
+    bench_arguments(p)
     p.add_argument("--reference", action="store_true",
                    help="also time the reference MAE (benchmarks/reference_mae.py)")
     p.add_argument("--sdpa-twins", action="store_true",
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         from reference_mae import reference_case
         extra["ref_mae"] = ExtraCase("mae", [], reference_case)
     if args.sdpa_twins:
-        for v in _split_list(args.variants) or list(VARIANTS):
+        for v in split_list(args.variants) or list(VARIANTS):
             extra[f"{v}_sdpa"] = ExtraCase(v, ["model.attn_impl=sdpa"])
     try:
         return cmd_bench(args, extra_cases=extra)

@@ -123,9 +123,9 @@ class ReferenceMAE(nn.Module):
 
 
 def reference_case(cfg, device: torch.device, seed: int = 0):
-    """A plaml_lab.bench.Case that trains ReferenceMAE at cfg's sizes on the same number of
+    """A plaml_lab.lab.bench.Case that trains ReferenceMAE at cfg's sizes on the same number of
     random view-images (batch x views) as the plaml_lab 'mae' case."""
-    from plaml_lab.bench import Case
+    from plaml_lab.lab.bench import Case
 
     m = cfg.model
     torch.manual_seed(seed)

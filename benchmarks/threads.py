@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from plaml_lab.bench import build_case, variant_config
+from plaml_lab.lab.bench import build_case, variant_config
 from plaml_lab.config import load_yaml
 
 

@@ -1,4 +1,9 @@
-"""`plaml-lab` command line: pretrain, eval, export, sweep, bench.
+"""`plaml-lab` command line: pretrain, eval, export, sweep, bench, ablation, demo.
+
+Every sub-command's arguments are defined here with argparse alone, and each names the function
+that runs it as "module:function"; the module is imported only when its sub-command runs, so
+`plaml-lab --help` imports no torch. A sub-command whose module fails to import is an error
+with a traceback, never a missing choice.
 
 Exit codes: 0 success; 2 bad input (one line `error: ...` naming the key, path or file);
 3 a run stopped on a non-finite loss; 1 anything else (e.g. failed sweep points)."""
@@ -6,19 +11,17 @@ Exit codes: 0 success; 2 bad input (one line `error: ...` naming the key, path o
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 
-from plaml_lab.checkpoint import CheckpointError
-from plaml_lab.config import ConfigError
+from plaml_lab.config import PROBES, ConfigError
+from plaml_lab.errors import USER_ERRORS, NonFiniteLossError
+from plaml_lab.variants import VARIANTS
 
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, CheckpointError, FileNotFoundError)
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from plaml_lab.data.datasets import DatasetError
-    from plaml_lab.train import RunError
-    return USER_ERRORS + (DatasetError, RunError)
+ENCODERS = ["student", "labelling", "reconstruction"]
+EXECUTORS = ("local", "submitit-local", "slurm")  # plaml_lab.lab.submit runs the last two
+OVERRIDES_HELP = "dotted config overrides, e.g. method.teachers=single mask.ratio=0.6"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,7 +31,23 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
 
 
-def _add_pretrain(sub) -> None:
+def _overrides(p, help_text: str = OVERRIDES_HELP) -> None:
+    p.add_argument("overrides", nargs="*", metavar="key=value", help=help_text)
+
+
+def _executor(p, what: str) -> None:
+    """--executor and --detach (pretrain, sweep, ablation); docs/cluster.md."""
+    p.add_argument("--executor", default="local", choices=EXECUTORS,
+                   help=f"where {what}: local (processes started from here, the default), "
+                   "submitit-local (submitit jobs on this machine), slurm (submitit jobs on a "
+                   "SLURM cluster); cluster.KEY=VALUE overrides set the resources "
+                   "(docs/cluster.md)")
+    p.add_argument("--detach", action="store_true",
+                   help="with a submitit executor: submit, record the jobs and return; the "
+                   "same command again waits for them and collects the results")
+
+
+def _pretrain(sub) -> None:
     p = sub.add_parser("pretrain", help="pretrain one configuration (resumes an existing --out)",
                        description="Pretrain one configuration. Re-running with the same --out "
                        "resumes from --out/checkpoints/last.pt.")
@@ -36,59 +55,13 @@ def _add_pretrain(sub) -> None:
     p.add_argument("--out", help="run folder (default experiments/runs/<run.name>)")
     p.add_argument("--force-new", action="store_true",
                    help="move an existing run in --out aside to a dated folder and start anew")
-    from plaml_lab.sweep import add_executor_args
-    add_executor_args(p, "the run's processes")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="dotted config overrides, e.g. method.teachers=single mask.ratio=0.6; "
-                   "cluster.KEY=V for a submitit executor, e.g. cluster.nodes=2 (docs/cluster.md)")
-    p.set_defaults(func=cmd_pretrain)
+    _executor(p, "the run's processes run (cluster.nodes x cluster.tasks_per_node under "
+              "submitit: DDP)")
+    _overrides(p, OVERRIDES_HELP + "; cluster.KEY=VALUE for a submitit executor")
+    p.set_defaults(run="plaml_lab.cli:cmd_pretrain")
 
 
-def _submit_pretrain(args) -> int:
-    """--executor submitit-local|slurm: one job of cluster.nodes x tasks_per_node processes."""
-    from plaml_lab import executors
-    overrides, cluster = executors.split_cluster_overrides(args.overrides)
-    settings = executors.cluster_settings(None, cluster)
-    job, out = executors.submit_pretrain(args.config, args.out, overrides, args.executor,
-                                         settings, force_new=args.force_new)
-    rec = executors.read_record(out)
-    print(f"{args.executor} job {job.job_id}: {out} (record {out / executors.RECORD}, "
-          f"log {rec['stdout']})", file=sys.stderr)
-    if args.detach:
-        return 0
-    try:
-        summary = executors.result(job)
-    except KeyboardInterrupt:
-        if args.executor == "submitit-local":
-            job.cancel(check=False)
-        raise
-    except Exception:  # noqa: BLE001 - the job failed: its error in one line, the log to read
-        error = executors.job_error(job)
-        executors.finish_record(out, "FAILED", error)
-        print(f"error: job {job.job_id} failed: {error} (log {rec['stderr']})", file=sys.stderr)
-        return 1
-    executors.finish_record(out, "DONE")
-    print(json.dumps(summary, indent=2))
-    return 0
-
-
-def cmd_pretrain(args) -> int:
-    if args.executor != "local":
-        return _submit_pretrain(args)
-    if args.detach:
-        raise ConfigError("--detach: only with --executor submitit-local or slurm")
-    from plaml_lab.train import NonFiniteLossError, pretrain
-    try:
-        summary = pretrain(args.config, args.out, args.overrides, force_new=args.force_new)
-    except NonFiniteLossError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
-    print(json.dumps(summary, indent=2))
-    return 0
-
-
-def _add_eval(sub) -> None:
-    from plaml_lab.evaluate import PROBES
+def _eval(sub) -> None:
     p = sub.add_parser(
         "eval", help="evaluate frozen features of a run (one JSON object to stdout)",
         description="Probe the frozen encoder of a run on the dataset's fixed held-out split "
@@ -98,22 +71,155 @@ def _add_eval(sub) -> None:
     p.add_argument("--probes", default=",".join(PROBES),
                    help=f"comma-separated, any of {','.join(PROBES)} (default: all). knn and "
                    "linear are cheap; seg and box need a dataset with masks (shapes)")
-    p.add_argument("--encoder", default="student",
-                   choices=["student", "labelling", "reconstruction"],
+    p.add_argument("--encoder", default="student", choices=ENCODERS,
                    help="which encoder's features to probe (clusters always uses the "
                    "labelling teacher's pseudo labels)")
     p.add_argument("--random-init", action="store_true",
                    help="evaluate an untrained encoder of the same shape (the baseline)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | mps | auto (default cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="non-model settings of the loaded config, e.g. eval.max_train=2000")
-    p.set_defaults(func=cmd_eval)
+    _overrides(p, "non-model settings of the loaded config, e.g. eval.max_train=2000")
+    p.set_defaults(run="plaml_lab.cli:cmd_eval")
+
+
+def _export(sub) -> None:
+    p = sub.add_parser(
+        "export", help="write a run's encoder as a timm-loadable .safetensors file",
+        description="Write the encoder of a run as safetensors that loads with strict=True into "
+        "timm.models.vision_transformer.VisionTransformer of the same shape (num_classes=0). "
+        "See docs/evaluation.md for loading it in timm.")
+    p.add_argument("--checkpoint", required=True, help="checkpoint file or run folder")
+    p.add_argument("--out", required=True, help="output file, e.g. encoder.safetensors")
+    p.add_argument("--encoder", default="student", choices=ENCODERS,
+                   help="which encoder to export (default: the student's)")
+    p.set_defaults(run="plaml_lab.export:cmd_export")
+
+
+def _sweep(sub) -> None:
+    p = sub.add_parser(
+        "sweep", help="run a notebook over a grid of overrides (papermill); results.csv",
+        description="Run one papermill execution of a notebook per grid point into "
+        "OUT/<point>/, collect OUT/results.csv. Failed points are reported and do not stop the "
+        "others (exit 1 when any failed); completed points are skipped on a re-run.")
+    p.add_argument("grid", help="grid YAML, e.g. experiments/grids/quick_variants.yaml")
+    p.add_argument("--notebook", help="notebook to run per point (default: the grid's, else "
+                   "notebooks/01_pretrain.ipynb)")
+    p.add_argument("--out", help="output folder (default experiments/runs/sweeps/<grid name>)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="points run in parallel (each gets cores/N torch threads)")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds per point before it is stopped and recorded as failed")
+    p.add_argument("--config", help="preset for every point instead of the grid's `config`")
+    p.add_argument("--dry-run", action="store_true", help="list the points and exit")
+    _executor(p, "points run (one job per point, a job array on SLURM)")
+    p.add_argument("--status", action="store_true",
+                   help="show each point's state, job id, requeues and log path, and exit")
+    _overrides(p, "overrides added to every point (after the grid's own); cluster.KEY=VALUE "
+               "sets the grid's cluster section")
+    p.set_defaults(run="plaml_lab.lab.sweep:cmd_sweep")
+
+
+def bench_arguments(p: argparse.ArgumentParser) -> None:
+    """`plaml-lab bench`'s arguments (benchmarks/bench.py adds its own to the same set)."""
+    p.add_argument("--preset", default="experiments/configs/lab.yaml",
+                   help="YAML preset (default experiments/configs/lab.yaml; the config defaults "
+                   "if that file is absent or with 'none')")
+    p.add_argument("--variants", action="append", metavar="A,B",
+                   help=f"comma-separated variants (default all: {','.join(VARIANTS)})")
+    p.add_argument("--precisions", action="append", metavar="A,B",
+                   help="comma-separated precisions fp32|bf16|fp16 (default the preset's)")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per case (default 20)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps per case (default 3)")
+    p.add_argument("--batch", type=int, default=None, help="images per step (optim.batch_size)")
+    p.add_argument("--augment", action="store_true",
+                   help="include the batched augmentation (make_views) in every step")
+    p.add_argument("--matmul-n", type=int, default=None,
+                   help="size of the matmul that measures the peak (default 1024 CPU, 8192 CUDA)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory phase")
+    p.add_argument("--csv", metavar="FILE", help="also write the table as CSV")
+    _overrides(p, "dotted config overrides for every case, e.g. run.device=cuda")
+
+
+def _bench(sub) -> None:
+    p = sub.add_parser(
+        "bench", help="benchmark step time, images/s, memory and MFU of the variants",
+        description="Benchmark the method's variants (round-robin, medians); see "
+                    "benchmarks/README.md.")
+    bench_arguments(p)
+    p.set_defaults(run="plaml_lab.lab.bench:cmd_bench")
+
+
+def _ablation(sub) -> None:
+    p = sub.add_parser(
+        "ablation", help="the miniature paper table: pretrain + probe every grid point and seed",
+        description="Pretrain and probe every point of an ablation grid for every seed, then "
+        "write the table (markdown, CSV, plot) to --out. Re-running reuses finished runs.")
+    p.add_argument("--grid", default="experiments/grids/paper_ablation.yaml",
+                   help="grid file (default experiments/grids/paper_ablation.yaml)")
+    p.add_argument("--preset", help="config preset (default: the grid's config, else "
+                   "experiments/configs/lab.yaml)")
+    p.add_argument("--seeds", help="comma-separated seeds (default: the grid's seeds)")
+    p.add_argument("--variants", help="comma-separated subset of the grid's points")
+    p.add_argument("--probes", help=f"comma-separated probes, any of {','.join(PROBES)} "
+                   "(default: all)")
+    p.add_argument("--runs", default="experiments/runs/ablation",
+                   help="run folders (default experiments/runs/ablation)")
+    p.add_argument("--out", default="experiments/results",
+                   help="results folder (default experiments/results)")
+    p.add_argument("--device", default="cpu", help="device for the probes' feature extraction")
+    p.add_argument("--workers", type=int, default=1,
+                   help="pretrain this many grid points at once (processes; default 1)")
+    _overrides(p, "applied to every run after the grid's own, e.g. run.max_steps=20")
+    p.set_defaults(run="plaml_lab.lab.ablation:cmd_ablation")
+
+
+def _demo(sub) -> None:
+    p = sub.add_parser(
+        "demo", help="pretrain the paper's variant, compare it with a random init, save figures",
+        description="Pretrain the dual-teacher pseudo-labelling MAE (lab preset, embedded "
+        "dataset), evaluate it against a random-init encoder on the held-out split, and save "
+        "figures next to the run. Re-running resumes.")
+    p.add_argument("--config", default="experiments/configs/lab.yaml",
+                   help="YAML preset (default experiments/configs/lab.yaml)")
+    p.add_argument("--out", default="experiments/runs/demo",
+                   help="run folder (default experiments/runs/demo)")
+    _overrides(p)
+    p.set_defaults(run="plaml_lab.notebook.demo:cmd_demo")
+
+
+SUBCOMMANDS = (_pretrain, _eval, _export, _sweep, _bench, _ablation, _demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="plaml-lab", description="Pseudo-labelling MAE research workbench.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def handler(target: str):
+    """"module:function" -> the function (an ImportError here is a real error: it propagates)."""
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+# --- the two sub-commands that are plain calls into the library --------------------------------
+
+def cmd_pretrain(args) -> int:
+    if args.executor != "local":
+        return handler("plaml_lab.lab.submit:cmd_pretrain_job")(args)
+    if args.detach:
+        raise ConfigError("--detach: only with --executor submitit-local or slurm")
+    pretrain = handler("plaml_lab.train:pretrain")
+    summary = pretrain(args.config, args.out, args.overrides, force_new=args.force_new)
+    print(json.dumps(summary, indent=2))
+    return 0
 
 
 def cmd_eval(args) -> int:
-    from plaml_lab.evaluate import evaluate
-    from plaml_lab.train import resolve_device
+    evaluate = handler("plaml_lab.evaluate:evaluate")
+    resolve_device = handler("plaml_lab.train:resolve_device")
     probes = [p.strip() for p in args.probes.split(",") if p.strip()]
     if not args.checkpoint and not (args.random_init and args.config):
         raise ConfigError("--checkpoint: required (or --random-init with --config)")
@@ -124,27 +230,16 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="plaml-lab", description="Pseudo-labelling MAE research workbench.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    _add_pretrain(sub)
-    _add_eval(sub)
-    for extra in ("export", "sweep", "bench"):
-        try:
-            mod = __import__(f"plaml_lab.{extra}", fromlist=["add_cli"])
-        except ImportError:
-            continue
-        if hasattr(mod, "add_cli"):
-            mod.add_cli(sub)
-    return parser
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv[1:]  # the sub-command's own arguments (the ablation table records them)
     try:
-        return int(args.func(args) or 0)
-    except _user_errors() as e:
+        return int(handler(args.run)(args) or 0)
+    except NonFiniteLossError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    except USER_ERRORS as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if isinstance(e, FileNotFoundError) and e.filename:
             msg = f"file not found: {e.filename}"

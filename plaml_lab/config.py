@@ -17,9 +17,7 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A bad config key or value; the message is one line naming the key."""
+from plaml_lab.errors import ConfigError
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,6 +175,10 @@ class OptimConfig:
     beta2: float = 0.95
     clip_grad: float = 0.0  # max grad norm; 0 = off
     accum_steps: int = 1
+
+
+# What `plaml-lab eval --probes` and the ablation runner accept (evaluate.py runs them).
+PROBES = ("knn", "linear", "clusters", "seg", "box")
 
 
 @dataclass

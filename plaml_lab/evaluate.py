@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from plaml_lab import probes as probes_lib
+from plaml_lab.config import PROBES
+from plaml_lab.variants import variant_name
 from plaml_lab.data import build_dataset
 from plaml_lab.data.transforms import normalize
 
@@ -115,7 +117,6 @@ def knn_eval(encoder: torch.nn.Module, cfg, *, device="cpu", progress: bool = Fa
 # --------------------------------------------------------------------------------------------
 # evaluate: every probe on one encoder
 
-PROBES = ("knn", "linear", "clusters", "seg", "box")
 DENSE_MAX_TRAIN = 1000  # images whose data tokens train the seg / box probes (L tokens each)
 
 
@@ -224,7 +225,6 @@ def evaluate(checkpoint=None, probes=PROBES, *, encoder: str = "student",
     random-init model. Returns one flat dict of metrics plus `notes` for skipped probes."""
     from plaml_lab.config import ConfigError
     from plaml_lab.runs import load_run, random_init_run
-    from plaml_lab.train import variant_name
 
     probes = [probes] if isinstance(probes, str) else list(probes)
     unknown = [p for p in probes if p not in PROBES]

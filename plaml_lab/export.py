@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from plaml_lab.checkpoint import CheckpointError
+from plaml_lab.runs.checkpoint import CheckpointError
 from plaml_lab.config import ConfigError
 
 METADATA_FORMAT = "plaml_lab.encoder"
@@ -108,19 +108,6 @@ def load_timm(path: str | Path) -> torch.nn.Module:
 
 
 # --- CLI --------------------------------------------------------------------------------------
-
-def add_cli(subparsers) -> None:
-    p = subparsers.add_parser(
-        "export", help="write a run's encoder as a timm-loadable .safetensors file",
-        description="Write the encoder of a run as safetensors that loads with strict=True into "
-        "timm.models.vision_transformer.VisionTransformer of the same shape (num_classes=0). "
-        "See docs/evaluation.md for loading it in timm.")
-    p.add_argument("--checkpoint", required=True, help="checkpoint file or run folder")
-    p.add_argument("--out", required=True, help="output file, e.g. encoder.safetensors")
-    p.add_argument("--encoder", default="student",
-                   choices=["student", "labelling", "reconstruction"],
-                   help="which encoder to export (default: the student's)")
-    p.set_defaults(func=cmd_export)
 
 
 def cmd_export(args) -> int:

@@ -20,17 +20,18 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from plaml_lab import distributed as du
 from plaml_lab import schedules
-from plaml_lab.checkpoint import (FORMAT, VERSION, CheckpointError, load_checkpoint,
-                                  load_model_state, rng_state, save_atomic, set_rng_state)
-from plaml_lab.config import (ConfigError, PretrainConfig, diff, from_dict, load_config,
-                              save_yaml, to_dict)
-from plaml_lab.data import (DatasetError, build_dataset, epoch_batches, make_views,
-                            steps_per_epoch)
+from plaml_lab.config import PretrainConfig, diff, from_dict, load_config, save_yaml, to_dict
+from plaml_lab.data import build_dataset, epoch_batches, make_views, steps_per_epoch
+from plaml_lab.errors import (CheckpointError, ConfigError, DatasetError, NonFiniteLossError,
+                              RunError)
 from plaml_lab.method import LOSS_KEYS, PLAML
-from plaml_lab.runs import read_metrics
 from plaml_lab.model.masking import sample_noise
+from plaml_lab.runs import distributed as du
+from plaml_lab.runs import read_metrics
+from plaml_lab.variants import variant_name
+from plaml_lab.runs.checkpoint import (FORMAT, VERSION, load_checkpoint, load_model_state,
+                                       rng_state, save_atomic, set_rng_state)
 
 # Keys that may change between a run and its resumption without changing what is computed.
 RESUMABLE_KEYS = ("run.max_steps", "run.ckpt_every", "run.keep_ckpts", "run.log_every",
@@ -40,14 +41,6 @@ RESUMABLE_KEYS = ("run.max_steps", "run.ckpt_every", "run.keep_ckpts", "run.log_
                   # per-rank batch and accumulation may change with the number of processes as
                   # long as the global batch stays the same (checked against the checkpoint)
                   "optim.batch_size", "optim.accum_steps")
-
-
-class RunError(ValueError):
-    """A run that must not start (e.g. it would overwrite another run); one-line message."""
-
-
-class NonFiniteLossError(RuntimeError):
-    """A NaN/inf loss with run.on_nonfinite=stop."""
 
 
 # --- devices and precision -----------------------------------------------------------------
@@ -523,17 +516,3 @@ def _raise_if_nonfinite(bad_step: torch.Tensor, bad_parts: torch.Tensor) -> None
             f"non-finite loss at step {step + 1} ({', '.join(parts) or 'loss'} not finite); the "
             "last good checkpoint is kept (lower optim.blr, set optim.clip_grad, or "
             "run.on_nonfinite=skip)")
-
-
-def variant_name(cfg: PretrainConfig) -> str:
-    """METHOD.md's grid name for a config (mae, token, single, dual, plonly, or a description)."""
-    t, p, te = cfg.method.target, cfg.method.pseudo_labels, cfg.method.teachers
-    if t == "pixels" and p == "none":
-        return "mae"
-    if t == "tokens" and p == "none":
-        return "token"
-    if t == "tokens" and p == "both":
-        return te
-    if t == "none" and p == "both":
-        return "plonly"
-    return f"{t}+pl_{p}+{te}"

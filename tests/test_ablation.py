@@ -1,4 +1,4 @@
-"""Tests for plaml_lab.ablation: the grid loader, the paper grid, mean +- std, claim verdicts, and
+"""Tests for plaml_lab.lab.ablation: the grid loader, the paper grid, mean +- std, claim verdicts, and
 a resumable end-to-end table on the quick preset (1 seed, 2 variants + the random-init row)."""
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ import math
 import numpy as np
 import pytest
 
-from plaml_lab import ablation as A
+from plaml_lab import cli
+from plaml_lab.lab import ablation as A
 from plaml_lab.config import ConfigError, load_config
-from plaml_lab.train import variant_name
+from plaml_lab.variants import variant_name
 
 QUICK = "experiments/configs/quick.yaml"
 TINY = ["run.progress=false", "run.num_threads=1", "run.max_steps=2", "data.num_train=128",
@@ -127,7 +128,7 @@ def test_claim_verdicts_compare_difference_of_means_with_seed_spread():
 # --- end to end ---------------------------------------------------------------------------------
 
 def _main(tmp_path, *extra):
-    return A.main(["--preset", QUICK, "--seeds", "0", "--variants", "mae,dual",
+    return cli.main(["ablation", "--preset", QUICK, "--seeds", "0", "--variants", "mae,dual",
                    "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "results"),
                    *extra, *TINY])
 
@@ -220,5 +221,5 @@ def test_ablation_bad_input_exits_2(tmp_path, capsys):
     assert "nope" in capsys.readouterr().err
     assert _main(tmp_path, "--workers", "0") == 2
     assert "--workers 0" in capsys.readouterr().err
-    assert A.main(["--grid", str(tmp_path / "none.yaml")]) == 2
-    assert A.main(["--preset", QUICK, "--probes", "knn,bogus", "--runs", str(tmp_path)]) == 2
+    assert cli.main(["ablation", "--grid", str(tmp_path / "none.yaml")]) == 2
+    assert cli.main(["ablation", "--preset", QUICK, "--probes", "knn,bogus", "--runs", str(tmp_path)]) == 2

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from plaml_lab import bench
+from plaml_lab.lab import bench
 from plaml_lab.cli import main
 from plaml_lab.model import ViTEncoder
 from plaml_lab.model.vit import fused_attention

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from plaml_lab.checkpoint import load_checkpoint
+from plaml_lab.runs.checkpoint import load_checkpoint
 
 pytestmark = [pytest.mark.slow, pytest.mark.ddp]
 

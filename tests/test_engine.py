@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from plaml_lab import cli
-from plaml_lab.checkpoint import CheckpointError, load_checkpoint, save_atomic
+from plaml_lab.runs.checkpoint import CheckpointError, load_checkpoint, save_atomic
 from plaml_lab.method import PLAML
 from plaml_lab.runs import load_run
 from plaml_lab.train import NonFiniteLossError, RunError, pretrain
@@ -222,7 +222,7 @@ def test_refuses_pickled_code(tmp_path):
 
 def test_refuses_a_model_of_another_shape(tmp_path, quick_run):
     with pytest.raises(CheckpointError, match="another shape|another configuration"):
-        from plaml_lab.checkpoint import load_model_state
+        from plaml_lab.runs.checkpoint import load_model_state
         from plaml_lab.config import load_config
         cfg = load_config("experiments/configs/quick.yaml", ["model.embed_dim=64"])
         ckpt = load_checkpoint(quick_run / "checkpoints" / "last.pt")

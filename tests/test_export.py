@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from plaml_lab.checkpoint import CheckpointError
+from plaml_lab.runs.checkpoint import CheckpointError
 from plaml_lab.cli import main as cli_main
 from plaml_lab.export import (export_timm, load_timm, read_timm_kwargs, save_encoder,
                               timm_kwargs)

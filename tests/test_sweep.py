@@ -1,4 +1,4 @@
-"""plaml_lab.sweep: grid files, parallel papermill points, failures, timeouts, re-runs, CLI.
+"""plaml_lab.lab.sweep: grid files, parallel papermill points, failures, timeouts, re-runs, CLI.
 
 Most tests run a tiny stand-in notebook (no torch import: a point costs one kernel start); one
 test runs the real experiments/grids/quick_failing.yaml through notebooks/01_pretrain.ipynb
@@ -19,7 +19,7 @@ import nbformat
 import pytest
 
 from plaml_lab.config import ConfigError
-from plaml_lab.sweep import load_grid, run_sweep
+from plaml_lab.lab.sweep import load_grid, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 

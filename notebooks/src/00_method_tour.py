@@ -10,13 +10,13 @@
 # here; by default the model is freshly initialised (set `run` to tour a pretrained one).
 #
 # The pieces are the ones `plaml_lab.method.PLAML.forward(..., return_details=True)` returns;
-# the figures come from `plaml_lab.tour`. Under CI (`CI` set) the quick preset is used.
+# the figures come from `plaml_lab.notebook.tour`. Under CI (`CI` set) the quick preset is used.
 
 # %% id=imports
 import os
 
 from plaml_lab import notebook as nb
-from plaml_lab import tour
+from plaml_lab.notebook import tour
 
 # %% [markdown] id=parameters-md
 # ## Parameters

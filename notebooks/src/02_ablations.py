@@ -18,7 +18,7 @@
 import os
 
 from plaml_lab import notebook as nb
-from plaml_lab.sweep import load_grid, run_sweep
+from plaml_lab.lab.sweep import load_grid, run_sweep
 from plaml_lab.viz import results as plots
 
 # %% [markdown] id=parameters-md
@@ -90,7 +90,7 @@ shelf.show("terms", plots.loss_term_bars(rows))
 # ## results.csv
 # One row per point: `point, status, executed, seconds, overrides`, one column per overridden
 # key, every scalar of the run's `summary.json`, and `error`. Load it with
-# `plaml_lab.sweep.read_results(path)` (or pandas).
+# `plaml_lab.lab.sweep.read_results(path)` (or pandas).
 
 # %% id=csv
 print(nb.shown_path(sweep_dir / "results.csv"))

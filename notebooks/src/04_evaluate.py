@@ -18,7 +18,7 @@
 import os
 
 from plaml_lab import notebook as nb
-from plaml_lab.ablation import METRICS
+from plaml_lab.lab.ablation import METRICS
 from plaml_lab.runs import load_run
 from plaml_lab.viz import results as plots
 

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from plaml_lab.errors import DatasetError
+
 from .synthetic import render_shapes
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -24,10 +26,6 @@ _SPLIT_SEED = 0  # digits / single-tree folder permutation: fixed so held-out se
 _SHAPES_CHUNK_PIXELS = 2048 * 32 * 32  # images per render call scale with 1 / (H W)
 _SHAPES_CACHE_SIZE = 4
 _shapes_cache: OrderedDict[tuple, "ArrayDataset"] = OrderedDict()
-
-
-class DatasetError(ValueError):
-    """A dataset cannot be built or read; the one-line message names the path/file and the problem."""
 
 
 class ArrayDataset(Dataset):

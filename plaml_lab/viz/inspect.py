@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from plaml_lab import losses, schedules
-from plaml_lab.checkpoint import CheckpointError, load_checkpoint
+from plaml_lab.runs.checkpoint import CheckpointError, load_checkpoint
 from plaml_lab.config import PretrainConfig
 from plaml_lab.data import build_dataset, normalize
 from plaml_lab.model.masking import block_noise, num_visible, uniform_noise

@@ -1,4 +1,4 @@
-"""Figures of results tables: a sweep's rows (plaml_lab.sweep / OUT/results.csv), metrics and
+"""Figures of results tables: a sweep's rows (plaml_lab.lab.sweep / OUT/results.csv), metrics and
 loss curves per point; probe results of encoders side by side (04_evaluate). Pure builders:
 rows in, matplotlib Figures out (no pyplot state)."""
 

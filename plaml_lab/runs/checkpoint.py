@@ -15,12 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from plaml_lab.errors import CheckpointError
+
 FORMAT = "plaml_lab.checkpoint"
 VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used; the message names the file."""
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:

@@ -44,17 +44,10 @@ from typing import Callable
 
 import torch
 
+from plaml_lab.variants import VARIANTS
 from plaml_lab.config import (ConfigError, PretrainConfig, apply_overrides, from_dict, load_yaml,
                               to_dict)
 
-# METHOD.md's variant grid, as config overrides.
-VARIANTS: dict[str, list[str]] = {
-    "mae": ["method.target=pixels", "method.pseudo_labels=none"],
-    "token": ["method.target=tokens", "method.pseudo_labels=none"],
-    "single": ["method.target=tokens", "method.pseudo_labels=both", "method.teachers=single"],
-    "dual": ["method.target=tokens", "method.pseudo_labels=both", "method.teachers=dual"],
-    "plonly": ["method.target=none", "method.pseudo_labels=both", "method.teachers=dual"],
-}
 PRECISIONS = ("fp32", "bf16", "fp16")
 DEFAULT_PRESET = "experiments/configs/lab.yaml"
 CSV_COLUMNS = ("variant", "device", "precision", "batch", "views", "img_size", "step_ms",
@@ -545,45 +538,15 @@ def write_csv(result: BenchResult, path: str | Path) -> None:
 
 # --- CLI ---------------------------------------------------------------------------------------
 
-def _split_list(values: list[str] | None) -> list[str] | None:
+def split_list(values: list[str] | None) -> list[str] | None:
     if not values:
         return None
     return [x.strip() for v in values for x in v.split(",") if x.strip()]
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default=DEFAULT_PRESET,
-                   help=f"YAML preset (default {DEFAULT_PRESET}; the config defaults if that file is "
-                        "absent or with 'none')")
-    p.add_argument("--variants", action="append", metavar="A,B",
-                   help=f"comma-separated variants (default all: {','.join(VARIANTS)})")
-    p.add_argument("--precisions", action="append", metavar="A,B",
-                   help="comma-separated precisions fp32|bf16|fp16 (default the preset's)")
-    p.add_argument("--steps", type=int, default=20, help="timed steps per case (default 20)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps per case (default 3)")
-    p.add_argument("--batch", type=int, default=None, help="images per step (optim.batch_size)")
-    p.add_argument("--augment", action="store_true",
-                   help="include the batched augmentation (make_views) in every step")
-    p.add_argument("--matmul-n", type=int, default=None,
-                   help="size of the matmul that measures the peak (default 1024 CPU, 8192 CUDA)")
-    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory phase")
-    p.add_argument("--csv", metavar="FILE", help="also write the table as CSV")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="dotted config overrides for every case, e.g. run.device=cuda")
-
-
-def add_cli(subparsers) -> None:
-    p = subparsers.add_parser(
-        "bench", help="benchmark step time, images/s, memory and MFU of the variants",
-        description="Benchmark the method's variants (round-robin, medians); see "
-                    "benchmarks/README.md.")
-    add_arguments(p)
-    p.set_defaults(func=cmd_bench)
-
-
 def cmd_bench(args, extra_cases=None) -> int:
-    result = run_bench(args.preset, args.overrides, _split_list(args.variants),
-                       _split_list(args.precisions), args.steps, args.warmup, args.batch,
+    result = run_bench(args.preset, args.overrides, split_list(args.variants),
+                       split_list(args.precisions), args.steps, args.warmup, args.batch,
                        args.augment, args.matmul_n, not args.no_memory, extra_cases,
                        log=lambda m: print(m, file=sys.stderr))
     print(format_table(result))

@@ -1,4 +1,4 @@
-"""plaml_lab.executors: cluster settings, grid points and pretraining runs as submitit jobs.
+"""plaml_lab.lab.submit: cluster settings, grid points and pretraining runs as submitit jobs.
 
 The jobs run under submitit's LocalExecutor (real subprocesses, submitit's own signal handling
 and requeueing); the SLURM path is checked on the sbatch script submitit writes, with stand-in
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from plaml_lab import executors
-from plaml_lab.config import ConfigError
-from plaml_lab.executors import cluster_settings
+from plaml_lab.errors import ConfigError
+from plaml_lab.lab import submit
+from plaml_lab.lab.submit import cluster_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "01_pretrain.ipynb"
@@ -236,12 +236,12 @@ def test_preempted_job_requeues_and_ends_bitwise_equal_to_an_uninterrupted_run(t
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     marker = tmp_path / "preempted_at"
     settings = cluster_settings(None, ["cluster.cpus_per_task=1"])
-    job, out = executors.submit_pretrain(str(QUICK), tmp_path / "job", overrides,
+    job, out = submit.submit_pretrain(str(QUICK), tmp_path / "job", overrides,
                                          "submitit-local", settings,
                                          callback=PreemptOnce(6, marker))
-    summary = executors.result(job)
+    summary = submit.result(job)
     assert marker.read_text() == "6" and summary["steps"] == 12
-    rec = executors.read_record(out)
+    rec = submit.read_record(out)
     assert len(rec["starts"]) == 2, "the signalled job must have been requeued once"
     assert "Caught signal SIGUSR2" in Path(rec["stderr"]).read_text()  # submitit's handler
 
@@ -272,7 +272,12 @@ def test_two_task_job_forms_a_gloo_group_through_submitit_and_trains(tmp_path, c
     ckpt = load_checkpoint(out / "checkpoints" / "last.pt")
     assert ckpt["world_size"] == 2 and ckpt["step"] == 4
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2  # written by rank 0 only
-    rec = executors.read_record(out)
+    rec = submit.read_record(out)
     assert rec["tasks"] == 2 and rec["state"] == "DONE"
     logs = [Path(rec["stdout"].replace("_0_log", f"_{t}_log")).read_text() for t in (0, 1)]
     assert all("global_rank=" in log for log in logs)
+
+
+def test_cli_offers_exactly_the_executors_the_submit_module_runs():
+    from plaml_lab import cli
+    assert cli.EXECUTORS == submit.EXECUTORS

@@ -4,11 +4,19 @@ against a random-init encoder on the same held-out split, and save figures next 
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from pathlib import Path
+
+import torch
+
+from plaml_lab.config import load_config
+from plaml_lab.data import build_dataset, normalize
+from plaml_lab.evaluate import knn_eval
+from plaml_lab.losses import unpatchify
+from plaml_lab.runs import load_run, random_init_run
+from plaml_lab.train import pretrain
+from plaml_lab.viz import figures as F
 
 DEFAULT_CONFIG = "experiments/configs/lab.yaml"
 DEFAULT_OUT = "experiments/runs/demo"
@@ -17,11 +25,6 @@ DEFAULT_OUT = "experiments/runs/demo"
 def demo_figures(run, num_images: int = 256) -> dict:
     """What the trained model does on held-out images: masks (and pixel reconstructions in
     pixel mode), and images grouped by the labelling teacher's class-token pseudo label."""
-    import torch
-
-    from plaml_lab.data import build_dataset, normalize
-    from plaml_lab.viz import figures as F
-
     cfg = run.cfg
     val = build_dataset(cfg.data, cfg.model.img_size, "val")
     batch = val.get_batch(torch.arange(min(num_images, len(val))))
@@ -32,7 +35,6 @@ def demo_figures(run, num_images: int = 256) -> dict:
                     generator=torch.Generator().manual_seed(0))
     recon = None
     if "pred_pixels" in out:
-        from plaml_lab.losses import unpatchify
         # the decoder predicts per-patch normalised pixels: show them rescaled to [0, 1]
         pred = out["pred_pixels"].float()
         pred = (pred - pred.amin(-1, keepdim=True)) / (pred.amax(-1, keepdim=True)
@@ -46,10 +48,6 @@ def demo_figures(run, num_images: int = 256) -> dict:
 
 def save_figures(run, out: Path) -> list[Path]:
     """Loss curves, masked views with pseudo labels; returns the written paths."""
-    import matplotlib
-    matplotlib.use("Agg")
-    from plaml_lab.viz import figures as F
-
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -59,28 +57,12 @@ def save_figures(run, out: Path) -> list[Path]:
     for name, fig in demo_figures(run).items():
         paths.append(fig_dir / f"{name}.png")
         fig.savefig(paths[-1], dpi=90, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-    plt.close("all")
     return paths
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m plaml_lab.demo", description=__doc__)
-    p.add_argument("--config", default=DEFAULT_CONFIG)
-    p.add_argument("--out", default=DEFAULT_OUT)
-    p.add_argument("overrides", nargs="*", metavar="key=value")
-    args = p.parse_args(argv)
-
-    from plaml_lab.config import ConfigError, load_config
-    from plaml_lab.evaluate import knn_eval
-    from plaml_lab.runs import load_run, random_init_run
-    from plaml_lab.train import pretrain
-
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def cmd_demo(args) -> int:
+    """`plaml-lab demo` (cli.py defines the arguments)."""
+    cfg = load_config(args.config, args.overrides)
     t0 = time.perf_counter()
     print(f"plaml-lab demo: pretraining the dual-teacher pseudo-labelling MAE ({args.config}) "
           f"into {args.out}; re-running resumes.", flush=True)
@@ -109,7 +91,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"took {result['total_seconds']:.0f} s; next: `make lab` and open "
           "notebooks/03_dashboards.ipynb on this run")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

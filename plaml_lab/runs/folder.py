@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from plaml_lab.checkpoint import CheckpointError, load_checkpoint, load_model_state
+from plaml_lab.runs.checkpoint import CheckpointError, load_checkpoint, load_model_state
 from plaml_lab.config import PretrainConfig, apply_overrides, from_dict, load_config, to_dict
 from plaml_lab.method import PLAML
 

@@ -16,7 +16,7 @@ A grid file (YAML) names the points; each point is one papermill execution of th
       mask.ratio: [0.6, 0.75]
     seeds: [0, 1]                           # optional: shorthand for an axis run.seed
 
-The ablation grids' `baseline` key (plaml_lab.ablation) is accepted and not used here. With both `points` and `axes`, every named point is crossed with every combination of axis
+The ablation grids' `baseline` key (plaml_lab.lab.ablation) is accepted and not used here. With both `points` and `axes`, every named point is crossed with every combination of axis
 values (point names `mae__mask.ratio=0.6`). Relative paths in a grid are relative to the repo
 root (the folder holding pyproject.toml above the grid file).
 
@@ -45,9 +45,9 @@ from pathlib import Path
 
 import yaml
 
-from plaml_lab import executors
 from plaml_lab.config import ConfigError, load_yaml
-from plaml_lab.executors import ClusterSettings, cluster_settings
+from plaml_lab.lab import submit
+from plaml_lab.lab.submit import ClusterSettings, cluster_settings
 from plaml_lab.notebook import repo_root
 
 DEFAULT_NOTEBOOK = "notebooks/01_pretrain.ipynb"
@@ -72,7 +72,7 @@ class Grid:
     points: list[Point]
     timeout: float | None = None
     parameters: dict = field(default_factory=dict)
-    cluster: dict = field(default_factory=dict)  # executors.cluster_settings reads it
+    cluster: dict = field(default_factory=dict)  # submit.cluster_settings reads it
 
 
 # --- the grid file ------------------------------------------------------------------------------
@@ -421,11 +421,11 @@ def run_sweep(grid_path: str | Path, notebook: str | Path | None = None,
     `cluster.key=value` overrides set the grid's cluster section instead. executor: local
     (papermill processes from here), submitit-local or slurm (one submitit job per point, a job
     array on SLURM; `workers` does not apply); detach: submit and return (rows 'pending')."""
-    executors.check_kind(executor)
+    submit.check_kind(executor)
     grid = load_grid(grid_path)
     if config:
         grid.config = _user_path(config, "--config")
-    overrides, cluster_overrides = executors.split_cluster_overrides(list(overrides or []))
+    overrides, cluster_overrides = submit.split_cluster_overrides(list(overrides or []))
     settings = cluster_settings(grid.cluster, cluster_overrides)
     grid.overrides = grid.overrides + _override_list(overrides, "overrides")
     nb = _user_path(notebook, "--notebook") if notebook else grid.notebook
@@ -525,21 +525,21 @@ def _run_jobs(grid: Grid, todo: list[Point], out: Path, nb: Path, timeout: float
                           "`plaml-lab pretrain --executor slurm` or the ablation runner")
     waiting, fresh = {}, []
     for p in todo:
-        rec = executors.read_record(out / p.name)
-        if rec and rec.get("executor") == "slurm" and kind == "slurm" and executors.in_flight(rec):
-            waiting[p.name] = executors.attach(rec)
+        rec = submit.read_record(out / p.name)
+        if rec and rec.get("executor") == "slurm" and kind == "slurm" and submit.in_flight(rec):
+            waiting[p.name] = submit.attach(rec)
         else:
             fresh.append(p)
     # points running side by side on this machine share its cores; a SLURM job has its own
     threads = (settings.cpus_per_task if kind == "slurm"
                else max(1, (os.cpu_count() or 1) // max(1, len(fresh))))
-    calls = {p.name: executors.CallJob(out / p.name, _point_job, grid, p, out, nb, timeout,
+    calls = {p.name: submit.CallJob(out / p.name, _point_job, grid, p, out, nb, timeout,
                                        threads, on_checkpoint=_stop_point_job) for p in fresh}
     if calls:
         for stale in ("done.json", "error.txt"):
             for p in fresh:
                 (out / p.name / stale).unlink(missing_ok=True)
-        waiting.update(executors.submit(calls, kind, settings, out / ".submitit",
+        waiting.update(submit.submit_jobs(calls, kind, settings, out / ".submitit",
                                         f"sweep-{grid.path.stem}"))
     if log:
         ids = ", ".join(f"{k}={j.job_id}" for k, j in waiting.items())
@@ -557,13 +557,13 @@ def _run_jobs(grid: Grid, todo: list[Point], out: Path, nb: Path, timeout: float
         nonlocal finished
         point = next(p for p in todo if p.name == name)
         try:
-            row = executors.result(job)
+            row = submit.result(job)
         except Exception:  # noqa: BLE001 - the job died (killed, out of memory, time limit)
-            error = executors.job_error(job)
+            error = submit.job_error(job)
             (out / name / "error.txt").write_text(error + "\n")
             row = {"point": name, "status": "failed", "executed": True, "seconds": None,
                    "overrides": point.overrides, "error": error}
-        executors.finish_record(out / name, "DONE" if row["status"] == "done" else "FAILED",
+        submit.finish_record(out / name, "DONE" if row["status"] == "done" else "FAILED",
                                 row["error"] or None)
         rows[name] = row
         finished += 1
@@ -573,7 +573,7 @@ def _run_jobs(grid: Grid, todo: list[Point], out: Path, nb: Path, timeout: float
             log(f"[{finished}/{len(waiting)}] {name} (job {job.job_id}): {what}")
 
     try:
-        executors.wait(waiting, done, poll_s=1.0 if kind == "submitit-local" else 30.0)
+        submit.wait(waiting, done, poll_s=1.0 if kind == "submitit-local" else 30.0)
     except KeyboardInterrupt:
         if kind == "submitit-local":
             for job in waiting.values():
@@ -592,56 +592,21 @@ def sweep_status(grid_path: str | Path, out: str | Path | None = None) -> list[t
     lines = []
     for p in grid.points:
         folder = out / p.name
-        rec = executors.read_record(folder)
-        job = f" [{executors.describe(rec, error=False)}]" if rec else ""
+        rec = submit.read_record(folder)
+        job = f" [{submit.describe(rec, error=False)}]" if rec else ""
         if (folder / "done.json").is_file():
             lines.append((p.name, f"done{job}"))
         elif (folder / "error.txt").is_file():
             error = (folder / "error.txt").read_text().strip()
             lines.append((p.name, f"failed: {error}{job}"))
         elif rec:
-            lines.append((p.name, executors.describe(rec)))
+            lines.append((p.name, submit.describe(rec)))
         else:
             lines.append((p.name, "not started"))
     return lines
 
 
 # --- CLI ----------------------------------------------------------------------------------------
-
-def add_cli(sub) -> None:
-    p = sub.add_parser(
-        "sweep", help="run a notebook over a grid of overrides (papermill); results.csv",
-        description="Run one papermill execution of a notebook per grid point into "
-        "OUT/<point>/, collect OUT/results.csv. Failed points are reported and do not stop the "
-        "others (exit 1 when any failed); completed points are skipped on a re-run.")
-    p.add_argument("grid", help="grid YAML, e.g. experiments/grids/quick_variants.yaml")
-    p.add_argument("--notebook", help=f"notebook to run per point (default: the grid's, else "
-                   f"{DEFAULT_NOTEBOOK})")
-    p.add_argument("--out", help="output folder (default experiments/runs/sweeps/<grid name>)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="points run in parallel (each gets cores/N torch threads)")
-    p.add_argument("--timeout", type=float, default=None,
-                   help="seconds per point before it is stopped and recorded as failed")
-    p.add_argument("--config", help="preset for every point instead of the grid's `config`")
-    p.add_argument("--dry-run", action="store_true", help="list the points and exit")
-    add_executor_args(p, "points")
-    p.add_argument("--status", action="store_true",
-                   help="show each point's state, job id and log path, and exit")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="overrides added to every point (after the grid's own); cluster.KEY=V "
-                   "sets the grid's cluster section (docs/cluster.md)")
-    p.set_defaults(func=cmd_sweep)
-
-
-def add_executor_args(p, what: str) -> None:
-    """--executor and --detach, shared by sweep, ablation and pretrain."""
-    p.add_argument("--executor", default="local", choices=executors.EXECUTORS,
-                   help=f"where {what} run: local (processes from here, the default), "
-                   "submitit-local (submitit jobs on this machine), slurm (submitit jobs on a "
-                   "SLURM cluster; cluster.* settings, docs/cluster.md)")
-    p.add_argument("--detach", action="store_true",
-                   help="with a submitit executor: submit, record the jobs and return; the "
-                   "same command later waits for them and collects the results")
 
 
 def cmd_sweep(args) -> int:

@@ -33,14 +33,17 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
+import submitit
 import yaml
-from submitit.helpers import Checkpointable  # no torch: the sweep's CLI stays cheap
+from submitit.helpers import Checkpointable, TorchDistributedEnvironment, as_completed
 
-from plaml_lab.config import ConfigError
+from plaml_lab.config import load_config
+from plaml_lab.errors import ConfigError
 
 EXECUTORS = ("local", "submitit-local", "slurm")
 RECORD = "job.json"
@@ -154,8 +157,6 @@ def check_kind(kind: str) -> str:
 def make_executor(kind: str, folder: str | Path, settings: ClusterSettings, name: str):
     """A submitit executor for `kind` (submitit-local or slurm) writing its scripts, pickles and
     logs under `folder`. ConfigError when SLURM is not reachable from here."""
-    import submitit
-
     folder = Path(folder)
     common = dict(name=name, timeout_min=settings.time_min, nodes=settings.nodes,
                   tasks_per_node=settings.tasks(kind), gpus_per_node=settings.gpus(kind),
@@ -200,8 +201,6 @@ class LabJob:
     record_dir: Path
 
     def _note_start(self) -> None:
-        import submitit
-
         env = submitit.JobEnvironment()
         if env.global_rank != 0:
             return
@@ -227,9 +226,7 @@ class PretrainJob(Checkpointable, LabJob):
         self.record_dir = Path(out)
 
     def __call__(self) -> dict:
-        from submitit.helpers import TorchDistributedEnvironment
-
-        from plaml_lab.train import pretrain
+        from plaml_lab.train import pretrain  # torch: only inside the job process
 
         self._note_start()
         # each task picks its GPU from LOCAL_RANK (the trainer), so keep every GPU visible
@@ -310,8 +307,6 @@ def live_state(rec: dict) -> str:
     if state in FINAL_STATES or not job_id:
         return state
     if kind == "slurm":
-        import submitit
-
         try:
             return submitit.SlurmJob(rec["submitit_folder"], job_id).state
         except Exception as e:  # noqa: BLE001 - sacct missing or unreachable: say so, keep going
@@ -334,8 +329,6 @@ def in_flight(rec: dict | None) -> bool:
 
 def attach(rec: dict):
     """A submitit job object for a recorded SLURM job (to wait for it again)."""
-    import submitit
-
     return submitit.SlurmJob(rec["submitit_folder"], rec["job_id"])
 
 
@@ -351,15 +344,16 @@ def job_error(job) -> str:
     except Exception as e:  # noqa: BLE001 - submitit raises when the job left no result
         exc = e
     text = str(exc).strip() if exc is not None else ""
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    # submitit's FailedJobError carries the remote traceback: its last line names the error
-    return lines[-1].strip() if lines else f"job {job.job_id} ended without a result"
+    # submitit's FailedJobError puts the remote traceback between two dashed rules (then the log
+    # paths): the traceback's last line names the error
+    parts = text.split("-" * 22)
+    lines = [ln.strip() for ln in (parts[1] if len(parts) > 2 else text).splitlines()
+             if ln.strip()]
+    return lines[-1] if lines else f"job {job.job_id} ended without a result"
 
 
 def wait(jobs: dict, on_done, poll_s: float = 2.0) -> None:
     """Call on_done(key, job) for each of {key: job} as it finishes, in completion order."""
-    from submitit.helpers import as_completed
-
     by_id = {id(j): k for k, j in jobs.items()}
     for job in as_completed(list(jobs.values()), poll_frequency=poll_s):
         on_done(by_id[id(job)], job)
@@ -382,7 +376,7 @@ def describe(rec: dict | None, error: bool = True) -> str:
 
 # --- many jobs at once ---------------------------------------------------------------------------
 
-def submit(calls: dict, kind: str, settings: ClusterSettings, folder: str | Path,
+def submit_jobs(calls: dict, kind: str, settings: ClusterSettings, folder: str | Path,
            name: str) -> dict:
     """Submit {key: LabJob} as one batch (one SLURM job array when there are several) and write
     each job's record into its LabJob's record_dir; returns {key: submitit job}."""
@@ -399,8 +393,7 @@ def submit_pretrain(config, out, overrides: list[str], kind: str,
     """Check the config and run folder here, then submit one PretrainJob (nodes x tasks_per_node
     processes); returns (job, out). force_new moves an existing run aside now, before the job's
     logs go into out/submitit/."""
-    from plaml_lab.config import load_config
-    from plaml_lab.train import _dated_aside, check_run_dir
+    from plaml_lab.train import _dated_aside, check_run_dir  # torch: only when submitting
 
     cfg = load_config(config, overrides)
     out = Path(out or f"experiments/runs/{cfg.run.name}").expanduser().resolve()
@@ -409,5 +402,33 @@ def submit_pretrain(config, out, overrides: list[str], kind: str,
         os.replace(out, aside)
         print(f"moved the previous run aside to {aside}")
     call = PretrainJob(config, out, overrides, callback=callback)
-    job = submit({"run": call}, kind, settings, out / "submitit", f"pretrain-{cfg.run.name}")["run"]
+    job = submit_jobs({"run": call}, kind, settings, out / "submitit", f"pretrain-{cfg.run.name}")["run"]
     return job, out
+
+
+def cmd_pretrain_job(args) -> int:
+    """`plaml-lab pretrain --executor submitit-local|slurm`: submit, then wait for the job and
+    print its summary (or, with --detach, return once it is queued)."""
+    overrides, cluster = split_cluster_overrides(args.overrides)
+    settings = cluster_settings(None, cluster)
+    job, out = submit_pretrain(args.config, args.out, overrides, args.executor, settings,
+                               force_new=args.force_new)
+    rec = read_record(out)
+    print(f"{args.executor} job {job.job_id}: {out} (record {out / RECORD}, log {rec['stdout']})",
+          file=sys.stderr)
+    if args.detach:
+        return 0
+    try:
+        summary = result(job)
+    except KeyboardInterrupt:
+        if args.executor == "submitit-local":
+            job.cancel(check=False)
+        raise
+    except Exception:  # noqa: BLE001 - the job failed: its error in one line, and the log
+        error = job_error(job)
+        finish_record(out, "FAILED", error)
+        print(f"error: job {job.job_id} failed: {error} (log {rec['stderr']})", file=sys.stderr)
+        return 1
+    finish_record(out, "DONE")
+    print(json.dumps(summary, indent=2))
+    return 0

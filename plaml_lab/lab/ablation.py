@@ -2,7 +2,7 @@
 evaluate each run's frozen student encoder with every probe, add a random-init baseline per seed,
 and write mean +- std over seeds as CSV (one row per run), markdown and a bar plot.
 
-    python -m plaml_lab.ablation [--grid experiments/grids/paper_ablation.yaml]
+    python -m plaml_lab.lab.ablation [--grid experiments/grids/paper_ablation.yaml]
         [--preset experiments/configs/lab.yaml] [--seeds 0,1,2] [--variants mae,dual]
         [--runs experiments/runs/ablation] [--out experiments/results] [key=value ...]
 
@@ -17,7 +17,6 @@ random-init model; default the last point). Outputs: OUT/ablation_<dataset>.csv,
 
 from __future__ import annotations
 
-import argparse
 import csv
 import itertools
 import json
@@ -32,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from plaml_lab.config import ConfigError, load_yaml
+from plaml_lab.config import PROBES, ConfigError, load_yaml
 
 DEFAULT_GRID = "experiments/grids/paper_ablation.yaml"
 DEFAULT_PRESET = "experiments/configs/lab.yaml"
@@ -430,7 +429,7 @@ def run_ablation(grid_path: str | Path = DEFAULT_GRID, *, preset: str | None = N
                  seeds: list[int] | None = None, variants: list[str] | None = None,
                  runs_root: str | Path = DEFAULT_RUNS, out_dir: str | Path = DEFAULT_OUT,
                  overrides: list[str] | None = None, probes: list[str] | None = None,
-                 device: str = "cpu", command: str = "python -m plaml_lab.ablation",
+                 device: str = "cpu", command: str = "plaml-lab ablation",
                  workers: int = 1, log=print) -> dict:
     """Run (or resume) the whole table; returns {rows, aggregate, failed, outputs}.
 
@@ -440,7 +439,6 @@ def run_ablation(grid_path: str | Path = DEFAULT_GRID, *, preset: str | None = N
     the random-init baselines and the outputs follow in this process. Results are the same as
     with workers=1 up to the thread count's floating-point reduction order."""
     from plaml_lab.config import load_config
-    from plaml_lab.evaluate import PROBES
 
     grid = load_grid(grid_path)
     preset = preset or grid.config or DEFAULT_PRESET
@@ -505,51 +503,24 @@ def run_ablation(grid_path: str | Path = DEFAULT_GRID, *, preset: str | None = N
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m plaml_lab.ablation",
-                                description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--grid", default=DEFAULT_GRID, help=f"grid file (default {DEFAULT_GRID})")
-    p.add_argument("--preset", help=f"config preset (default: the grid's config, else "
-                   f"{DEFAULT_PRESET})")
-    p.add_argument("--seeds", help="comma-separated seeds (default: the grid's seeds)")
-    p.add_argument("--variants", help="comma-separated subset of the grid's points")
-    p.add_argument("--probes", help="comma-separated probes (default: all)")
-    p.add_argument("--runs", default=DEFAULT_RUNS, help=f"run folders (default {DEFAULT_RUNS})")
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})")
-    p.add_argument("--device", default="cpu", help="device for the probes' feature extraction")
-    p.add_argument("--workers", type=int, default=1,
-                   help="pretrain this many grid points at once (processes; default 1)")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="applied to every run after the grid's own, e.g. run.max_steps=20")
-    args = p.parse_args(argv)
-
-    from plaml_lab.checkpoint import CheckpointError
-    from plaml_lab.data import DatasetError
-
+def cmd_ablation(args) -> int:
+    """`plaml-lab ablation` (cli.py defines the arguments)."""
     def split(text):
         return [t.strip() for t in text.split(",") if t.strip()] if text else None
 
     try:
         seeds = [int(s) for s in split(args.seeds)] if args.seeds else None
     except ValueError:
-        print(f"error: --seeds {args.seeds}: expected comma-separated integers", file=sys.stderr)
-        return 2
+        raise ConfigError(f"--seeds {args.seeds}: expected comma-separated integers") from None
     if args.workers < 1:
-        print(f"error: --workers {args.workers}: expected an integer >= 1", file=sys.stderr)
-        return 2
-    command = " ".join(["python -m plaml_lab.ablation", *(argv if argv is not None
-                                                           else sys.argv[1:])])
-    try:
-        result = run_ablation(args.grid, preset=args.preset, seeds=seeds,
-                              variants=split(args.variants), runs_root=args.runs,
-                              out_dir=args.out, overrides=args.overrides,
-                              probes=split(args.probes), device=args.device, command=command,
-                              workers=args.workers,
-                              log=lambda m: print(m, file=sys.stderr, flush=True))
-    except (ConfigError, CheckpointError, DatasetError, FileNotFoundError) as e:
-        print(f"error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
-        return 2
+        raise ConfigError(f"--workers {args.workers}: expected an integer >= 1")
+    command = " ".join(["plaml-lab ablation", *getattr(args, "argv", [])])
+    result = run_ablation(args.grid, preset=args.preset, seeds=seeds,
+                          variants=split(args.variants), runs_root=args.runs,
+                          out_dir=args.out, overrides=args.overrides,
+                          probes=split(args.probes), device=args.device, command=command,
+                          workers=args.workers,
+                          log=lambda m: print(m, file=sys.stderr, flush=True))
     for kind, path in result["outputs"].items():
         print(f"{kind}: {path}")
     if result["failed"]:
@@ -557,7 +528,3 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Notebook parameters -> plaml_lab calls: repo-relative paths, the SMOKE preset, the run a
+notebook trains, opens or evaluates.
+
+Notebooks run with cwd = notebooks/ under JupyterLab, papermill and nbval, but their parameters
+name files the way the CLI does (`experiments/configs/lab.yaml`), so every path a notebook takes
+is resolved against the repo root (the folder holding pyproject.toml).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+QUICK = "experiments/configs/quick.yaml"
+PRETRAIN_OUT = "experiments/runs/nb_pretrain"  # 01_pretrain's default run folder (04 reads it)
+
+# SMOKE (CI): the quick preset cut to a few optimiser steps and small evaluation sets, so a
+# notebook runs in seconds; applied before the notebook's own overrides (those still win).
+# One thread: the checked outputs then do not depend on the machine's core count.
+SMOKE_OVERRIDES = [
+    "run.device=cpu", "run.max_steps=6", "run.log_every=1", "run.ckpt_every=0",
+    "run.progress=false", "run.num_threads=1",
+    "data.num_train=256", "data.num_val=128", "eval.max_train=256", "eval.max_val=128",
+]
+
+
+def repo_root(start: str | Path | None = None) -> Path:
+    """The nearest folder at or above `start` (default: cwd, then this package) that holds
+    pyproject.toml."""
+    starts = [Path(start)] if start is not None else [Path.cwd(), Path(__file__).parent]
+    for s in starts:
+        for folder in [s.resolve(), *s.resolve().parents]:
+            if (folder / "pyproject.toml").is_file():
+                return folder
+    return Path.cwd().resolve()
+
+
+def repo_path(path: str | Path | None) -> Path | None:
+    """An absolute path: relative paths are taken relative to the repo root."""
+    if path is None or str(path) == "":
+        return None
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else repo_root() / path
+
+
+def shown_path(path: str | Path) -> str:
+    """`path` relative to the repo root when inside it (what a notebook prints)."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(repo_root()))
+    except ValueError:
+        return str(p)
+
+
+def as_list(value) -> list[str]:
+    """A list parameter as papermill may deliver it: a list, or a string (`-p overrides '[..]'`
+    passes the text): YAML/JSON list text, or whitespace-separated items; None/"" -> []."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    import yaml
+    try:
+        parsed = yaml.safe_load(str(value))
+    except yaml.YAMLError:
+        parsed = None
+    if isinstance(parsed, list):
+        return [str(v) for v in parsed]
+    return str(value).replace(",", " ").split()
+
+
+def settings(config: str | None, overrides: list[str] | str | None, smoke: bool
+             ) -> tuple[str | None, list[str]]:
+    """(config path, overrides) a notebook hands to plaml_lab: with smoke, the quick preset and
+    SMOKE_OVERRIDES come first and the notebook's own overrides are applied after them, and
+    torch is pinned to one thread."""
+    overrides = as_list(overrides)
+    if smoke:
+        import torch
+        torch.set_num_threads(1)  # as run.num_threads=1: checked outputs match on any CPU count
+        return str(repo_path(QUICK)), SMOKE_OVERRIDES + overrides
+    path = repo_path(config)
+    return (str(path) if path else None), overrides
+
+
+def run_dir(out_dir: str | Path, smoke: bool) -> Path:
+    """Where a notebook writes its run. Under SMOKE a relative out_dir (a notebook default) goes
+    to a fresh temporary folder: CI runs always train from scratch and never collide with (or
+    resume) the lab run of the same name. Absolute paths (sweeps, tests) are kept."""
+    path = Path(out_dir).expanduser()
+    if smoke and not path.is_absolute():
+        import tempfile
+        return Path(tempfile.mkdtemp(prefix="plaml_smoke_")) / path.name
+    return repo_path(path)
+
+
+def smoke_run(overrides: list[str] | None = None) -> Path:
+    """A few-step quick run (checkpoints every 2 steps, for the teacher comparison) in a fresh
+    temporary folder: what 03_dashboards and 04_evaluate open under SMOKE."""
+    import tempfile
+
+    from plaml_lab.train import pretrain
+    out = Path(tempfile.mkdtemp(prefix="plaml_smoke_")) / "run"
+    pretrain(repo_path(QUICK), out, SMOKE_OVERRIDES + ["run.ckpt_every=2", "run.keep_ckpts=3"]
+             + list(overrides or []))
+    return out
+
+
+def eval_target(run: str, smoke: bool) -> Path | None:
+    """04_evaluate's `run` parameter -> the run to evaluate: under SMOKE a relative (default) or
+    empty one becomes a fresh smoke_run(); otherwise the repo-relative path, which must exist,
+    except 01_pretrain's default run folder: while that one has not been trained, and for an
+    empty `run`, None (only the random-init baseline is evaluated; a note says so)."""
+    if smoke and (not run or not Path(run).is_absolute()):
+        return smoke_run()
+    if not run:
+        return None
+    path = repo_path(run)
+    if path.exists():
+        return path
+    if path == repo_path(PRETRAIN_OUT):
+        print(f"note: {PRETRAIN_OUT} does not exist yet (01_pretrain writes it): evaluating the "
+              "random-init baseline only")
+        return None
+    from plaml_lab.runs.checkpoint import CheckpointError
+    raise CheckpointError(f"run={run!r}: no such run folder or checkpoint (train one with "
+                          "01_pretrain or `plaml-lab pretrain`)")
+
+
+def evaluate_against_baseline(run: Path | None, probes: list[str] | str,
+                              encoder: str = "student", overrides: list[str] | str | None = None,
+                              config: str | None = None
+                              ) -> dict[str, dict]:
+    """{'pretrained': evaluate(run), 'random init': the same probes on a random-init encoder of
+    the same config} (only the latter, from `config`, when run is None)."""
+    from plaml_lab.evaluate import evaluate
+    probes, overrides = as_list(probes), as_list(overrides)
+    out = {}
+    if run is not None:
+        out["pretrained"] = evaluate(run, probes, encoder=encoder, overrides=overrides)
+        out["random init"] = evaluate(run, probes, encoder=encoder, random_init=True,
+                                      overrides=overrides)
+    else:
+        out["random init"] = evaluate(None, probes, encoder=encoder, random_init=True,
+                                      config=config, overrides=overrides)
+    return out
+
+
+def load(config: str | None, overrides: list[str] | None):
+    """A validated PretrainConfig from notebook parameters (paths resolved as above)."""
+    from plaml_lab.config import load_config
+    return load_config(repo_path(config), overrides)
+
+
+def open_run(run: str | None, config: str | None, overrides: list[str] | None):
+    """A notebook's `run` parameter -> Run: the run folder / checkpoint when given, else a
+    random-init model of `config` + `overrides` (seeded by run.seed)."""
+    from plaml_lab.runs import load_run, random_init_run
+    if run:
+        return load_run(repo_path(run))
+    return random_init_run(load(config, overrides))
