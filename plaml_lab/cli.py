@@ -169,7 +169,9 @@ def _ablation(sub) -> None:
     p.add_argument("--device", default="cpu", help="device for the probes' feature extraction")
     p.add_argument("--workers", type=int, default=1,
                    help="pretrain this many grid points at once (processes; default 1)")
-    _overrides(p, "applied to every run after the grid's own, e.g. run.max_steps=20")
+    _executor(p, "the grid points are pretrained (one job per point and seed)")
+    _overrides(p, "applied to every run after the grid's own, e.g. run.max_steps=20; "
+               "cluster.KEY=VALUE sets the grid's cluster section")
     p.set_defaults(run="plaml_lab.lab.ablation:cmd_ablation")
 
 

@@ -281,3 +281,54 @@ def test_two_task_job_forms_a_gloo_group_through_submitit_and_trains(tmp_path, c
 def test_cli_offers_exactly_the_executors_the_submit_module_runs():
     from plaml_lab import cli
     assert cli.EXECUTORS == submit.EXECUTORS
+
+
+# --- the ablation runner ------------------------------------------------------------------------
+
+TINY = ["run.progress=false", "run.num_threads=1", "run.max_steps=2", "data.num_train=128",
+        "data.num_val=64", "eval.max_train=128", "eval.max_val=64"]
+
+
+def _ablation(tmp_path, *extra):
+    from plaml_lab import cli
+    return cli.main(["ablation", "--preset", str(QUICK), "--seeds", "0", "--variants", "mae,dual",
+                     "--probes", "knn", "--runs", str(tmp_path / "runs"), "--out",
+                     str(tmp_path / "results"), *extra, *TINY])
+
+
+def test_slurm_ablation_queues_one_array_of_runs_and_returns_with_detach(tmp_path, fake_slurm,
+                                                                         capsys):
+    assert _ablation(tmp_path, "--executor", "slurm", "--detach", "cluster.gpus_per_node=2",
+                     "cluster.nodes=2", "cluster.partition=gpu") == 0
+    assert "2 run(s) queued" in capsys.readouterr().out
+    (script,) = fake_slurm.iterdir()
+    lines = script.read_text().splitlines()
+    for line in ["#SBATCH --array=0-1%2", "#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=2",
+                 "#SBATCH --gpus-per-node=2", "#SBATCH --partition=gpu"]:
+        assert line in lines, line  # 2 nodes x 2 GPUs: one 4-process DDP group per point
+    for i, run in enumerate(["mae-s0", "dual-s0"]):
+        rec = json.loads((tmp_path / "runs" / run / "job.json").read_text())
+        assert rec["job_id"] == f"4242_{i}" and rec["tasks"] == 4
+    assert not (tmp_path / "results").exists()  # no table until the runs are collected
+
+
+@pytest.mark.slow
+def test_ablation_points_as_local_jobs_fill_the_table_and_a_local_rerun_reuses_them(
+        tmp_path, monkeypatch):
+    assert _ablation(tmp_path, "--executor", "submitit-local") == 0
+    with open(tmp_path / "results" / "ablation_shapes.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["variant"], r["steps"]) for r in rows] == [("mae", "2"), ("dual", "2"),
+                                                          ("random_init", "0")]
+    recs = [submit.read_record(tmp_path / "runs" / r) for r in ("mae-s0", "dual-s0")]
+    assert all(r["state"] == "DONE" and len(r["starts"]) == 1 for r in recs)
+    assert recs[0]["job_id"] != recs[1]["job_id"]
+
+    def refuse(*a, **k):
+        raise AssertionError("re-ran finished work")
+
+    monkeypatch.setattr("plaml_lab.train.pretrain", refuse)
+    monkeypatch.setattr("plaml_lab.evaluate.evaluate", refuse)
+    before = (tmp_path / "results" / "ablation_shapes.csv").read_text()
+    assert _ablation(tmp_path) == 0
+    assert (tmp_path / "results" / "ablation_shapes.csv").read_text() == before

@@ -32,6 +32,8 @@ from pathlib import Path
 import yaml
 
 from plaml_lab.config import PROBES, ConfigError, load_yaml
+from plaml_lab.lab import submit
+from plaml_lab.lab.submit import ClusterSettings, cluster_settings
 
 DEFAULT_GRID = "experiments/grids/paper_ablation.yaml"
 DEFAULT_PRESET = "experiments/configs/lab.yaml"
@@ -77,6 +79,7 @@ class AblationGrid:
     points: dict[str, list[str]]  # name -> overrides, in file order
     seeds: list[int] = field(default_factory=lambda: [0])
     baseline: str | None = None
+    cluster: dict = field(default_factory=dict)  # submit.cluster_settings reads it
 
 
 def _overrides(value, where: str) -> list[str]:
@@ -130,9 +133,14 @@ def load_grid(path: str | Path) -> AblationGrid:
     if baseline is not None and baseline not in points:
         raise ConfigError(f"{path}: baseline: '{baseline}' is not a point of the grid")
     config = data.get("config")
+    cluster = data.get("cluster") or {}
+    try:
+        cluster_settings(cluster)  # checked now, read when a submitit executor runs the table
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
     return AblationGrid(path=path, config=str(config) if config else None,
                         overrides=_overrides(data.get("overrides"), f"{path}: overrides"),
-                        points=points, seeds=seeds, baseline=baseline)
+                        points=points, seeds=seeds, baseline=baseline, cluster=cluster)
 
 
 # --- one run ----------------------------------------------------------------------------------
@@ -242,6 +250,62 @@ def _pretrain_job(preset: str, overrides: list[str], out: Path, probes: list[str
         print(f"[{label}] {msg}", file=sys.stderr, flush=True)
 
     return _attempt(pretrain_and_evaluate, preset, overrides, out, probes, device, log)
+
+
+def _submitted_point(preset: str, overrides: list[str], out: Path, probes: list[str],
+                     device: str, threads: int | None) -> tuple[dict | None, str | None] | None:
+    """One grid point in a submitit job: every task pretrains (one DDP group when the job has
+    several, through submitit's distributed environment), then rank 0 evaluates."""
+    if threads:
+        _worker_init(threads)
+    if submit.export_distributed() == 0:
+        return _attempt(pretrain_and_evaluate, preset, overrides, out, probes, device)
+    if not is_finished(out):  # rank 0 skips a finished run too: nobody joins the group then
+        from plaml_lab.train import pretrain  # torch: only inside the job process
+        pretrain(preset, out, overrides)
+    return None
+
+
+def _run_jobs(jobs: list[tuple[str, int]], grid: AblationGrid, preset: str, extra: list[str],
+              runs_root: Path, probes: list[str], device: str, kind: str,
+              settings: ClusterSettings, detach: bool, log
+              ) -> tuple[dict[tuple[str, int], tuple[dict | None, str | None]], list]:
+    """Pretrain + evaluate `jobs` as submitit jobs (one array on SLURM), each recorded in its
+    run folder's job.json; finished runs with a cached evaluation are left to the caller, SLURM
+    jobs still queued or running from an earlier call are waited for. Returns (results, the
+    jobs left running when detach)."""
+    calls, waiting = {}, {}
+    for job in jobs:
+        out = run_dir(runs_root, *job)
+        rec = submit.read_record(out)
+        if kind == "slurm" and rec and rec.get("executor") == "slurm" and submit.in_flight(rec):
+            waiting[job] = submit.attach(rec)
+        elif not (is_finished(out) and _cached_eval(out, probes) is not None):
+            calls[job] = out
+    threads = (settings.cpus_per_task if kind == "slurm"
+               else max(1, (os.cpu_count() or 1) // max(1, len(calls))))
+    calls = {job: submit.CallJob(out, _submitted_point, preset,
+                                 run_overrides(grid, job[0], job[1], extra), out, probes, device,
+                                 threads) for job, out in calls.items()}
+    if calls:
+        waiting.update(submit.submit_jobs(calls, kind, settings, runs_root / ".submitit",
+                                          f"ablation-{grid.path.stem}"))
+    log(f"{kind}: {len(calls)} job(s) submitted, {len(waiting) - len(calls)} already queued")
+    if detach:
+        return {}, list(waiting)
+    results = {}
+
+    def done(job, sub) -> None:
+        try:
+            results[job] = submit.result(sub)
+        except Exception:  # noqa: BLE001 - the job died (killed, out of memory, time limit)
+            results[job] = (None, submit.job_error(sub))
+        error = results[job][1]
+        submit.finish_record(run_dir(runs_root, *job), "FAILED" if error else "DONE", error)
+        log(f"  {job[0]} seed {job[1]} (job {sub.job_id}): {'FAILED: ' + error if error else 'done'}")
+
+    submit.wait(waiting, done, poll_s=1.0 if kind == "submitit-local" else 30.0)
+    return results, []
 
 
 # --- aggregation and outputs --------------------------------------------------------------------
@@ -430,14 +494,20 @@ def run_ablation(grid_path: str | Path = DEFAULT_GRID, *, preset: str | None = N
                  runs_root: str | Path = DEFAULT_RUNS, out_dir: str | Path = DEFAULT_OUT,
                  overrides: list[str] | None = None, probes: list[str] | None = None,
                  device: str = "cpu", command: str = "plaml-lab ablation",
-                 workers: int = 1, log=print) -> dict:
+                 workers: int = 1, executor: str = "local", detach: bool = False,
+                 log=print) -> dict:
     """Run (or resume) the whole table; returns {rows, aggregate, failed, outputs}.
 
     workers > 1 pretrains that many grid points at once in spawned processes, each with
     max(1, cpu_count // workers) torch threads (small models use several cores poorly, so on a
     2-core CPU two one-thread runs finish a table sooner than one two-thread run at a time);
     the random-init baselines and the outputs follow in this process. Results are the same as
-    with workers=1 up to the thread count's floating-point reduction order."""
+    with workers=1 up to the thread count's floating-point reduction order.
+
+    executor submitit-local or slurm: one submitit job per pretrained point instead (a job array
+    on SLURM, resources from the grid's `cluster` section and `cluster.*` overrides; several
+    tasks per job train one point with DDP); detach returns once they are queued, with
+    {"submitted": [...]}, and the same call later collects them."""
     from plaml_lab.config import load_config
 
     grid = load_grid(grid_path)
@@ -447,7 +517,9 @@ def run_ablation(grid_path: str | Path = DEFAULT_GRID, *, preset: str | None = N
     bad = [p for p in probes if p not in PROBES]
     if bad:
         raise ConfigError(f"--probes: unknown probe '{bad[0]}'; available: {', '.join(PROBES)}")
-    extra = list(overrides or [])
+    submit.check_kind(executor)
+    extra, cluster_overrides = submit.split_cluster_overrides(list(overrides or []))
+    settings = cluster_settings(grid.cluster, cluster_overrides)
     names = list(grid.points)
     if variants:
         unknown = [v for v in variants if v not in grid.points]
@@ -464,7 +536,15 @@ def run_ablation(grid_path: str | Path = DEFAULT_GRID, *, preset: str | None = N
     jobs = [(n, s) for s in seeds for n in names] + [(BASELINE, s) for s in seeds]
     t0 = time.perf_counter()
     pooled: dict[tuple[str, int], tuple[dict | None, str | None]] = {}
-    if workers > 1:
+    if executor != "local":
+        pooled, queued = _run_jobs([j for j in jobs if j[0] != BASELINE], grid, preset, extra,
+                                   Path(runs_root).resolve(), probes, device, executor,
+                                   settings, detach, log)
+        if queued:
+            return {"rows": [], "aggregate": {}, "failed": {}, "outputs": {},
+                    "submitted": [f"{n}-s{s}" for n, s in queued],
+                    "seconds": round(time.perf_counter() - t0, 1)}
+    elif workers > 1:
         pooled = _run_pool([j for j in jobs if j[0] != BASELINE], grid, preset, extra, runs_root,
                            probes, device, workers, log)
     for i, (name, seed) in enumerate(jobs, 1):
@@ -519,8 +599,12 @@ def cmd_ablation(args) -> int:
                           variants=split(args.variants), runs_root=args.runs,
                           out_dir=args.out, overrides=args.overrides,
                           probes=split(args.probes), device=args.device, command=command,
-                          workers=args.workers,
+                          workers=args.workers, executor=args.executor, detach=args.detach,
                           log=lambda m: print(m, file=sys.stderr, flush=True))
+    if result.get("submitted"):
+        print(f"{len(result['submitted'])} run(s) queued (job.json in each run folder); the same "
+              "command again waits for them and writes the table")
+        return 0
     for kind, path in result["outputs"].items():
         print(f"{kind}: {path}")
     if result["failed"]:

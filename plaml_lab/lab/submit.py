@@ -211,6 +211,15 @@ class LabJob:
         write_record(self.record_dir, rec)
 
 
+def export_distributed() -> int:
+    """Inside a job: export MASTER_ADDR/PORT, RANK, WORLD_SIZE, LOCAL_RANK for torch's env://
+    (submitit's TorchDistributedEnvironment, from SLURM's or the local controller's variables);
+    returns this task's rank. Each task picks its GPU from LOCAL_RANK (the trainer), so every
+    GPU stays visible."""
+    env = TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+    return env.rank
+
+
 class PretrainJob(Checkpointable, LabJob):
     """`pretrain(config, out, overrides)` as a job. With several tasks (nodes x tasks_per_node)
     submitit's TorchDistributedEnvironment exports MASTER_ADDR/PORT, RANK, WORLD_SIZE and
@@ -229,8 +238,7 @@ class PretrainJob(Checkpointable, LabJob):
         from plaml_lab.train import pretrain  # torch: only inside the job process
 
         self._note_start()
-        # each task picks its GPU from LOCAL_RANK (the trainer), so keep every GPU visible
-        TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+        export_distributed()
         return pretrain(self.config, self.out, self.overrides, callback=self.callback)
 
 
