@@ -332,3 +332,18 @@ def test_ablation_points_as_local_jobs_fill_the_table_and_a_local_rerun_reuses_t
     before = (tmp_path / "results" / "ablation_shapes.csv").read_text()
     assert _ablation(tmp_path) == 0
     assert (tmp_path / "results" / "ablation_shapes.csv").read_text() == before
+
+
+def test_local_jobs_on_one_multi_gpu_machine_get_their_own_gpus_round_robin(tmp_path,
+                                                                           monkeypatch):
+    """Three one-GPU jobs on a machine showing GPUs 4-7 (no GPU needed: the jobs only report
+    what CUDA_VISIBLE_DEVICES the submitit-local controller gave them)."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+    settings = cluster_settings(None, ["cluster.gpus_per_node=2"])
+    calls = {k: submit.CallJob(tmp_path / k, os.getenv, "CUDA_VISIBLE_DEVICES") for k in "abc"}
+    jobs = submit.submit_jobs(calls, "submitit-local", settings, tmp_path / "logs", "gpus")
+    assert {k: submit.result(j) for k, j in jobs.items()} == {"a": "4,5", "b": "6,7", "c": "4,5"}
+    assert submit.read_record(tmp_path / "b")["gpus"] == [6, 7]
+    with pytest.raises(ConfigError, match="cluster.gpus_per_node=8: this machine shows 4"):
+        submit.submit_jobs(calls, "submitit-local", cluster_settings(
+            None, ["cluster.gpus_per_node=8"]), tmp_path / "logs", "gpus")

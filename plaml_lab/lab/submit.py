@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
@@ -389,11 +390,41 @@ def submit_jobs(calls: dict, kind: str, settings: ClusterSettings, folder: str |
     """Submit {key: LabJob} as one batch (one SLURM job array when there are several) and write
     each job's record into its LabJob's record_dir; returns {key: submitit job}."""
     ex = make_executor(kind, folder, settings, name)
-    with ex.batch():
-        jobs = {key: ex.submit(call) for key, call in calls.items()}
+    gpus, assigned = settings.gpus(kind), {}
+    if kind == "submitit-local" and gpus:
+        # one machine, several jobs at once: each its own GPUs, round-robin over the machine's
+        ids = local_gpus()
+        if gpus > len(ids):
+            raise ConfigError(f"cluster.gpus_per_node={gpus}: this machine shows {len(ids)} "
+                              "GPU(s) (CUDA_VISIBLE_DEVICES or nvidia-smi -L)")
+        jobs = {}
+        for i, (key, call) in enumerate(calls.items()):
+            assigned[key] = [ids[(i * gpus + k) % len(ids)] for k in range(gpus)]
+            ex.update_parameters(gpus_per_node=gpus, visible_gpus=tuple(assigned[key]))
+            jobs[key] = ex.submit(call)
+    else:
+        with ex.batch():
+            jobs = {key: ex.submit(call) for key, call in calls.items()}
     for key, job in jobs.items():  # ids exist once the batch is closed
-        record_submission(calls[key].record_dir, job, kind, settings)
+        rec = record_submission(calls[key].record_dir, job, kind, settings)
+        if key in assigned:
+            rec["gpus"] = assigned[key]
+            write_record(calls[key].record_dir, rec)
     return jobs
+
+def local_gpus() -> list[int]:
+    """This machine's GPU ids for submitit-local jobs: CUDA_VISIBLE_DEVICES when it lists
+    integer ids, else one per line of `nvidia-smi -L`; none without either."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        ids = [g.strip() for g in env.split(",") if g.strip()]
+        return [int(g) for g in ids] if all(g.isdigit() for g in ids) else []
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True,
+                                 timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return list(range(sum(line.startswith("GPU ") for line in listing.splitlines())))
 
 
 def submit_pretrain(config, out, overrides: list[str], kind: str,
