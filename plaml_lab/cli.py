@@ -211,8 +211,7 @@ def handler(target: str):
 def cmd_pretrain(args) -> int:
     if args.executor != "local":
         return handler("plaml_lab.lab.submit:cmd_pretrain_job")(args)
-    if args.detach:
-        raise ConfigError("--detach: only with --executor submitit-local or slurm")
+    handler("plaml_lab.lab.submit:check_kind")(args.executor, args.detach)
     pretrain = handler("plaml_lab.train:pretrain")
     summary = pretrain(args.config, args.out, args.overrides, force_new=args.force_new)
     print(json.dumps(summary, indent=2))

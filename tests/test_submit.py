@@ -69,6 +69,11 @@ def test_cli_bad_cluster_value_exits_2_with_one_line_error(tmp_path, capsys):
                      "cluster.time_min=soon"]) == 2
     assert "cluster.time_min: expected an integer" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()  # nothing submitted, nothing written
+    grid.write_text(f"config: {QUICK}\npoints:\n  a: [run.seed=0]\n")
+    for cmd in (["sweep", str(grid)], ["pretrain"], ["ablation", "--grid", str(grid)]):
+        assert cli.main([*cmd, "--out", str(tmp_path / "d"), "--detach"]) == 2
+        assert "--detach: only with --executor submitit-local or slurm" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
 
 
 # --- SLURM without a cluster --------------------------------------------------------------------

@@ -517,7 +517,7 @@ def run_ablation(grid_path: str | Path = DEFAULT_GRID, *, preset: str | None = N
     bad = [p for p in probes if p not in PROBES]
     if bad:
         raise ConfigError(f"--probes: unknown probe '{bad[0]}'; available: {', '.join(PROBES)}")
-    submit.check_kind(executor)
+    submit.check_kind(executor, detach)
     extra, cluster_overrides = submit.split_cluster_overrides(list(overrides or []))
     settings = cluster_settings(grid.cluster, cluster_overrides)
     names = list(grid.points)

@@ -49,8 +49,9 @@ from plaml_lab.errors import ConfigError
 EXECUTORS = ("local", "submitit-local", "slurm")
 RECORD = "job.json"
 # States after which a job will not change any more (SLURM's, and submitit-local's).
+# Not PREEMPTED: a preempted job requeues itself and comes back under the same id.
 FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
-                "BOOT_FAIL", "DEADLINE", "PREEMPTED", "FINISHED", "INTERRUPTED", "DONE",
+                "BOOT_FAIL", "DEADLINE", "FINISHED", "INTERRUPTED", "DONE",
                 "NO PROCESS AND NO RESULT"}
 
 
@@ -149,9 +150,11 @@ def split_cluster_overrides(overrides: list[str]) -> tuple[list[str], list[str]]
     return [o for o in overrides if not o.startswith("cluster.")], cluster
 
 
-def check_kind(kind: str) -> str:
+def check_kind(kind: str, detach: bool = False) -> str:
     if kind not in EXECUTORS:
         raise ConfigError(f"--executor {kind}: expected one of {', '.join(EXECUTORS)}")
+    if detach and kind == "local":
+        raise ConfigError("--detach: only with --executor submitit-local or slurm")
     return kind
 
 
@@ -197,19 +200,31 @@ def make_executor(kind: str, folder: str | Path, settings: ClusterSettings, name
 # --- jobs -----------------------------------------------------------------------------------------
 
 class LabJob:
-    """Base of the lab's submitit callables: records each start in the job's folder (rank 0)."""
+    """Base of the lab's submitit callables: rank 0 records each start, and the end, in the
+    job.json of the folder the job computes into (so a detached job's state is known without
+    the scheduler)."""
 
     record_dir: Path
 
-    def _note_start(self) -> None:
+    def _run(self, fn):
         env = submitit.JobEnvironment()
-        if env.global_rank != 0:
-            return
-        rec = read_record(self.record_dir) or {}
-        rec.setdefault("starts", []).append({"job_id": env.job_id, "at": _now(),
-                                             "host": env.hostname})
-        rec["state"] = "RUNNING"
-        write_record(self.record_dir, rec)
+        main = env.global_rank == 0
+        if main:
+            rec = read_record(self.record_dir) or {}
+            rec.setdefault("starts", []).append({"job_id": env.job_id, "at": _now(),
+                                                 "host": env.hostname})
+            rec["state"] = "RUNNING"
+            write_record(self.record_dir, rec)
+        try:
+            out = fn()
+        except Exception as e:  # recorded, then raised for submitit to pickle
+            if main:
+                finish_record(self.record_dir, "FAILED",
+                              f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}")
+            raise
+        if main:
+            finish_record(self.record_dir, "COMPLETED")
+        return out
 
 
 def export_distributed() -> int:
@@ -238,9 +253,9 @@ class PretrainJob(Checkpointable, LabJob):
     def __call__(self) -> dict:
         from plaml_lab.train import pretrain  # torch: only inside the job process
 
-        self._note_start()
         export_distributed()
-        return pretrain(self.config, self.out, self.overrides, callback=self.callback)
+        return self._run(lambda: pretrain(self.config, self.out, self.overrides,
+                                          callback=self.callback))
 
 
 class CallJob(Checkpointable, LabJob):
@@ -254,8 +269,7 @@ class CallJob(Checkpointable, LabJob):
         self.on_checkpoint = on_checkpoint
 
     def __call__(self):
-        self._note_start()
-        return self.fn(*self.args, **self.kwargs)
+        return self._run(lambda: self.fn(*self.args, **self.kwargs))
 
     def checkpoint(self, *args, **kwargs):
         if self.on_checkpoint is not None:

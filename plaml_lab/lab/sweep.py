@@ -25,6 +25,12 @@ parameters) is skipped on a re-run; a failed point leaves OUT/<point>/error.txt 
 cell's error) and does not stop the others. Ctrl-C stops every point in flight.
 OUT/results.csv has one row per point: point, status (done|failed), executed, seconds,
 overrides, one column per overridden key, the run's summary.json metrics, error.
+
+With a submitit executor (`executor="submitit-local"|"slurm"`, plaml_lab.lab.submit) each point
+is one job (one job array on SLURM) that runs the same papermill execution; OUT/<point>/job.json
+records it, the table is collected from the point folders the same way, and a point queued with
+`detach` shows as status `pending` until a later call collects it. The grid's `cluster:` section
+(docs/cluster.md) holds the jobs' resources.
 """
 
 from __future__ import annotations
@@ -421,7 +427,7 @@ def run_sweep(grid_path: str | Path, notebook: str | Path | None = None,
     `cluster.key=value` overrides set the grid's cluster section instead. executor: local
     (papermill processes from here), submitit-local or slurm (one submitit job per point, a job
     array on SLURM; `workers` does not apply); detach: submit and return (rows 'pending')."""
-    submit.check_kind(executor)
+    submit.check_kind(executor, detach)
     grid = load_grid(grid_path)
     if config:
         grid.config = _user_path(config, "--config")
