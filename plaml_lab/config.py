@@ -360,6 +360,18 @@ def from_dict(data: dict | None) -> PretrainConfig:
     return cfg
 
 
+def repo_root(start: str | Path | None = None) -> Path:
+    """The project folder (the nearest one at or above `start`, default cwd then this package,
+    that holds pyproject.toml): `experiments/...` paths in grids and notebook parameters are
+    relative to it."""
+    starts = [Path(start)] if start is not None else [Path.cwd(), Path(__file__).parent]
+    for s in starts:
+        for folder in [s.resolve(), *s.resolve().parents]:
+            if (folder / "pyproject.toml").is_file():
+                return folder
+    return Path.cwd().resolve()
+
+
 def load_yaml(path: str | Path, what: str = "config file") -> dict:
     """A YAML file's top-level mapping ({} when empty); one-line ConfigError naming the file
     when it is missing, is not valid YAML (with the line), or is not a mapping. Also reads the

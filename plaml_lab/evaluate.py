@@ -127,8 +127,8 @@ def _not_applicable(notes: dict, probe: str, why: str) -> None:
 def _pseudo_label_assignments(run, dataset, *, device, e, progress: bool
                               ) -> tuple[torch.Tensor, torch.Tensor]:
     """The labelling teacher's class-token pseudo labels on the first eval.max_val items of
-    `dataset`: argmax over prototypes of heads['cls'](teacher class token), as the teacher scores
-    them in training before centering / Sinkhorn. Returns (assignments (N,), labels (N,))."""
+    `dataset`, as training forms them (PLAML.pseudo_labels: centred or Sinkhorn targets'
+    argmax). Returns (assignments (N,), labels (N,))."""
     teacher = run.model.labelling_teacher
     feats = extract_features(teacher.encoder.to(device), dataset, device=device,
                              batch_size=e.batch_size, max_items=e.max_val, progress=progress,
@@ -137,7 +137,7 @@ def _pseudo_label_assignments(run, dataset, *, device, e, progress: bool
     with torch.no_grad():
         scores = torch.cat([head(c.to(device)).float().cpu()
                             for c in feats["cls"].split(e.batch_size)])
-    return scores.argmax(1), feats["labels"]
+    return run.model.pseudo_labels(scores, "cls"), feats["labels"]
 
 
 def run_probes(enc: torch.nn.Module, run, probes, *, device="cpu", progress: bool = False,

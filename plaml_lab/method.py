@@ -66,17 +66,32 @@ class PLAML(nn.Module):
         return self
 
     # -- targets --------------------------------------------------------------------------------
-    def _pseudo_label_targets(self, scores: torch.Tensor, which: str, temp: float) -> torch.Tensor:
-        """Teacher head scores (..., K) -> target distributions (..., K); updates the center."""
+    def target_distribution(self, scores: torch.Tensor, which: str, temp: float) -> torch.Tensor:
+        """Teacher head scores (..., K) -> target distributions (..., K): centred with this
+        model's `which` ('cls' | 'patch') center and sharpened by temp, or Sinkhorn-Knopp over
+        all the leading positions at once. The center is left as it is."""
         pl = self.cfg.pl
         if pl.assignment == "sinkhorn":
             flat = scores.reshape(-1, scores.shape[-1])
             return losses.sinkhorn_knopp(flat, temp, pl.sinkhorn_iters).reshape(scores.shape)
-        center = getattr(self, f"center_{which}")
-        targets = losses.centering_targets(scores, center, temp)
-        if self.training:
-            new = losses.center_update(center, losses.batch_mean(scores), pl.center_momentum)
-            center.copy_(new)
+        return losses.centering_targets(scores, getattr(self, f"center_{which}"), temp)
+
+    @torch.no_grad()
+    def pseudo_labels(self, scores: torch.Tensor, which: str = "cls") -> torch.Tensor:
+        """Labelling-teacher head scores (N, K) -> hard pseudo labels (N,) int64: the argmax of
+        the target distribution training forms from them (at the final pl.teacher_temp; with
+        Sinkhorn, balanced over these N). The one definition behind `plaml-lab eval`'s
+        clusters probe, the cluster explorer and the demo's figure."""
+        return self.target_distribution(scores.float(), which, self.cfg.pl.teacher_temp).argmax(-1)
+
+    def _pseudo_label_targets(self, scores: torch.Tensor, which: str, temp: float) -> torch.Tensor:
+        """target_distribution(), then (in training, with centering) the center moves towards
+        this batch's mean score."""
+        targets = self.target_distribution(scores, which, temp)
+        if self.training and self.cfg.pl.assignment != "sinkhorn":
+            center = getattr(self, f"center_{which}")
+            center.copy_(losses.center_update(center, losses.batch_mean(scores),
+                                              self.cfg.pl.center_momentum))
         return targets
 
     @torch.no_grad()

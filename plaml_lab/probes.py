@@ -113,11 +113,22 @@ def cluster_metrics(assignments: torch.Tensor, labels: torch.Tensor | None = Non
     if num_prototypes is not None:
         out["num_prototypes"] = int(num_prototypes)
     if labels is not None:
-        from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
-        y = labels.long().cpu().numpy()
-        out["nmi"] = float(normalized_mutual_info_score(y, a.numpy()))
-        out["ari"] = float(adjusted_rand_score(y, a.numpy()))
+        out.update(nmi_ari(a, labels))
     return out
+
+
+def nmi_ari(assignments, labels) -> dict[str, float]:
+    """NMI and ARI (scikit-learn) between assignments (N,) and labels (N,), both int arrays or
+    tensors; items with label < 0 (unlabelled) are left out; {} when fewer than 2 remain."""
+    # sklearn.metrics takes seconds to import: only code that scores clusters pays for it
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+    a = torch.as_tensor(assignments).long().cpu().numpy()
+    y = torch.as_tensor(labels).long().cpu().numpy()
+    keep = y >= 0
+    if keep.sum() < 2:
+        return {}
+    return {"nmi": float(normalized_mutual_info_score(y[keep], a[keep])),
+            "ari": float(adjusted_rand_score(y[keep], a[keep]))}
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Tests for plaml_lab.lab.ablation: the grid loader, the paper grid, mean +- std, claim verdicts, and
+"""Tests for plaml_lab.lab.ablation: the paper grid, mean +- std, claim verdicts, and
 a resumable end-to-end table on the quick preset (1 seed, 2 variants + the random-init row)."""
 
 from __future__ import annotations
@@ -24,70 +24,6 @@ def write(tmp_path, text: str):
     path = tmp_path / "grid.yaml"
     path.write_text(text)
     return path
-
-
-# --- the grid ---------------------------------------------------------------------------------
-
-def test_paper_grid_has_methods_five_variants_three_seeds_and_the_lab_preset():
-    grid = A.load_grid(A.DEFAULT_GRID)
-    assert grid.seeds == [0, 1, 2] and grid.config == A.DEFAULT_PRESET
-    assert grid.baseline == "dual"
-    names = {n: variant_name(load_config(QUICK, A.run_overrides(grid, n, 0, [])))
-             for n in grid.points}
-    assert names == {"mae": "mae", "token": "token", "single": "single", "dual": "dual",
-                     "plonly": "plonly"}
-
-
-@pytest.mark.parametrize("path", sorted(str(p) for p in __import__("pathlib").Path("experiments/grids").glob("*.yaml")
-                                         if "points:" in p.read_text()
-                                         and p.name != "quick_failing.yaml"))  # fails on purpose
-def test_every_committed_ablation_grid_builds_a_valid_config_for_each_point(path):
-    """A typo in a committed grid (a key, a value out of range) fails here, not an hour into a
-    run: every point's config is built and validated as the runner would."""
-    grid = A.load_grid(path)
-    for name in grid.points:
-        load_config(grid.config, A.run_overrides(grid, name, grid.seeds[0], []))
-
-
-def test_grid_loader_crosses_points_with_axes_and_ignores_sweep_keys(tmp_path):
-    grid = A.load_grid(write(tmp_path, """
-notebook: notebooks/01_pretrain.ipynb
-timeout: 60
-overrides: [run.device=cpu]
-points:
-  a: [method.teachers=single]
-  b: {method.teachers: dual}
-axes:
-  mask.ratio: [0.5, 0.75]
-"""))
-    assert grid.seeds == [0] and grid.overrides == ["run.device=cpu"]
-    assert grid.points == {
-        "a__mask.ratio=0.5": ["method.teachers=single", "mask.ratio=0.5"],
-        "a__mask.ratio=0.75": ["method.teachers=single", "mask.ratio=0.75"],
-        "b__mask.ratio=0.5": ["method.teachers=dual", "mask.ratio=0.5"],
-        "b__mask.ratio=0.75": ["method.teachers=dual", "mask.ratio=0.75"]}
-
-
-def test_run_overrides_put_seed_and_name_last():
-    grid = A.AblationGrid(path=None, config=None, overrides=["mask.ratio=0.5"],
-                          points={"mae": ["method.target=pixels"]})
-    ovr = A.run_overrides(grid, "mae", 2, ["run.max_steps=3"])
-    assert ovr[-2:] == ["run.seed=2", "run.name=ablation-mae-s2"]
-    assert ovr.index("mask.ratio=0.5") < ovr.index("method.target=pixels") < ovr.index(
-        "run.max_steps=3")
-
-
-@pytest.mark.parametrize("text, needle", [
-    ("points: {}\n", "nothing to run"),
-    ("points: {a: [x=1]}\nseeds: [0, zero]\n", "seeds"),
-    ("points: {a: [x=1]}\nbaseline: b\n", "baseline"),
-    ("points: {random_init: [x=1]}\n", "reserved"),
-    ("points: {a: [novalue]}\n", "points.a"),
-    ("points: [a, b]\n", "points"),
-])
-def test_grid_loader_rejects_malformed_grids_naming_the_key(tmp_path, text, needle):
-    with pytest.raises(ConfigError, match=needle):
-        A.load_grid(write(tmp_path, text))
 
 
 # --- aggregation --------------------------------------------------------------------------------

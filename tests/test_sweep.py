@@ -19,7 +19,7 @@ import nbformat
 import pytest
 
 from plaml_lab.config import ConfigError
-from plaml_lab.lab.sweep import load_grid, run_sweep
+from plaml_lab.lab.sweep import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,53 +63,7 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-# --- grid files -------------------------------------------------------------------------------
-
-def test_grid_crosses_named_points_with_axes_and_keeps_override_order(tmp_path, standin):
-    grid = load_grid(write_grid(tmp_path / "g.yaml", f"""
-notebook: {standin}
-overrides: [run.device=cpu]
-points:
-  mae: [method.target=pixels]
-  dual: [method.teachers=dual]
-axes:
-  mask.ratio: [0.6, 0.75]
-  run.seed: [0, 1]
-"""))
-    names = [p.name for p in grid.points]
-    assert names == [f"{v}__mask.ratio=0.{r}__run.seed={s}"
-                     for v in ("mae", "dual") for r in ("6", "75") for s in (0, 1)]
-    first = grid.points[0]
-    assert first.overrides == ["method.target=pixels", "mask.ratio=0.6", "run.seed=0"]
-    assert grid.overrides == ["run.device=cpu"]
-    assert grid.notebook == standin
-
-
-def test_grid_of_axes_only_and_default_notebook(tmp_path):
-    grid = load_grid(write_grid(tmp_path / "g.yaml", "axes:\n  mask.ratio: [0.5, 0.9]\n"))
-    assert [p.overrides for p in grid.points] == [["mask.ratio=0.5"], ["mask.ratio=0.9"]]
-    assert grid.notebook == ROOT / "notebooks" / "01_pretrain.ipynb"
-    assert grid.config is None
-
-
-@pytest.mark.parametrize("text, needle", [
-    ("pionts: {a: [x=1]}\n", "unknown grid key 'pionts'"),
-    ("points: [a, b]\n", "points: expected a mapping"),
-    ("points: {a: x=1}\n", "points.a: expected a list"),
-    ("points: {a: [novalue]}\n", "points.a: 'novalue' is not a key=value override"),
-    ("points: {'a/b': [x=1]}\n", "points.a/b: a point name may use"),
-    ("axes: {mask.ratio: []}\n", "axes.mask.ratio: expected a non-empty list"),
-    ("config: experiments/configs/missing.yaml\npoints: {a: [x=1]}\n", "config: file not found"),
-    ("timeout: -1\npoints: {a: [x=1]}\n", "timeout: expected a positive number"),
-    ("overrides: [a=1]\n", "no points and no axes"),
-    ("points: {a: [x=1]\n", "invalid YAML"),
-])
-def test_bad_grid_raises_config_error_naming_the_key(tmp_path, text, needle):
-    with pytest.raises(ConfigError) as err:
-        load_grid(write_grid(tmp_path / "bad.yaml", text))
-    assert needle in str(err.value)
-    assert "\n" not in str(err.value)
-
+# --- the CLI on a bad grid ----------------------------------------------------------------------
 
 def test_cli_bad_grid_exits_2_with_one_line_error(tmp_path, capsys):
     from plaml_lab.cli import main

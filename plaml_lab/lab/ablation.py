@@ -2,7 +2,7 @@
 evaluate each run's frozen student encoder with every probe, add a random-init baseline per seed,
 and write mean +- std over seeds as CSV (one row per run), markdown and a bar plot.
 
-    python -m plaml_lab.lab.ablation [--grid experiments/grids/paper_ablation.yaml]
+    plaml-lab ablation [--grid experiments/grids/paper_ablation.yaml]
         [--preset experiments/configs/lab.yaml] [--seeds 0,1,2] [--variants mae,dual]
         [--runs experiments/runs/ablation] [--out experiments/results] [key=value ...]
 
@@ -11,28 +11,26 @@ evaluation in eval.json. Re-running resumes: a run whose summary.json says it fi
 pretrained again (an unfinished one resumes from its last checkpoint), and an eval.json with the
 same probes is reused. A point that fails is reported and does not stop the others (exit 1).
 
-The grid is the sweep's format plus `seeds` and `baseline` (the point whose config builds the
-random-init model; default the last point). Outputs: OUT/ablation_<dataset>.csv, .md and .png.
+The grid is read by lab/grids.py (the sweep's parser): `seeds` (default [0]) and `baseline` (the
+point whose config builds the random-init model; default the last point) matter here. Outputs: OUT/ablation_<dataset>.csv, .md and .png.
 """
 
 from __future__ import annotations
 
 import csv
-import itertools
 import json
 import math
-import os
 import platform
 import sys
 import time
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import yaml
 
-from plaml_lab.config import PROBES, ConfigError, load_yaml
+from plaml_lab.config import PROBES, ConfigError, repo_root
 from plaml_lab.lab import submit
+from plaml_lab.lab.grids import Grid, load_grid, threads_per_worker
 from plaml_lab.lab.submit import ClusterSettings, cluster_settings
 
 DEFAULT_GRID = "experiments/grids/paper_ablation.yaml"
@@ -69,90 +67,16 @@ CLAIMS = (
 BASELINE_METRICS = ("knn_top1", "knn_top1_mean")
 
 
-# --- the grid ---------------------------------------------------------------------------------
-
-@dataclass
-class AblationGrid:
-    path: Path
-    config: str | None
-    overrides: list[str]
-    points: dict[str, list[str]]  # name -> overrides, in file order
-    seeds: list[int] = field(default_factory=lambda: [0])
-    baseline: str | None = None
-    cluster: dict = field(default_factory=dict)  # submit.cluster_settings reads it
-
-
-def _overrides(value, where: str) -> list[str]:
-    """A list of 'key=value' strings, or a mapping {key: value}, -> list of override strings."""
-    if value is None:
-        return []
-    if isinstance(value, dict):
-        return [f"{k}={_scalar(v)}" for k, v in value.items()]
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) and "=" in v for v in value):
-        raise ConfigError(f"{where}: expected a list of key=value overrides")
-    return list(value)
-
-
-def _scalar(v) -> str:
-    if isinstance(v, str):
-        return v
-    return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
-
-
-def load_grid(path: str | Path) -> AblationGrid:
-    """Read a grid file: optional config, overrides, seeds, baseline; points and/or axes
-    (with both, every point is crossed with every axes combination: `name__key=value`).
-    Unknown top-level keys (e.g. the sweep's notebook, timeout) are ignored."""
-    path = Path(path)
-    data = load_yaml(path, "grid file")
-    named = data.get("points") or {}
-    if not isinstance(named, dict):
-        raise ConfigError(f"{path}: points: expected a mapping of name -> overrides")
-    named = {str(k): _overrides(v, f"{path}: points.{k}") for k, v in named.items()}
-    axes = data.get("axes") or {}
-    if not isinstance(axes, dict) or not all(isinstance(v, list) and v for v in axes.values()):
-        raise ConfigError(f"{path}: axes: expected a mapping of key -> non-empty list of values")
-    points = {}
-    combos = list(itertools.product(*[[(k, v) for v in vs] for k, vs in axes.items()]))
-    for name, ovr in (named or {"": []}).items():
-        for combo in combos:
-            extra = [f"{k}={_scalar(v)}" for k, v in combo]
-            full = "__".join(([name] if name else []) + extra) or "default"
-            points[full] = ovr + extra
-    if not points or points == {"default": []}:
-        raise ConfigError(f"{path}: no points and no axes: nothing to run")
-    if BASELINE in points:
-        raise ConfigError(f"{path}: points.{BASELINE}: the name is reserved for the baseline")
-    seeds = data.get("seeds", [0])
-    seeds = [seeds] if isinstance(seeds, int) else seeds
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
-        raise ConfigError(f"{path}: seeds: expected a list of integers")
-    baseline = data.get("baseline")
-    if baseline is not None and baseline not in points:
-        raise ConfigError(f"{path}: baseline: '{baseline}' is not a point of the grid")
-    config = data.get("config")
-    cluster = data.get("cluster") or {}
-    try:
-        cluster_settings(cluster)  # checked now, read when a submitit executor runs the table
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
-    return AblationGrid(path=path, config=str(config) if config else None,
-                        overrides=_overrides(data.get("overrides"), f"{path}: overrides"),
-                        points=points, seeds=seeds, baseline=baseline, cluster=cluster)
-
-
 # --- one run ----------------------------------------------------------------------------------
 
 def run_dir(runs_root: str | Path, variant: str, seed: int) -> Path:
     return Path(runs_root) / f"{variant}-s{seed}"
 
 
-def run_overrides(grid: AblationGrid, variant: str, seed: int, extra: list[str]) -> list[str]:
+def run_overrides(grid: Grid, variant: str, seed: int, extra: list[str]) -> list[str]:
     """Grid-wide overrides, then the point's, then the caller's, then the seed and run name.
     run.eval_knn=false: the runner probes every run itself (kNN included) right after."""
-    return ["run.eval_knn=false", *grid.overrides, *grid.points[variant], *extra,
+    return ["run.eval_knn=false", *grid.overrides, *grid.variants[variant], *extra,
             f"run.seed={seed}", f"run.name=ablation-{variant}-s{seed}"]
 
 
@@ -266,7 +190,7 @@ def _submitted_point(preset: str, overrides: list[str], out: Path, probes: list[
     return None
 
 
-def _run_jobs(jobs: list[tuple[str, int]], grid: AblationGrid, preset: str, extra: list[str],
+def _run_jobs(jobs: list[tuple[str, int]], grid: Grid, preset: str, extra: list[str],
               runs_root: Path, probes: list[str], device: str, kind: str,
               settings: ClusterSettings, detach: bool, log
               ) -> tuple[dict[tuple[str, int], tuple[dict | None, str | None]], list]:
@@ -282,8 +206,7 @@ def _run_jobs(jobs: list[tuple[str, int]], grid: AblationGrid, preset: str, extr
             waiting[job] = submit.attach(rec)
         elif not (is_finished(out) and _cached_eval(out, probes) is not None):
             calls[job] = out
-    threads = (settings.cpus_per_task if kind == "slurm"
-               else max(1, (os.cpu_count() or 1) // max(1, len(calls))))
+    threads = settings.cpus_per_task if kind == "slurm" else threads_per_worker(len(calls))
     calls = {job: submit.CallJob(out, _submitted_point, preset,
                                  run_overrides(grid, job[0], job[1], extra), out, probes, device,
                                  threads) for job, out in calls.items()}
@@ -470,7 +393,7 @@ def _row(variant: str, seed: int, result: dict) -> dict:
             **{m: result.get(m) for m in METRICS}}
 
 
-def _run_pool(jobs: list[tuple[str, int]], grid: AblationGrid, preset: str, extra: list[str],
+def _run_pool(jobs: list[tuple[str, int]], grid: Grid, preset: str, extra: list[str],
               runs_root, probes: list[str], device: str, workers: int, log
               ) -> dict[tuple[str, int], tuple[dict | None, str | None]]:
     """Pretrain + evaluate `jobs` on a pool of `workers` spawned processes (longest-first is
@@ -478,7 +401,7 @@ def _run_pool(jobs: list[tuple[str, int]], grid: AblationGrid, preset: str, extr
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = threads_per_worker(workers)
     log(f"pool: {workers} workers x {threads} torch thread(s) for {len(jobs)} runs")
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                              initializer=_worker_init, initargs=(threads,)) as pool:
@@ -487,6 +410,12 @@ def _run_pool(jobs: list[tuple[str, int]], grid: AblationGrid, preset: str, extr
                                     f"{job[0]}-s{job[1]}")
                    for job in jobs}
         return {job: f.result() for job, f in futures.items()}
+
+
+def _shown(path: str | Path) -> str:
+    """A path as the table's header shows it: repo-relative when inside the repo."""
+    p = Path(path).resolve()
+    return str(p.relative_to(repo_root())) if p.is_relative_to(repo_root()) else str(path)
 
 
 def run_ablation(grid_path: str | Path = DEFAULT_GRID, *, preset: str | None = None,
@@ -511,8 +440,10 @@ def run_ablation(grid_path: str | Path = DEFAULT_GRID, *, preset: str | None = N
     from plaml_lab.config import load_config
 
     grid = load_grid(grid_path)
-    preset = preset or grid.config or DEFAULT_PRESET
-    seeds = list(seeds) if seeds else grid.seeds
+    if BASELINE in grid.variants:
+        raise ConfigError(f"{grid.path}: points.{BASELINE}: the name is reserved for the baseline")
+    preset = str(preset or grid.config or DEFAULT_PRESET)
+    grid.seeds = list(seeds or grid.seeds or [0])
     probes = list(probes) if probes else list(PROBES)
     bad = [p for p in probes if p not in PROBES]
     if bad:
@@ -520,20 +451,22 @@ def run_ablation(grid_path: str | Path = DEFAULT_GRID, *, preset: str | None = N
     submit.check_kind(executor, detach)
     extra, cluster_overrides = submit.split_cluster_overrides(list(overrides or []))
     settings = cluster_settings(grid.cluster, cluster_overrides)
-    names = list(grid.points)
+    names = list(grid.variants)
     if variants:
-        unknown = [v for v in variants if v not in grid.points]
+        unknown = [v for v in variants if v not in grid.variants]
         if unknown:
             raise ConfigError(f"--variants: '{unknown[0]}' is not a point of {grid.path} "
                               f"({', '.join(names)})")
         names = [n for n in names if n in variants]
     baseline = grid.baseline if grid.baseline in names else names[-1]
+    seeds = grid.seeds
     # Check every point's config before the first (long) run starts.
     cfgs = {n: load_config(preset, run_overrides(grid, n, seeds[0], extra)) for n in names}
     dataset = cfgs[names[0]].data.dataset
 
     rows, failed = [], {}
-    jobs = [(n, s) for s in seeds for n in names] + [(BASELINE, s) for s in seeds]
+    jobs = ([(p.variant, p.seed) for p in grid.points if p.variant in names]
+            + [(BASELINE, s) for s in seeds])
     t0 = time.perf_counter()
     pooled: dict[tuple[str, int], tuple[dict | None, str | None]] = {}
     if executor != "local":
@@ -572,7 +505,8 @@ def run_ablation(grid_path: str | Path = DEFAULT_GRID, *, preset: str | None = N
     outputs = {"csv": out_dir / f"{stem}.csv", "md": out_dir / f"{stem}.md",
                "png": out_dir / f"{stem}.png"}
     write_csv(rows, outputs["csv"])
-    header = {"dataset": dataset, "command": command, "preset": preset, "grid": str(grid.path),
+    header = {"dataset": dataset, "command": command, "preset": _shown(preset),
+              "grid": _shown(grid.path),
               "seeds": seeds, "date": datetime.now().strftime("%Y-%m-%d"),
               "machine": f"{platform.machine()}, {platform.system()}, device {device}",
               "failed": failed}

@@ -29,7 +29,6 @@ How each column is measured (benchmarks/README.md has the numbers and their anal
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import gc

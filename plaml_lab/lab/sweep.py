@@ -1,24 +1,10 @@
 """Batch runs of one notebook over a grid of overrides (papermill), with a results table.
 
-A grid file (YAML) names the points; each point is one papermill execution of the notebook
-(default notebooks/01_pretrain.ipynb) into OUT/<point>/, with the parameters
-`config`, `overrides` (grid-wide overrides, then the point's) and `out_dir` (OUT/<point>/run):
-
-    notebook: notebooks/01_pretrain.ipynb   # optional (this is the default)
-    config: experiments/configs/quick.yaml  # the notebook's `config` parameter
-    overrides: [run.device=cpu]             # optional, applied to every point
-    timeout: 900                            # optional, seconds per point (wall clock)
-    parameters: {}                          # optional, further notebook parameters
-    points:                                 # named points, each a list of overrides ...
-      mae: [method.target=pixels, method.pseudo_labels=none]
-      dual: [method.teachers=dual]
-    axes:                                   # ... and/or a product of axes
-      mask.ratio: [0.6, 0.75]
-    seeds: [0, 1]                           # optional: shorthand for an axis run.seed
-
-The ablation grids' `baseline` key (plaml_lab.lab.ablation) is accepted and not used here. With both `points` and `axes`, every named point is crossed with every combination of axis
-values (point names `mae__mask.ratio=0.6`). Relative paths in a grid are relative to the repo
-root (the folder holding pyproject.toml above the grid file).
+The grid file format is lab/grids.py's (the one parser sweep and ablation share); each point
+is one papermill execution of the notebook (the grid's `notebook`, default
+notebooks/01_pretrain.ipynb) into OUT/<point>/, with the parameters `config`, `overrides`
+(grid-wide, then the point's, then run.seed=<seed> when the grid lists seeds) and `out_dir`
+(OUT/<point>/run).
 
 A point that completed (OUT/<point>/done.json with the same notebook, config, overrides and
 parameters) is skipped on a re-run; a failed point leaves OUT/<point>/error.txt (the failing
@@ -36,163 +22,26 @@ records it, the table is collected from the point folders the same way, and a po
 from __future__ import annotations
 
 import csv
-import itertools
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from plaml_lab.config import ConfigError, load_yaml
+from plaml_lab.config import repo_root
+from plaml_lab.errors import ConfigError
 from plaml_lab.lab import submit
+from plaml_lab.lab.grids import Grid, Point, load_grid, override_list, threads_per_worker
 from plaml_lab.lab.submit import ClusterSettings, cluster_settings
-from plaml_lab.notebook import repo_root
 
 DEFAULT_NOTEBOOK = "notebooks/01_pretrain.ipynb"
-GRID_KEYS = ("notebook", "config", "overrides", "timeout", "parameters", "points", "axes",
-             "seeds", "baseline", "cluster")
 KERNEL = "python3"
-_SAFE = re.compile(r"[^A-Za-z0-9._=+-]")
-
-
-@dataclass
-class Point:
-    name: str
-    overrides: list[str]  # the point's own overrides (named point, then axes)
-
-
-@dataclass
-class Grid:
-    path: Path
-    notebook: Path
-    config: Path | None
-    overrides: list[str]
-    points: list[Point]
-    timeout: float | None = None
-    parameters: dict = field(default_factory=dict)
-    cluster: dict = field(default_factory=dict)  # submit.cluster_settings reads it
-
-
-# --- the grid file ------------------------------------------------------------------------------
-
-def _override_list(value, where: str) -> list[str]:
-    """A list of 'key=value' strings (or a mapping {key: value}) -> list of override strings."""
-    if value is None:
-        return []
-    if isinstance(value, dict):
-        return [f"{k}={_yaml_scalar(v)}" for k, v in value.items()]
-    if not isinstance(value, list):
-        raise ConfigError(f"{where}: expected a list of key=value strings, got "
-                          f"{type(value).__name__}")
-    out = []
-    for item in value:
-        if not isinstance(item, str) or "=" not in item or item.startswith("="):
-            raise ConfigError(f"{where}: '{item}' is not a key=value override")
-        out.append(item)
-    return out
-
-
-def _yaml_scalar(value) -> str:
-    """A value as the override parser reads it back (YAML scalar text)."""
-    if isinstance(value, str):
-        return value
-    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
-
-
-def _expand(points: dict[str, list[str]], axes: dict[str, list]) -> list[Point]:
-    named = [Point(n, o) for n, o in points.items()] or [Point("", [])]
-    combos = [[]]
-    if axes:
-        combos = [list(c) for c in itertools.product(
-            *[[(key, v) for v in values] for key, values in axes.items()])]
-    out = []
-    for p in named:
-        for combo in combos:
-            extra = [f"{k}={_yaml_scalar(v)}" for k, v in combo]
-            parts = ([p.name] if p.name else []) + [_SAFE.sub("-", e) for e in extra]
-            out.append(Point("__".join(parts), p.overrides + extra))
-    return out
-
-
-def load_grid(path: str | Path) -> Grid:
-    """Read and check a grid file; ConfigError (one line naming the key) when it is malformed."""
-    path = Path(path)
-    data = load_yaml(path, "grid file")
-    unknown = [k for k in data if k not in GRID_KEYS]
-    if unknown:
-        raise ConfigError(f"{path}: unknown grid key '{unknown[0]}' (known: {', '.join(GRID_KEYS)})")
-    root = repo_root(path.resolve().parent)
-
-    def rel(key: str, value) -> Path | None:
-        if value is None:
-            return None
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"{path}: {key}: expected a path")
-        p = Path(value).expanduser()
-        p = p if p.is_absolute() else root / p
-        if not p.is_file():
-            raise ConfigError(f"{path}: {key}: file not found: {value}")
-        return p
-
-    notebook = rel("notebook", data.get("notebook") or DEFAULT_NOTEBOOK)
-    config = rel("config", data.get("config"))
-    overrides = _override_list(data.get("overrides"), f"{path}: overrides")
-
-    points = data.get("points") or {}
-    if not isinstance(points, dict):
-        raise ConfigError(f"{path}: points: expected a mapping of name -> list of overrides")
-    named = {}
-    for name, ovr in points.items():
-        if not isinstance(name, str) or not name or _SAFE.search(name) or name.startswith("."):
-            raise ConfigError(f"{path}: points.{name}: a point name may use letters, digits "
-                              "and ._=+- only")
-        named[name] = _override_list(ovr, f"{path}: points.{name}")
-    axes = data.get("axes") or {}
-    if not isinstance(axes, dict):
-        raise ConfigError(f"{path}: axes: expected a mapping of key -> list of values")
-    for key, values in axes.items():
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"{path}: axes.{key}: expected a non-empty list of values")
-    seeds = data.get("seeds")
-    if seeds is not None:  # the ablation grids' shorthand for a run.seed axis
-        if not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) for x in seeds):
-            raise ConfigError(f"{path}: seeds: expected a non-empty list of integers")
-        axes = {**axes, "run.seed": seeds}
-    if not named and not axes:
-        raise ConfigError(f"{path}: no points and no axes: nothing to run")
-
-    timeout = data.get("timeout")
-    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
-        raise ConfigError(f"{path}: timeout: expected a positive number of seconds")
-    parameters = data.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise ConfigError(f"{path}: parameters: expected a mapping of notebook parameters")
-    clash = [k for k in parameters if k in ("config", "overrides", "out_dir")]
-    if clash:
-        raise ConfigError(f"{path}: parameters.{clash[0]}: set by the sweep itself")
-
-    cluster = data.get("cluster") or {}
-    try:
-        cluster_settings(cluster)  # checked now, read when a submitit executor runs the sweep
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
-    expanded = _expand(named, axes)
-    seen = set()
-    for p in expanded:
-        if p.name in seen:
-            raise ConfigError(f"{path}: point '{p.name}' appears twice")
-        seen.add(p.name)
-    return Grid(path=path, notebook=notebook, config=config, overrides=overrides,
-                points=expanded, timeout=float(timeout) if timeout else None,
-                parameters=parameters, cluster=cluster)
 
 
 # --- one point ----------------------------------------------------------------------------------
@@ -269,16 +118,21 @@ class _Running:
                 _kill_group(proc)
 
 
+def notebook_of(grid: Grid) -> Path:
+    """The grid's notebook, else DEFAULT_NOTEBOOK of the repo."""
+    return grid.notebook or repo_root(grid.path.resolve().parent) / DEFAULT_NOTEBOOK
+
+
 def run_point(grid: Grid, point: Point, out: Path, *, notebook: Path | None = None,
               timeout: float | None = None, threads: int | None = None,
               running: _Running | None = None) -> dict:
     """Execute the notebook for one point into out/<point>/; returns its results row."""
-    nb = notebook or grid.notebook
+    nb = notebook or notebook_of(grid)
     point_dir = out / point.name
     point_dir.mkdir(parents=True, exist_ok=True)
     nb_out = point_dir / nb.name
     run_dir = point_dir / "run"
-    overrides = grid.overrides + point.overrides
+    overrides = point.run_overrides(grid.overrides)
     params = {**grid.parameters, "overrides": overrides, "out_dir": str(run_dir)}
     if grid.config is not None:
         params["config"] = str(grid.config)
@@ -321,7 +175,7 @@ def run_point(grid: Grid, point: Point, out: Path, *, notebook: Path | None = No
             tail = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
             error = tail[-1] if tail else f"papermill exited with {rc}"
     row = {"point": point.name, "status": "failed" if error else "done", "executed": True,
-           "seconds": seconds, "overrides": point.overrides, "error": error or ""}
+           "seconds": seconds, "overrides": point.run_overrides(), "error": error or ""}
     if error:
         (point_dir / "error.txt").write_text(error + "\n")
         return row
@@ -336,7 +190,7 @@ def _identity(grid: Grid, point: Point, nb: Path) -> dict:
     """What makes a completed point reusable: the same notebook, config, overrides and
     notebook parameters."""
     return {"notebook": str(nb), "config": str(grid.config) if grid.config else None,
-            "overrides": grid.overrides + point.overrides, "parameters": grid.parameters}
+            "overrides": point.run_overrides(grid.overrides), "parameters": grid.parameters}
 
 
 def _completed(grid: Grid, point: Point, out: Path, nb: Path) -> dict | None:
@@ -352,7 +206,7 @@ def _completed(grid: Grid, point: Point, out: Path, nb: Path) -> dict | None:
     if any(done.get(k) != v for k, v in _identity(grid, point, nb).items()):
         return None
     row = {"point": point.name, "status": "done", "executed": False,
-           "seconds": done.get("seconds"), "overrides": point.overrides, "error": ""}
+           "seconds": done.get("seconds"), "overrides": point.run_overrides(), "error": ""}
     row.update(_summary_metrics(out / point.name / "run") or done.get("metrics", {}))
     return row
 
@@ -433,13 +287,13 @@ def run_sweep(grid_path: str | Path, notebook: str | Path | None = None,
         grid.config = _user_path(config, "--config")
     overrides, cluster_overrides = submit.split_cluster_overrides(list(overrides or []))
     settings = cluster_settings(grid.cluster, cluster_overrides)
-    grid.overrides = grid.overrides + _override_list(overrides, "overrides")
-    nb = _user_path(notebook, "--notebook") if notebook else grid.notebook
+    grid.overrides = grid.overrides + override_list(overrides, "overrides")
+    nb = _user_path(notebook, "--notebook") if notebook else notebook_of(grid)
     out = Path(out).expanduser().resolve() if out else default_out(grid_path)
     out.mkdir(parents=True, exist_ok=True)
     timeout = timeout or grid.timeout
     workers = max(1, int(workers))
-    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
+    threads = threads_per_worker(workers) if workers > 1 else None
 
     rows: dict[str, dict] = {}
     todo = []
@@ -537,8 +391,7 @@ def _run_jobs(grid: Grid, todo: list[Point], out: Path, nb: Path, timeout: float
         else:
             fresh.append(p)
     # points running side by side on this machine share its cores; a SLURM job has its own
-    threads = (settings.cpus_per_task if kind == "slurm"
-               else max(1, (os.cpu_count() or 1) // max(1, len(fresh))))
+    threads = settings.cpus_per_task if kind == "slurm" else threads_per_worker(len(fresh))
     calls = {p.name: submit.CallJob(out / p.name, _point_job, grid, p, out, nb, timeout,
                                        threads, on_checkpoint=_stop_point_job) for p in fresh}
     if calls:
@@ -553,7 +406,7 @@ def _run_jobs(grid: Grid, todo: list[Point], out: Path, nb: Path, timeout: float
             f"queued ({ids})")
     pending = {"status": "pending", "executed": False, "seconds": None, "error": ""}
     for p in todo:
-        rows[p.name] = {"point": p.name, **pending, "overrides": p.overrides}
+        rows[p.name] = {"point": p.name, **pending, "overrides": p.run_overrides()}
     flush()
     if detach:
         return
@@ -568,7 +421,7 @@ def _run_jobs(grid: Grid, todo: list[Point], out: Path, nb: Path, timeout: float
             error = submit.job_error(job)
             (out / name / "error.txt").write_text(error + "\n")
             row = {"point": name, "status": "failed", "executed": True, "seconds": None,
-                   "overrides": point.overrides, "error": error}
+                   "overrides": point.run_overrides(), "error": error}
         submit.finish_record(out / name, "DONE" if row["status"] == "done" else "FAILED",
                                 row["error"] or None)
         rows[name] = row
@@ -625,7 +478,7 @@ def cmd_sweep(args) -> int:
     if args.dry_run:
         grid = load_grid(args.grid)
         for p in grid.points:
-            print(f"{p.name}: {' '.join(grid.overrides + args.overrides + p.overrides)}")
+            print(f"{p.name}: {' '.join(p.run_overrides(grid.overrides + args.overrides))}")
         return 0
     rows = run_sweep(args.grid, args.notebook, args.out, args.workers, args.timeout,
                      config=args.config, overrides=args.overrides, executor=args.executor,

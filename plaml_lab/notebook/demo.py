@@ -42,7 +42,8 @@ def demo_figures(run, num_images: int = 256) -> dict:
         recon = unpatchify(pred, cfg.model.patch_size)
     figs = {"masks": F.mask_grid(images, out["mask"], cfg.model.patch_size, recon=recon)}
     if "teacher_cls_scores" in out:
-        figs["pseudo_labels"] = F.pseudo_label_grid(images, out["teacher_cls_scores"].argmax(-1))
+        figs["pseudo_labels"] = F.pseudo_label_grid(
+            images, model.pseudo_labels(out["teacher_cls_scores"], "cls"))
     return figs
 
 

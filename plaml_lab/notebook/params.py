@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from plaml_lab.config import repo_root
+
 QUICK = "experiments/configs/quick.yaml"
 PRETRAIN_OUT = "experiments/runs/nb_pretrain"  # 01_pretrain's default run folder (04 reads it)
 
@@ -21,17 +23,6 @@ SMOKE_OVERRIDES = [
     "run.progress=false", "run.num_threads=1",
     "data.num_train=256", "data.num_val=128", "eval.max_train=256", "eval.max_val=128",
 ]
-
-
-def repo_root(start: str | Path | None = None) -> Path:
-    """The nearest folder at or above `start` (default: cwd, then this package) that holds
-    pyproject.toml."""
-    starts = [Path(start)] if start is not None else [Path.cwd(), Path(__file__).parent]
-    for s in starts:
-        for folder in [s.resolve(), *s.resolve().parents]:
-            if (folder / "pyproject.toml").is_file():
-                return folder
-    return Path.cwd().resolve()
 
 
 def repo_path(path: str | Path | None) -> Path | None:

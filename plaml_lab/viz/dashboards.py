@@ -24,6 +24,7 @@ import ipywidgets as widgets
 
 from plaml_lab.data import normalize
 from plaml_lab.model.masking import mask_from_noise
+from plaml_lab.probes import nmi_ari
 from plaml_lab.viz import canvas as C
 from plaml_lab.viz import figures as F
 from plaml_lab.viz import inspect as I
@@ -221,7 +222,7 @@ class ClusterExplorer(_ImageApp):
         self.k = self.cfg.pl.num_prototypes
         self.image_labels = self.pl["image"].numpy()
         self.counts = np.bincount(self.image_labels, minlength=self.k)
-        self.scores = I.cluster_scores(self.image_labels, self.labels)
+        self.scores = nmi_ari(self.image_labels, self.labels)
         self.gallery_size = gallery_size
         self._xy: dict[str, np.ndarray] = {}
         self.embed_seconds: dict[str, float] = {}

@@ -171,16 +171,6 @@ def cosine_per_patch(pred: torch.Tensor, target: torch.Tensor, ids: torch.Tensor
 
 # --- pseudo labels ---------------------------------------------------------------------------
 
-def _pseudo_labels(run: Run, scores: torch.Tensor, which: str) -> torch.Tensor:
-    """Teacher head scores (N, K) -> hard pseudo labels (N,): the argmax of the target
-    distribution training uses (centered scores, or Sinkhorn-Knopp over these N)."""
-    pl = run.cfg.pl
-    if pl.assignment == "sinkhorn":
-        return losses.sinkhorn_knopp(scores, pl.teacher_temp, pl.sinkhorn_iters).argmax(-1)
-    center = getattr(run.model, f"center_{which}")
-    return losses.centering_targets(scores, center, pl.teacher_temp).argmax(-1)
-
-
 @torch.no_grad()
 def pseudo_labels(run: Run, images: torch.Tensor, encoder: str = "labelling",
                   batch_size: int = 256) -> dict[str, torch.Tensor]:
@@ -207,55 +197,13 @@ def pseudo_labels(run: Run, images: torch.Tensor, encoder: str = "labelling",
             patch_s.append(teacher.heads["patch"](tokens[:, 1:]).float())
     out = {"features": torch.cat(feats)}
     if cls_s:
-        out["cls"] = _pseudo_labels(run, torch.cat(cls_s), "cls")
+        out["cls"] = run.model.pseudo_labels(torch.cat(cls_s), "cls")
     if patch_s:
         scores = torch.cat(patch_s)
         n, L, k = scores.shape
-        out["patch"] = _pseudo_labels(run, scores.reshape(n * L, k), "patch").reshape(n, L)
+        out["patch"] = run.model.pseudo_labels(scores.reshape(n * L, k), "patch").reshape(n, L)
     out["image"] = out["cls"] if "cls" in out else torch.mode(out["patch"], dim=1).values
     return out
-
-
-def _contingency(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    _, ai = np.unique(a, return_inverse=True)
-    _, bi = np.unique(b, return_inverse=True)
-    table = np.zeros((ai.max() + 1, bi.max() + 1), dtype=np.int64)
-    np.add.at(table, (ai, bi), 1)
-    return table
-
-
-def nmi(a: np.ndarray, b: np.ndarray) -> float:
-    """Normalised mutual information, arithmetic-mean normalisation (sklearn's default)."""
-    p = _contingency(a, b) / len(a)
-    pa, pb = p.sum(1), p.sum(0)
-    nz = p > 0
-    mi = float((p[nz] * np.log(p[nz] / np.outer(pa, pb)[nz])).sum())
-    ha = float(-(pa[pa > 0] * np.log(pa[pa > 0])).sum())
-    hb = float(-(pb[pb > 0] * np.log(pb[pb > 0])).sum())
-    if ha == 0 or hb == 0:
-        return 1.0 if ha == hb else 0.0
-    return max(0.0, mi / ((ha + hb) / 2))
-
-
-def ari(a: np.ndarray, b: np.ndarray) -> float:
-    """Adjusted Rand index (Hubert & Arabie)."""
-    table = _contingency(a, b)
-    comb = lambda x: x * (x - 1) / 2  # noqa: E731
-    index = comb(table).sum()
-    rows, cols = comb(table.sum(1)).sum(), comb(table.sum(0)).sum()
-    expected = rows * cols / comb(len(a))
-    top = (rows + cols) / 2
-    return 1.0 if top == expected else float((index - expected) / (top - expected))
-
-
-def cluster_scores(pseudo: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """NMI and ARI between pseudo labels and true labels (items with label < 0 are left out).
-    Computed here rather than with sklearn.metrics, whose import alone costs seconds."""
-    pseudo, labels = np.asarray(pseudo), np.asarray(labels)
-    keep = labels >= 0
-    if keep.sum() < 2:
-        return {}
-    return {"nmi": nmi(labels[keep], pseudo[keep]), "ari": ari(labels[keep], pseudo[keep])}
 
 
 def embed_2d(features: torch.Tensor, method: str = "pca", seed: int = 0) -> np.ndarray:

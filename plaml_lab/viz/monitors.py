@@ -13,6 +13,7 @@ import torch
 import ipywidgets as widgets
 
 from plaml_lab.config import load_config
+from plaml_lab.probes import nmi_ari
 from plaml_lab.runs import Run, read_metrics
 from plaml_lab.viz import canvas as C
 from plaml_lab.viz import figures as F
@@ -236,7 +237,7 @@ class TeacherCompare(App):
             if "patch" in a:
                 agree["data tokens"].append(float((a["patch"] == b["patch"]).float().mean()))
                 maps.append((a["patch"][:self.num_maps], b["patch"][:self.num_maps]))
-            nmi.append(I.cluster_scores(a["image"].numpy(), b["image"].numpy()).get("nmi"))
+            nmi.append(nmi_ari(a["image"], b["image"]).get("nmi"))
         return {k: v for k, v in agree.items() if v}, nmi, maps
 
     def _render(self, parts: set[str]) -> None:
