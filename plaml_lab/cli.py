@@ -20,7 +20,7 @@ from plaml_lab.errors import USER_ERRORS, NonFiniteLossError
 from plaml_lab.variants import VARIANTS
 
 ENCODERS = ["student", "labelling", "reconstruction"]
-EXECUTORS = ("local", "submitit-local", "slurm")  # plaml_lab.lab.submit runs the last two
+EXECUTORS = ("local", "submitit-local", "slurm")  # plaml_lab.lab.cluster.EXECUTORS (a test)
 OVERRIDES_HELP = "dotted config overrides, e.g. method.teachers=single mask.ratio=0.6"
 
 
@@ -211,7 +211,7 @@ def handler(target: str):
 def cmd_pretrain(args) -> int:
     if args.executor != "local":
         return handler("plaml_lab.lab.submit:cmd_pretrain_job")(args)
-    handler("plaml_lab.lab.submit:check_kind")(args.executor, args.detach)
+    handler("plaml_lab.lab.cluster:check_kind")(args.executor, args.detach)
     pretrain = handler("plaml_lab.train:pretrain")
     summary = pretrain(args.config, args.out, args.overrides, force_new=args.force_new)
     print(json.dumps(summary, indent=2))

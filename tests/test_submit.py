@@ -1,4 +1,5 @@
-"""plaml_lab.lab.submit: cluster settings, grid points and pretraining runs as submitit jobs.
+"""plaml_lab.lab.cluster and .submit: cluster settings, grid points and pretraining runs as
+submitit jobs.
 
 The jobs run under submitit's LocalExecutor (real subprocesses, submitit's own signal handling
 and requeueing); the SLURM path is checked on the sbatch script submitit writes, with stand-in
@@ -18,7 +19,7 @@ import pytest
 
 from plaml_lab.errors import ConfigError
 from plaml_lab.lab import submit
-from plaml_lab.lab.submit import cluster_settings
+from plaml_lab.lab.cluster import EXECUTORS, cluster_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "01_pretrain.ipynb"
@@ -285,7 +286,7 @@ def test_two_task_job_forms_a_gloo_group_through_submitit_and_trains(tmp_path, c
 
 def test_cli_offers_exactly_the_executors_the_submit_module_runs():
     from plaml_lab import cli
-    assert cli.EXECUTORS == submit.EXECUTORS
+    assert cli.EXECUTORS == EXECUTORS
 
 
 # --- the ablation runner ------------------------------------------------------------------------

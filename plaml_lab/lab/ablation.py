@@ -30,8 +30,9 @@ import yaml
 
 from plaml_lab.config import PROBES, ConfigError, repo_root
 from plaml_lab.lab import submit
+from plaml_lab.lab.cluster import (ClusterSettings, check_kind, cluster_settings,
+                                   split_cluster_overrides)
 from plaml_lab.lab.grids import Grid, load_grid, threads_per_worker
-from plaml_lab.lab.submit import ClusterSettings, cluster_settings
 
 DEFAULT_GRID = "experiments/grids/paper_ablation.yaml"
 DEFAULT_PRESET = "experiments/configs/lab.yaml"
@@ -225,7 +226,8 @@ def _run_jobs(jobs: list[tuple[str, int]], grid: Grid, preset: str, extra: list[
             results[job] = (None, submit.job_error(sub))
         error = results[job][1]
         submit.finish_record(run_dir(runs_root, *job), "FAILED" if error else "DONE", error)
-        log(f"  {job[0]} seed {job[1]} (job {sub.job_id}): {'FAILED: ' + error if error else 'done'}")
+        what = f"FAILED: {error}" if error else "done"
+        log(f"  {job[0]} seed {job[1]} (job {sub.job_id}): {what}")
 
     submit.wait(waiting, done, poll_s=1.0 if kind == "submitit-local" else 30.0)
     return results, []
@@ -448,8 +450,8 @@ def run_ablation(grid_path: str | Path = DEFAULT_GRID, *, preset: str | None = N
     bad = [p for p in probes if p not in PROBES]
     if bad:
         raise ConfigError(f"--probes: unknown probe '{bad[0]}'; available: {', '.join(PROBES)}")
-    submit.check_kind(executor, detach)
-    extra, cluster_overrides = submit.split_cluster_overrides(list(overrides or []))
+    check_kind(executor, detach)
+    extra, cluster_overrides = split_cluster_overrides(list(overrides or []))
     settings = cluster_settings(grid.cluster, cluster_overrides)
     names = list(grid.variants)
     if variants:

@@ -15,7 +15,7 @@ runner (a cluster executor calls `load_grid(path).points`).
     baseline: dual                          # ablation: the point whose config builds the
                                             # random-init model (default the last point)
     cluster: {partition: gpu, gpus_per_node: 8}  # submitit executors: each job's resources
-                                            # (plaml_lab.lab.submit, docs/cluster.md)
+                                            # (plaml_lab.lab.cluster, docs/cluster.md)
 
 With both `points` and `axes`, every named point is crossed with every combination of axis
 values (`mae__mask.ratio=0.6`). With `seeds`, every such variant runs once per seed, seed-major
@@ -36,7 +36,7 @@ import yaml
 
 from plaml_lab.config import load_yaml, repo_root
 from plaml_lab.errors import ConfigError
-from plaml_lab.lab.submit import cluster_settings
+from plaml_lab.lab.cluster import cluster_settings
 
 GRID_KEYS = ("notebook", "config", "overrides", "timeout", "parameters", "points", "axes",
              "seeds", "baseline", "cluster")

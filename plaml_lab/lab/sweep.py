@@ -37,8 +37,9 @@ import yaml
 from plaml_lab.config import repo_root
 from plaml_lab.errors import ConfigError
 from plaml_lab.lab import submit
+from plaml_lab.lab.cluster import (ClusterSettings, check_kind, cluster_settings,
+                                   split_cluster_overrides)
 from plaml_lab.lab.grids import Grid, Point, load_grid, override_list, threads_per_worker
-from plaml_lab.lab.submit import ClusterSettings, cluster_settings
 
 DEFAULT_NOTEBOOK = "notebooks/01_pretrain.ipynb"
 KERNEL = "python3"
@@ -281,11 +282,11 @@ def run_sweep(grid_path: str | Path, notebook: str | Path | None = None,
     `cluster.key=value` overrides set the grid's cluster section instead. executor: local
     (papermill processes from here), submitit-local or slurm (one submitit job per point, a job
     array on SLURM; `workers` does not apply); detach: submit and return (rows 'pending')."""
-    submit.check_kind(executor, detach)
+    check_kind(executor, detach)
     grid = load_grid(grid_path)
     if config:
         grid.config = _user_path(config, "--config")
-    overrides, cluster_overrides = submit.split_cluster_overrides(list(overrides or []))
+    overrides, cluster_overrides = split_cluster_overrides(list(overrides or []))
     settings = cluster_settings(grid.cluster, cluster_overrides)
     grid.overrides = grid.overrides + override_list(overrides, "overrides")
     nb = _user_path(notebook, "--notebook") if notebook else notebook_of(grid)
