@@ -26,7 +26,7 @@ has_cuda_torch() {  # $1 = python
   "$1" -c "import torch, sys; sys.exit(0 if '$DEVICE' == 'cpu' or torch.cuda.is_available() else 1)" 2>/dev/null
 }
 has_deps() {  # run from the repo root, so plaml_lab imports from the source tree
-  "$1" -c "import timm, yaml, numpy, plaml_lab.bench" 2>/dev/null
+  "$1" -c "import timm, yaml, numpy, plaml_lab.lab.bench" 2>/dev/null
 }
 
 VENV=${VENV:-.venv-gpu}
@@ -60,7 +60,7 @@ fi
 if ! has_cuda_torch "$PY" || ! has_deps "$PY"; then
   say "FAILED: $PY lacks a CUDA torch or a dependency:"
   "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" 2>&1 | tee -a "$OUT/gpu_check.log"
-  "$PY" -c "import timm, yaml, numpy; import plaml_lab.bench" 2>&1 | tail -1 | tee -a "$OUT/gpu_check.log"
+  "$PY" -c "import timm, yaml, numpy; import plaml_lab.lab.bench" 2>&1 | tail -1 | tee -a "$OUT/gpu_check.log"
   exit 1
 fi
 "$PY" - <<'EOF' 2>&1 | tee -a "$OUT/gpu_check.log"

@@ -23,7 +23,7 @@ done | tee "$OUT/precision.txt"
 $PY - <<'PY' 2>&1 | tee "$OUT/resume.txt"
 import subprocess, sys, time, signal, torch
 from pathlib import Path
-from plaml_lab.checkpoint import load_checkpoint
+from plaml_lab.runs.checkpoint import load_checkpoint
 args = ["--config", "experiments/configs/quick.yaml", "run.device=cuda", "run.precision=bf16",
         "run.max_steps=60", "run.ckpt_every=10", "run.log_every=1", "run.eval_knn=false", "run.progress=false"]
 def run(out, kill_after=None):

@@ -13,15 +13,15 @@ L=/tmp/gpu_logs; mkdir -p "$L"
 
 stamp "ablation (3 seed processes) + calibration (one process per point), in parallel"
 for s in 0 1 2; do
-  $PY -m plaml_lab.ablation --seeds $s --device cuda --out /tmp/abl_s$s run.progress=false > "$L/abl_s$s.log" 2>&1 &
+  $PY -m plaml_lab ablation --seeds $s --device cuda --out /tmp/abl_s$s run.progress=false > "$L/abl_s$s.log" 2>&1 &
 done
 for p in dual mae token plonly dual_jit8 mae_jit8 dual_k64 dual_ep8; do
-  $PY -m plaml_lab.ablation --grid experiments/grids/lab_calibration.yaml --variants $p --probes knn,linear,clusters \
+  $PY -m plaml_lab ablation --grid experiments/grids/lab_calibration.yaml --variants $p --probes knn,linear,clusters \
       --runs /tmp/cal/$p --out /tmp/cal_out/$p --device cuda run.progress=false > "$L/cal_$p.log" 2>&1 &
 done
 wait
 stamp "aggregate the ablation"
-$PY -m plaml_lab.ablation --device cuda run.progress=false > "$L/abl_all.log" 2>&1; echo "rc=$?"
+$PY -m plaml_lab ablation --device cuda run.progress=false > "$L/abl_all.log" 2>&1; echo "rc=$?"
 tail -30 experiments/results/ablation_shapes.md
 
 stamp "engine checks"

@@ -2,24 +2,22 @@
 
 Public API: PretrainConfig, load_config, pretrain, load_run, evaluate, export_timm."""
 
+import importlib
+
 from plaml_lab.config import ConfigError, PretrainConfig, load_config
 
 __version__ = "0.1.0"
 
 
-def __getattr__(name):  # lazy: importing the package stays cheap for `plaml-lab --help`
-    if name == "pretrain":
-        from plaml_lab.train import pretrain
-        return pretrain
-    if name == "load_run":
-        from plaml_lab.runs import load_run
-        return load_run
-    if name == "evaluate":
-        from plaml_lab.evaluate import evaluate
-        return evaluate
-    if name == "export_timm":
-        from plaml_lab.export import export_timm
-        return export_timm
+# Loaded on first use: these import torch, and `import plaml_lab` (as `plaml-lab --help` does)
+# must stay cheap.
+_LAZY = {"pretrain": "plaml_lab.train", "load_run": "plaml_lab.runs",
+         "evaluate": "plaml_lab.evaluate", "export_timm": "plaml_lab.export"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'plaml_lab' has no attribute {name!r}")
 
 

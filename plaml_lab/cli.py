@@ -127,7 +127,8 @@ def bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variants", action="append", metavar="A,B",
                    help=f"comma-separated variants (default all: {','.join(VARIANTS)})")
     p.add_argument("--precisions", action="append", metavar="A,B",
-                   help="comma-separated precisions fp32|bf16|fp16 (default the preset's)")
+                   help="comma-separated precisions auto|fp32|bf16|fp16 (default the preset's; "
+                   "auto = what a run on this machine uses)")
     p.add_argument("--steps", type=int, default=20, help="timed steps per case (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per case (default 3)")
     p.add_argument("--batch", type=int, default=None, help="images per step (optim.batch_size)")
@@ -220,7 +221,7 @@ def cmd_pretrain(args) -> int:
 
 def cmd_eval(args) -> int:
     evaluate = handler("plaml_lab.evaluate:evaluate")
-    resolve_device = handler("plaml_lab.train:resolve_device")
+    resolve_device = handler("plaml_lab.hardware:resolve_device")
     probes = [p.strip() for p in args.probes.split(",") if p.strip()]
     if not args.checkpoint and not (args.random_init and args.config):
         raise ConfigError("--checkpoint: required (or --random-init with --config)")

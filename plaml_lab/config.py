@@ -8,7 +8,9 @@ allowed, in one line, so the CLI can print them as `error: ...`.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,7 +21,6 @@ import yaml
 
 from plaml_lab.errors import ConfigError
 
-
 # --------------------------------------------------------------------------------------------
 # The tree
 
@@ -29,7 +30,9 @@ class RunConfig:
     name: str = "run"
     seed: int = 0  # seeds init, data order, augmentation and masking
     device: str = "auto"  # auto|cpu|cuda|mps (auto: cuda, then mps, then cpu)
-    precision: str = "bf16"  # fp32|bf16|fp16 (fp16 uses a GradScaler)
+    # auto|fp32|bf16|fp16. auto: bf16 on GPUs that have it (else fp16 + GradScaler), bf16 on
+    # CPUs with native bf16 (AVX512-BF16/AMX), fp32 on every other CPU (plaml_lab.hardware)
+    precision: str = "auto"
     max_steps: int = 0  # stop after N optimiser steps; 0 = the full schedule
     ckpt_every: int = 200  # optimiser steps between checkpoints (last.pt); 0 = only at the end
     keep_ckpts: int = 2  # periodic step_XXXXXXX.pt checkpoints kept besides last.pt
@@ -101,7 +104,8 @@ class ModelConfig:
     decoder_depth: int = 2
     decoder_num_heads: int = 4
     drop_path: float = 0.0
-    attn_impl: str = "auto"  # auto|sdpa|math (auto: math on CPU in bf16/fp16, else SDPA)
+    attn_impl: str = "auto"  # auto|sdpa|math (auto: math on CPU in bf16/fp16, else SDPA; the
+    # resolved run.precision decides)
 
 
 @dataclass
@@ -326,7 +330,6 @@ def _known_keys(cls: type, prefix: str = "") -> list[str]:
 
 
 def _unknown_key_error(key: str) -> ConfigError:
-    import difflib
 
     close = difflib.get_close_matches(key, _known_keys(PretrainConfig), n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
@@ -409,7 +412,6 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...] | None) -> dict:
     """Set dotted keys in a nested dict (a copy); unknown keys raise ConfigError."""
-    import copy
 
     data = copy.deepcopy(data) if data else {}
     for text in overrides or []:
@@ -487,7 +489,7 @@ def validate(cfg: PretrainConfig) -> None:
     r, d, m, mk, me, pl, rec, o = (
         cfg.run, cfg.data, cfg.model, cfg.mask, cfg.method, cfg.pl, cfg.rec, cfg.optim)
     _choice("run.device", r.device, ("auto", "cpu", "cuda", "mps"))
-    _choice("run.precision", r.precision, ("fp32", "bf16", "fp16"))
+    _choice("run.precision", r.precision, ("auto", "fp32", "bf16", "fp16"))
     _choice("run.on_nonfinite", r.on_nonfinite, ("stop", "skip"))
     _range("run.max_steps", r.max_steps, 0)
     _range("run.ckpt_every", r.ckpt_every, 0)

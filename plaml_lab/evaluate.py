@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from plaml_lab import probes as probes_lib
-from plaml_lab.config import PROBES
-from plaml_lab.variants import variant_name
+from plaml_lab.config import PROBES, ConfigError
 from plaml_lab.data import build_dataset
 from plaml_lab.data.transforms import normalize
+from plaml_lab.runs import load_run, random_init_run
+from plaml_lab.variants import variant_name
 
 
 @torch.no_grad()
@@ -39,7 +41,6 @@ def extract_features(encoder: torch.nn.Module, dataset, *, device="cpu", batch_s
     fetch = getattr(dataset, "get_batch", None)
     starts = range(0, n, batch_size)
     if progress:
-        from tqdm.auto import tqdm
         starts = tqdm(starts, desc=desc, leave=False)
     for start in starts:
         idx = torch.arange(start, min(n, start + batch_size))
@@ -223,8 +224,6 @@ def evaluate(checkpoint=None, probes=PROBES, *, encoder: str = "student",
     probes: any of PROBES. encoder: student | labelling | reconstruction. The clusters probe
     always uses the labelling teacher (its pseudo labels); with random_init, that of the
     random-init model. Returns one flat dict of metrics plus `notes` for skipped probes."""
-    from plaml_lab.config import ConfigError
-    from plaml_lab.runs import load_run, random_init_run
 
     probes = [probes] if isinstance(probes, str) else list(probes)
     unknown = [p for p in probes if p not in PROBES]

@@ -20,9 +20,13 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from timm.models.vision_transformer import VisionTransformer
 
-from plaml_lab.runs.checkpoint import CheckpointError
 from plaml_lab.config import ConfigError
+from plaml_lab.runs import Run, load_run
+from plaml_lab.runs.checkpoint import CheckpointError
 
 METADATA_FORMAT = "plaml_lab.encoder"
 
@@ -53,7 +57,6 @@ def check_out_path(out_path: str | Path) -> Path:
 def save_encoder(encoder: torch.nn.Module, out_path: str | Path, kwargs: dict,
                  extra_metadata: dict | None = None) -> Path:
     """Write `encoder`'s weights to out_path (.safetensors) with its timm kwargs as metadata."""
-    from safetensors.torch import save_file
 
     out = check_out_path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -68,7 +71,6 @@ def save_encoder(encoder: torch.nn.Module, out_path: str | Path, kwargs: dict,
 def export_timm(run_or_ckpt, out_path: str | Path, encoder: str = "student") -> Path:
     """A run (plaml_lab.runs.Run), run folder or checkpoint file -> out_path (.safetensors)
     holding the chosen encoder (student | labelling | reconstruction) in timm's layout."""
-    from plaml_lab.runs import Run, load_run
 
     check_out_path(out_path)  # fail before loading a large checkpoint
     run = run_or_ckpt if isinstance(run_or_ckpt, Run) else load_run(run_or_ckpt)
@@ -81,7 +83,6 @@ def export_timm(run_or_ckpt, out_path: str | Path, encoder: str = "student") -> 
 
 def read_timm_kwargs(path: str | Path) -> dict:
     """The VisionTransformer arguments stored in an exported file's metadata."""
-    from safetensors import safe_open
 
     path = Path(path)
     if not path.is_file():
@@ -99,8 +100,6 @@ def read_timm_kwargs(path: str | Path) -> dict:
 
 def load_timm(path: str | Path) -> torch.nn.Module:
     """An exported file -> timm VisionTransformer (num_classes=0, eval mode), loaded strictly."""
-    from safetensors.torch import load_file
-    from timm.models.vision_transformer import VisionTransformer
 
     model = VisionTransformer(**read_timm_kwargs(path), num_classes=0)
     model.load_state_dict(load_file(str(path)), strict=True)

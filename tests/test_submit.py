@@ -333,8 +333,8 @@ def test_ablation_points_as_local_jobs_fill_the_table_and_a_local_rerun_reuses_t
     def refuse(*a, **k):
         raise AssertionError("re-ran finished work")
 
-    monkeypatch.setattr("plaml_lab.train.pretrain", refuse)
-    monkeypatch.setattr("plaml_lab.evaluate.evaluate", refuse)
+    monkeypatch.setattr("plaml_lab.lab.ablation.pretrain", refuse)
+    monkeypatch.setattr("plaml_lab.lab.ablation.evaluate", refuse)
     before = (tmp_path / "results" / "ablation_shapes.csv").read_text()
     assert _ablation(tmp_path) == 0
     assert (tmp_path / "results" / "ablation_shapes.csv").read_text() == before

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from plaml_lab.errors import DatasetError
 
@@ -111,7 +113,6 @@ class FolderDataset(Dataset):
 
 def _load_image(path: Path, img_size: int) -> torch.Tensor:
     """path -> float32 (3, img_size, img_size) in [0, 1]."""
-    from PIL import Image
 
     with Image.open(path) as im:
         im = im.convert("RGB")
@@ -178,7 +179,6 @@ def clear_shapes_cache() -> None:
 
 def generate_shapes(indices: torch.Tensor, seed: int, img_size: int, **knobs) -> ArrayDataset:
     """Render shapes samples in chunks into an ArrayDataset (uint8 images, masks, boxes)."""
-    from tqdm.auto import tqdm
 
     n = len(indices)
     chunk = max(1, _SHAPES_CHUNK_PIXELS // (img_size * img_size))
@@ -226,7 +226,7 @@ def _resize_uint8(images: torch.Tensor, img_size: int) -> torch.Tensor:
 @functools.lru_cache(maxsize=1)
 def _digits_8x8() -> tuple[torch.Tensor, torch.Tensor]:
     """sklearn's digits as uint8 (1797, 3, 8, 8) and int64 labels; parsed once per process."""
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # seconds to import: only the digits dataset pays
 
     digits = load_digits()
     grey = torch.as_tensor(digits.images, dtype=torch.float32) * (255.0 / 16.0)  # values 0..16
@@ -241,7 +241,7 @@ def _build_digits(data_cfg, img_size: int, split: str) -> ArrayDataset:
 
 
 def _build_cifar10(data_cfg, img_size: int, split: str) -> ArrayDataset:
-    import torchvision
+    import torchvision  # seconds to import: only CIFAR-10 pays
 
     root = Path(data_cfg.root).expanduser()
     try:

@@ -20,19 +20,25 @@ from __future__ import annotations
 import csv
 import json
 import math
+import multiprocessing as mp
 import platform
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
+import torch
 import yaml
 
-from plaml_lab.config import PROBES, ConfigError, repo_root
+from plaml_lab.config import PROBES, ConfigError, load_config, repo_root
+from plaml_lab.evaluate import evaluate
 from plaml_lab.lab import submit
 from plaml_lab.lab.cluster import (ClusterSettings, check_kind, cluster_settings,
                                    split_cluster_overrides)
 from plaml_lab.lab.grids import Grid, load_grid, threads_per_worker
+from plaml_lab.train import pretrain
+from plaml_lab.viz.figures import new_figure
 
 DEFAULT_GRID = "experiments/grids/paper_ablation.yaml"
 DEFAULT_PRESET = "experiments/configs/lab.yaml"
@@ -119,8 +125,6 @@ def pretrain_and_evaluate(preset: str, overrides: list[str], out: Path, probes: 
                           device: str = "cpu", log=print) -> dict:
     """Pretrain (resuming) into `out` unless finished, then evaluate (unless eval.json has the
     same probes). Returns the evaluation dict."""
-    from plaml_lab.evaluate import evaluate
-    from plaml_lab.train import pretrain
 
     if is_finished(out):
         log(f"  pretrain: finished before, skipped ({out})")
@@ -139,7 +143,6 @@ def pretrain_and_evaluate(preset: str, overrides: list[str], out: Path, probes: 
 def random_init_evaluate(preset: str, overrides: list[str], out: Path, probes: list[str],
                          device: str = "cpu", log=print) -> dict:
     """Evaluate a random-init model of the baseline point's config (eval.json in `out`)."""
-    from plaml_lab.evaluate import evaluate
 
     cached = _cached_eval(out, probes)
     if cached is not None:
@@ -153,7 +156,6 @@ def random_init_evaluate(preset: str, overrides: list[str], out: Path, probes: l
 
 def _worker_init(threads: int) -> None:
     """A pool worker's torch uses `threads` CPU threads, so N workers share the cores."""
-    import torch
 
     torch.set_num_threads(threads)
 
@@ -186,7 +188,6 @@ def _submitted_point(preset: str, overrides: list[str], out: Path, probes: list[
     if submit.export_distributed() == 0:
         return _attempt(pretrain_and_evaluate, preset, overrides, out, probes, device)
     if not is_finished(out):  # rank 0 skips a finished run too: nobody joins the group then
-        from plaml_lab.train import pretrain  # torch: only inside the job process
         pretrain(preset, out, overrides)
     return None
 
@@ -357,14 +358,10 @@ def write_markdown(agg: dict, path: Path, *, header: dict) -> None:
 def write_plot(rows: list[dict], agg: dict, path: Path, title: str = "") -> None:
     """One panel per PLOT_METRICS: a bar per variant (mean, std error bar), seeds as dots;
     the random-init baseline hatched grey."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     metrics = [m for m in PLOT_METRICS if any(not math.isnan(v[m][0]) for v in agg.values())]
     variants = list(agg)
-    fig, axes = plt.subplots(1, max(1, len(metrics)), figsize=(3.0 * max(1, len(metrics)), 3.4),
-                             squeeze=False)
+    fig = new_figure(3.0 * max(1, len(metrics)), 3.4)
+    axes = fig.subplots(1, max(1, len(metrics)), squeeze=False)
     for ax, m in zip(axes[0], metrics):
         for i, v in enumerate(variants):
             mean, std, _ = agg[v][m]
@@ -385,7 +382,6 @@ def write_plot(rows: list[dict], agg: dict, path: Path, title: str = "") -> None
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 # --- the whole table ------------------------------------------------------------------------------
@@ -400,8 +396,6 @@ def _run_pool(jobs: list[tuple[str, int]], grid: Grid, preset: str, extra: list[
               ) -> dict[tuple[str, int], tuple[dict | None, str | None]]:
     """Pretrain + evaluate `jobs` on a pool of `workers` spawned processes (longest-first is
     the grid's order: seed-major, so the first seed's table is complete first)."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
 
     threads = threads_per_worker(workers)
     log(f"pool: {workers} workers x {threads} torch thread(s) for {len(jobs)} runs")
@@ -439,7 +433,6 @@ def run_ablation(grid_path: str | Path = DEFAULT_GRID, *, preset: str | None = N
     on SLURM, resources from the grid's `cluster` section and `cluster.*` overrides; several
     tasks per job train one point with DDP); detach returns once they are queued, with
     {"submitted": [...]}, and the same call later collects them."""
-    from plaml_lab.config import load_config
 
     grid = load_grid(grid_path)
     if BASELINE in grid.variants:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import ctypes
 import gc
 import math
 import re
@@ -42,12 +43,18 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
 
-from plaml_lab.variants import VARIANTS
 from plaml_lab.config import (ConfigError, PretrainConfig, apply_overrides, from_dict, load_yaml,
                               to_dict)
+from plaml_lab.data import make_views
+from plaml_lab.hardware import autocast, resolve_device, resolve_precision, warn_if_emulated
+from plaml_lab.method import PLAML
+from plaml_lab.train import make_optimizer
+from plaml_lab.variants import VARIANTS
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEFAULT_PRESET = "experiments/configs/lab.yaml"
 CSV_COLUMNS = ("variant", "device", "precision", "batch", "views", "img_size", "step_ms",
                "step_iqr_ms", "cpu_ms", "imgs_per_s", "peak_mem_mb", "gflop_per_step",
@@ -112,7 +119,6 @@ def _exact_rss(device: torch.device):
     libc = None
     if device.type == "cpu":
         try:
-            import ctypes
             libc = ctypes.CDLL("libc.so.6")
             libc.mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD
             libc.mallopt(-1, 256 * 1024)  # M_TRIM_THRESHOLD
@@ -131,7 +137,6 @@ def _release_cpu_memory() -> None:
     an earlier case freed (glibc keeps them otherwise)."""
     gc.collect()
     try:
-        import ctypes
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
@@ -217,14 +222,11 @@ def _attn_impl(model: torch.nn.Module) -> str:
 def build_case(cfg: PretrainConfig, device: torch.device, name: str, augment: bool = False,
                seed: int = 0) -> Case:
     """The PLAML model of `cfg` with AdamW and EMA, stepping on fixed random views."""
-    from plaml_lab.method import PLAML
-    from plaml_lab.train import autocast, param_groups
 
     torch.manual_seed(seed)
     model = PLAML(cfg).to(device)
     model.train()
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=1e-4,
-                                  betas=(cfg.optim.beta1, cfg.optim.beta2))
+    optimizer = make_optimizer(model, cfg, 1e-4, device)
     step_module = _maybe_compile(model) if cfg.run.compile else model
     b, img, nv = cfg.optim.batch_size, cfg.model.img_size, cfg.data.views
     g = torch.Generator(device=device).manual_seed(seed)
@@ -237,7 +239,6 @@ def build_case(cfg: PretrainConfig, device: torch.device, name: str, augment: bo
 
     def step() -> None:
         if augment:
-            from plaml_lab.data import make_views
             v = make_views(images, cfg.data.aug, nv, img, generator=g)
         else:
             v = views
@@ -266,8 +267,6 @@ def _maybe_compile(module: torch.nn.Module) -> torch.nn.Module:
 
 def count_flops(fn: Callable[[], object], device: torch.device | None = None) -> float:
     """FLOPs of one call of `fn` (see the module docstring for what is counted)."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
     with sdpa_kernel(SDPBackend.MATH), counter:
@@ -317,10 +316,6 @@ def _iqr(xs: list[float]) -> float:
     return q[2] - q[0]
 
 
-def resolve_device(name: str) -> torch.device:
-    from plaml_lab.train import resolve_device as _resolve
-    return _resolve(name)
-
 
 def run_bench(preset: str | Path | None = DEFAULT_PRESET, overrides: list[str] | None = None,
               variants: list[str] | None = None, precisions: list[str] | None = None,
@@ -345,18 +340,27 @@ def run_bench(preset: str | Path | None = DEFAULT_PRESET, overrides: list[str] |
         preset_data = load_yaml(preset)
         preset_name = str(preset)
     base = from_dict(apply_overrides(preset_data, overrides))
-    precisions = list(precisions or [base.run.precision])
-    for p in precisions:
+    requested = list(precisions or [base.run.precision])
+    for p in requested:
         if p not in PRECISIONS:
             raise ConfigError(f"--precisions: unknown precision '{p}'; allowed: "
                               f"{'|'.join(PRECISIONS)}")
     if steps < 1 or warmup < 0:
         raise ConfigError(f"--steps={steps} --warmup={warmup}: need steps >= 1 and warmup >= 0")
     device = resolve_device(base.run.device)
+    say = log or (lambda _msg: None)
+    precisions = []  # resolved, in order, without repeats ('auto' and its answer are one case)
+    for p in requested:
+        resolved = resolve_precision(p, device)
+        if p == "auto":
+            say(f"precision auto -> {resolved.name} ({resolved.reason})")
+        else:
+            warn_if_emulated(resolved, device)
+        if resolved.name not in precisions:
+            precisions.append(resolved.name)
     if base.run.num_threads:
         torch.set_num_threads(base.run.num_threads)
     n = matmul_n or default_matmul_n(device)
-    say = log or (lambda _msg: None)
 
     specs = []  # (name, precision, cfg, builder)
     for p in precisions:

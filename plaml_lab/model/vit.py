@@ -15,6 +15,8 @@ from torch import nn
 from timm.layers import LayerNorm, PatchEmbed
 from timm.models.vision_transformer import Block
 
+from plaml_lab.hardware import resolve_precision
+
 
 def get_2d_sincos_pos_embed(embed_dim: int, grid_size: int, cls_token: bool = True) -> torch.Tensor:
     """Fixed 2-D sin-cos position embedding as in MAE: (1 + grid_size**2, D), zeros for the class
@@ -49,7 +51,10 @@ def fused_attention(impl: str, device: torch.device | str, precision: str = "fp3
     if impl not in ATTN_IMPLS:
         raise ValueError(f"model.attn_impl={impl!r}: allowed values are {'|'.join(ATTN_IMPLS)}")
     if impl == "auto":
-        return torch.device(device).type != "cpu" or precision == "fp32"
+        if torch.device(device).type != "cpu":
+            return True
+        # the same answer the trainer's run.precision=auto gets on this machine
+        return resolve_precision(precision, device).name == "fp32"
     return impl == "sdpa"
 
 

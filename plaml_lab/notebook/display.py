@@ -1,5 +1,5 @@
 """What a notebook shows: config and metric text, tables, compact PNG figures, dashboard
-snapshots and live loss curves (IPython is imported only when something is displayed)."""
+snapshots and live loss curves."""
 
 from __future__ import annotations
 
@@ -7,8 +7,16 @@ import io
 import json
 from pathlib import Path
 
-from plaml_lab.variants import variant_name
+import matplotlib.pyplot as plt
+import PIL.Image
+from IPython.display import Image, display
+
 from plaml_lab.notebook.params import repo_path, shown_path
+from plaml_lab.runs import read_metrics
+from plaml_lab.variants import variant_name
+from plaml_lab.viz import figures as F, inspect as I
+from plaml_lab.viz.figures import loss_curves
+from plaml_lab.viz.plots import plotly_bundle
 
 PLOTLY_MAX_BYTES = 150_000  # larger plotly snapshots are left out of saved notebooks
 
@@ -101,7 +109,6 @@ def show_app(app, shelf: "Shelf | None" = None, name: str = "app", static: bool 
     """Display a dashboard; with `static` (or a shelf with an out_dir) also snapshots of its
     views, so a saved notebook shows them without a live kernel: image views as PNG (saved to
     the shelf's out_dir), plotly views as plotly's own mime bundle when small."""
-    from IPython.display import display
     display(app)
     if not (static or (shelf and shelf.out_dir)):
         return
@@ -112,7 +119,6 @@ def show_app(app, shelf: "Shelf | None" = None, name: str = "app", static: bool 
             shelf.show(f"{name}_{view_name}", bytes(data))
         elif getattr(view, "figure", None) is not None:
             # a plotly view: its own mime bundle (JupyterLab renders it), if it stays small
-            from plaml_lab.viz.plots import plotly_bundle
             bundle = plotly_bundle(view.figure)
             if len(json.dumps(bundle)) <= PLOTLY_MAX_BYTES:
                 display(bundle, raw=True)
@@ -121,8 +127,6 @@ def show_app(app, shelf: "Shelf | None" = None, name: str = "app", static: bool 
 def pseudo_label_gallery(run, num_images: int = 256, dataset: str = "val"):
     """The labelling teacher's class-token pseudo labels on held-out images, as a grid of the
     images grouped by label (None when the run has no labelling teacher)."""
-    from plaml_lab.viz import figures as F
-    from plaml_lab.viz import inspect as I
     if run.model.labelling_teacher is None:
         return None
     ds = I.resolve_dataset(run, dataset)
@@ -149,20 +153,18 @@ def run_files(run_dir: str | Path) -> str:
 def png_bytes(fig, dpi: int = 72, colors: int = 128) -> bytes:
     """A matplotlib figure (closed afterwards), an (H, W, 3) uint8 canvas or encoded image bytes
     -> palette PNG bytes: a few tens of kB, so committed notebooks stay small."""
-    from PIL import Image
 
     if isinstance(fig, bytes):  # an encoded image (e.g. a dashboard's PNG view)
-        img = Image.open(io.BytesIO(fig)).convert("RGB")
+        img = PIL.Image.open(io.BytesIO(fig)).convert("RGB")
     elif hasattr(fig, "savefig"):
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
-        import matplotlib.pyplot as plt
         plt.close(fig)  # pyplot figures would otherwise be shown a second time by the backend
         buf.seek(0)
-        img = Image.open(buf).convert("RGB")
+        img = PIL.Image.open(buf).convert("RGB")
     else:
-        img = Image.fromarray(fig).convert("RGB")
-    img = img.quantize(colors=colors, method=Image.Quantize.MEDIANCUT)
+        img = PIL.Image.fromarray(fig).convert("RGB")
+    img = img.quantize(colors=colors, method=PIL.Image.Quantize.MEDIANCUT)
     out = io.BytesIO()
     img.save(out, format="PNG", optimize=True)
     return out.getvalue()
@@ -171,7 +173,6 @@ def png_bytes(fig, dpi: int = 72, colors: int = 128) -> bytes:
 def show(fig, dpi: int = 72) -> None:
     """Display a matplotlib figure or an (H, W, 3) uint8 canvas as a compact PNG (anything
     else, e.g. a widget, is displayed as is)."""
-    from IPython.display import Image, display
     if hasattr(fig, "savefig") or (hasattr(fig, "ndim") and fig.ndim == 3):
         display(Image(data=png_bytes(fig, dpi)))
     else:
@@ -186,7 +187,6 @@ class Shelf:
         self.saved: list[Path] = []
 
     def show(self, name: str, fig, dpi: int = 72) -> None:
-        from IPython.display import Image, display
         data = png_bytes(fig, dpi)
         display(Image(data=data))
         if self.out_dir is not None:
@@ -223,7 +223,6 @@ class LiveLoss:
             self.draw()
 
     def draw(self) -> None:
-        from IPython.display import Image, display
         if not self.rows:
             return
         img = Image(data=png_bytes(loss_figure(self.rows, self.title), self.dpi))
@@ -235,14 +234,12 @@ class LiveLoss:
     def finish(self, run_dir: str | Path) -> None:
         """Redraw from the run's metrics.jsonl: the whole curve, also when the run resumed (or
         was already complete and trained nothing now)."""
-        from plaml_lab.runs import read_metrics
         self.rows = read_metrics(run_dir) or self.rows
         self.draw()
 
 
 def loss_figure(rows: list[dict], title: str = ""):
     """Loss curves of metrics rows (the viz figure builder when present)."""
-    from plaml_lab.viz.figures import loss_curves
     fig = loss_curves(rows)
     if title and fig.axes:
         fig.axes[0].set_title(title, fontsize=9)

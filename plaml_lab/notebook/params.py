@@ -8,9 +8,17 @@ is resolved against the repo root (the folder holding pyproject.toml).
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
-from plaml_lab.config import repo_root
+import torch
+import yaml
+
+from plaml_lab.config import load_config, repo_root
+from plaml_lab.evaluate import evaluate
+from plaml_lab.runs import load_run, random_init_run
+from plaml_lab.runs.checkpoint import CheckpointError
+from plaml_lab.train import pretrain
 
 QUICK = "experiments/configs/quick.yaml"
 PRETRAIN_OUT = "experiments/runs/nb_pretrain"  # 01_pretrain's default run folder (04 reads it)
@@ -49,7 +57,6 @@ def as_list(value) -> list[str]:
         return []
     if isinstance(value, (list, tuple)):
         return [str(v) for v in value]
-    import yaml
     try:
         parsed = yaml.safe_load(str(value))
     except yaml.YAMLError:
@@ -66,7 +73,6 @@ def settings(config: str | None, overrides: list[str] | str | None, smoke: bool
     torch is pinned to one thread."""
     overrides = as_list(overrides)
     if smoke:
-        import torch
         torch.set_num_threads(1)  # as run.num_threads=1: checked outputs match on any CPU count
         return str(repo_path(QUICK)), SMOKE_OVERRIDES + overrides
     path = repo_path(config)
@@ -79,7 +85,6 @@ def run_dir(out_dir: str | Path, smoke: bool) -> Path:
     resume) the lab run of the same name. Absolute paths (sweeps, tests) are kept."""
     path = Path(out_dir).expanduser()
     if smoke and not path.is_absolute():
-        import tempfile
         return Path(tempfile.mkdtemp(prefix="plaml_smoke_")) / path.name
     return repo_path(path)
 
@@ -87,9 +92,7 @@ def run_dir(out_dir: str | Path, smoke: bool) -> Path:
 def smoke_run(overrides: list[str] | None = None) -> Path:
     """A few-step quick run (checkpoints every 2 steps, for the teacher comparison) in a fresh
     temporary folder: what 03_dashboards and 04_evaluate open under SMOKE."""
-    import tempfile
 
-    from plaml_lab.train import pretrain
     out = Path(tempfile.mkdtemp(prefix="plaml_smoke_")) / "run"
     pretrain(repo_path(QUICK), out, SMOKE_OVERRIDES + ["run.ckpt_every=2", "run.keep_ckpts=3"]
              + list(overrides or []))
@@ -112,7 +115,6 @@ def eval_target(run: str, smoke: bool) -> Path | None:
         print(f"note: {PRETRAIN_OUT} does not exist yet (01_pretrain writes it): evaluating the "
               "random-init baseline only")
         return None
-    from plaml_lab.runs.checkpoint import CheckpointError
     raise CheckpointError(f"run={run!r}: no such run folder or checkpoint (train one with "
                           "01_pretrain or `plaml-lab pretrain`)")
 
@@ -123,7 +125,6 @@ def evaluate_against_baseline(run: Path | None, probes: list[str] | str,
                               ) -> dict[str, dict]:
     """{'pretrained': evaluate(run), 'random init': the same probes on a random-init encoder of
     the same config} (only the latter, from `config`, when run is None)."""
-    from plaml_lab.evaluate import evaluate
     probes, overrides = as_list(probes), as_list(overrides)
     out = {}
     if run is not None:
@@ -138,14 +139,12 @@ def evaluate_against_baseline(run: Path | None, probes: list[str] | str,
 
 def load(config: str | None, overrides: list[str] | None):
     """A validated PretrainConfig from notebook parameters (paths resolved as above)."""
-    from plaml_lab.config import load_config
     return load_config(repo_path(config), overrides)
 
 
 def open_run(run: str | None, config: str | None, overrides: list[str] | None):
     """A notebook's `run` parameter -> Run: the run folder / checkpoint when given, else a
     random-init model of `config` + `overrides` (seeded by run.seed)."""
-    from plaml_lab.runs import load_run, random_init_run
     if run:
         return load_run(repo_path(run))
     return random_init_run(load(config, overrides))

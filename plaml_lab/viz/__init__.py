@@ -7,16 +7,17 @@ The figure builders import without ipywidgets; the apps load on first use:
     mask_explorer("experiments/runs/lab")      # a run folder, a checkpoint, a Run, or None
 """
 
+import importlib
+
 from plaml_lab.viz.figures import loss_curves, mask_grid, pseudo_label_grid
 
 APP_NAMES = ("mask_explorer", "token_map_viewer", "cluster_explorer", "attention_viewer",
              "training_monitor", "teacher_compare")
 
 
-def __getattr__(name):  # lazy: ipywidgets / plotly load only when an app is asked for
+def __getattr__(name):  # the apps load ipywidgets, plotly and torch: only when asked for
     if name in APP_NAMES or name == "APPS":
-        from plaml_lab.viz import dashboards
-        return getattr(dashboards, name)
+        return getattr(importlib.import_module("plaml_lab.viz.dashboards"), name)
     raise AttributeError(f"module 'plaml_lab.viz' has no attribute {name!r}")
 
 

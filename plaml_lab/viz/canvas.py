@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
+from matplotlib import colormaps
 from PIL import Image, ImageDraw, ImageFont
 
 from plaml_lab.viz.figures import image_hwc, to_numpy
@@ -30,7 +31,6 @@ def _font(size: int) -> ImageFont.ImageFont:
 def colourise(values, cmap: str = "viridis", vmin: float | None = None,
               vmax: float | None = None) -> tuple[np.ndarray, float, float]:
     """(H, W) scalars -> ((H, W, 3) colours in [0, 1], vmin, vmax); NaN -> light grey."""
-    from matplotlib import colormaps  # the colour map only: no figure, no pyplot
     v = to_numpy(values).astype(np.float64)
     finite = np.isfinite(v)
     lo = float(np.min(v[finite])) if vmin is None and finite.any() else (vmin or 0.0)
@@ -54,7 +54,6 @@ def _to_uint8(rgb: np.ndarray) -> np.ndarray:
 
 def _colour_bar(height: int, cmap: str, lo: float, hi: float, font) -> Image.Image:
     """A vertical bar (high at the top) with the top / bottom values written beside it."""
-    from matplotlib import colormaps
     ramp = colormaps[cmap](np.linspace(1, 0, height))[:, :3]
     bar = np.repeat(ramp[:, None, :], 10, axis=1)
     img = Image.new("RGB", (52, height), (BACKGROUND,) * 3)

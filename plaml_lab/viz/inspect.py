@@ -16,11 +16,12 @@ import numpy as np
 import torch
 
 from plaml_lab import losses, schedules
-from plaml_lab.runs.checkpoint import CheckpointError, load_checkpoint
 from plaml_lab.config import PretrainConfig
-from plaml_lab.data import build_dataset, normalize
+from plaml_lab.data import IMAGENET_MEAN, IMAGENET_STD, build_dataset, normalize, steps_per_epoch
+from plaml_lab.method import PLAML
 from plaml_lab.model.masking import block_noise, num_visible, uniform_noise
 from plaml_lab.runs import Run, load_run, random_init_run
+from plaml_lab.runs.checkpoint import CheckpointError, load_checkpoint
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "experiments" / "configs"
 
@@ -92,7 +93,6 @@ def _mask_ratio(run: Run, ratio: float):
 
 
 def _unnormalize(x: torch.Tensor) -> torch.Tensor:
-    from plaml_lab.data import IMAGENET_MEAN, IMAGENET_STD
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return x * std + mean
@@ -215,7 +215,7 @@ def embed_2d(features: torch.Tensor, method: str = "pca", seed: int = 0) -> np.n
     if method == "pca":
         return (x @ vh[:2].T).numpy()
     if method == "tsne":
-        from sklearn.manifold import TSNE
+        from sklearn.manifold import TSNE  # seconds to import: only a t-SNE view pays
         reduced = (x @ vh[:30].T).numpy()
         perplexity = float(min(30.0, max(2.0, (len(reduced) - 1) / 3)))
         return TSNE(2, perplexity=perplexity, init="pca", random_state=seed,
@@ -276,7 +276,6 @@ def total_steps(cfg: PretrainConfig, metrics: list[dict] = (), summary: dict | N
         if row.get("epoch") and row.get("step"):
             spe = max(1, round(row["step"] / row["epoch"]))
             return max(1, int(round(cfg.optim.epochs * spe)))
-    from plaml_lab.data import steps_per_epoch
     n = len(build_dataset(cfg.data, cfg.model.img_size, "train"))
     spe = steps_per_epoch(n, cfg.optim.batch_size * cfg.optim.accum_steps, 1)
     return max(1, int(round(cfg.optim.epochs * spe)))
@@ -299,7 +298,6 @@ def run_at(run: Run, entry: dict, model=None) -> Run:
     model: a PLAML of that config to load the weights into (reused across checkpoints: building
     one costs more than loading it)."""
     if model is None:
-        from plaml_lab.method import PLAML
         model = PLAML(run.cfg)
     model.load_state_dict(entry["state"], strict=True)
     model.eval()

@@ -9,16 +9,14 @@ import threading
 import time
 from pathlib import Path
 
-import torch
 import ipywidgets as widgets
+import torch
 
 from plaml_lab.config import load_config
+from plaml_lab.method import PLAML
 from plaml_lab.probes import nmi_ari
 from plaml_lab.runs import Run, read_metrics
-from plaml_lab.viz import canvas as C
-from plaml_lab.viz import figures as F
-from plaml_lab.viz import inspect as I
-from plaml_lab.viz import plots as P
+from plaml_lab.viz import canvas as C, figures as F, inspect as I, plots as P
 from plaml_lab.viz.app import App, ImageView, PlotlyView, build, dropdown, slider, wants
 
 
@@ -224,7 +222,6 @@ class TeacherCompare(App):
     def _agreement(self):
         """Per checkpoint: agreement of the pseudo labels that the two teachers' encoders give
         through the labelling teacher's heads, plus the data-token label maps of a few images."""
-        from plaml_lab.method import PLAML
         agree = {"class token": [], "data tokens": []}
         nmi, maps = [], []
         model = PLAML(self.cfg)

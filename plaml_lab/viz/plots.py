@@ -13,7 +13,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from plaml_lab.viz.figures import LOSS_PARTS, prototype_colors
+from plaml_lab.viz.figures import LOSS_PARTS, new_figure, prototype_colors
 
 TEMPLATE = "plotly_white"
 
@@ -162,7 +162,6 @@ def to_matplotlib(fig: go.Figure, width: float = 9.0, height: float | None = Non
     """A static matplotlib copy of one of this module's figures (lines, markers, bars, subplot
     titles, dotted vertical markers): for PNG screenshots and reports without a browser or
     plotly's image export. Returns a matplotlib Figure (no pyplot)."""
-    from plaml_lab.viz.figures import new_figure
 
     layout = fig.layout
     xaxes = sorted([k for k in layout.to_plotly_json() if k.startswith("xaxis")],

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from plaml_lab.runs import read_metrics
 from plaml_lab.viz.figures import new_figure
 
 LOSS_TERMS = ("loss_rec", "loss_cls", "loss_patch")
@@ -61,7 +62,6 @@ def loss_term_bars(rows: Sequence[dict], terms: Sequence[str] = LOSS_TERMS):
 def loss_curves_by_point(sweep_dir: str | Path, rows: Sequence[dict], key: str = "loss"):
     """`key` against the step for every completed point, read from
     sweep_dir/<point>/run/metrics.jsonl."""
-    from plaml_lab.runs import read_metrics
     fig = new_figure(6.0, 3.0)
     ax = fig.subplots()
     drawn = 0
