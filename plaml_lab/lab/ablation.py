@@ -196,42 +196,31 @@ def _run_jobs(jobs: list[tuple[str, int]], grid: Grid, preset: str, extra: list[
               runs_root: Path, probes: list[str], device: str, kind: str,
               settings: ClusterSettings, detach: bool, log
               ) -> tuple[dict[tuple[str, int], tuple[dict | None, str | None]], list]:
-    """Pretrain + evaluate `jobs` as submitit jobs (one array on SLURM), each recorded in its
-    run folder's job.json; finished runs with a cached evaluation are left to the caller, SLURM
-    jobs still queued or running from an earlier call are waited for. Returns (results, the
-    jobs left running when detach)."""
-    calls, waiting = {}, {}
-    for job in jobs:
-        out = run_dir(runs_root, *job)
-        rec = submit.read_record(out)
-        if kind == "slurm" and rec and rec.get("executor") == "slurm" and submit.in_flight(rec):
-            waiting[job] = submit.attach(rec)
-        elif not (is_finished(out) and _cached_eval(out, probes) is not None):
-            calls[job] = out
-    threads = settings.cpus_per_task if kind == "slurm" else threads_per_worker(len(calls))
-    calls = {job: submit.CallJob(out, _submitted_point, preset,
-                                 run_overrides(grid, job[0], job[1], extra), out, probes, device,
-                                 threads) for job, out in calls.items()}
-    if calls:
-        waiting.update(submit.submit_jobs(calls, kind, settings, runs_root / ".submitit",
-                                          f"ablation-{grid.path.stem}"))
-    log(f"{kind}: {len(calls)} job(s) submitted, {len(waiting) - len(calls)} already queued")
-    if detach:
-        return {}, list(waiting)
+    """Pretrain + evaluate `jobs` as submitit jobs (submit.run_jobs: one array on SLURM, each
+    recorded in its run folder's job.json); finished runs with a cached evaluation are left to
+    the caller. Returns (results, the jobs left running when detach)."""
+    folders = {job: run_dir(runs_root, *job) for job in jobs}
+    folders = {job: out for job, out in folders.items()
+               if not (is_finished(out) and _cached_eval(out, probes) is not None)}
+
+    def make_calls(keys: list[tuple[str, int]]) -> dict:
+        threads = settings.cpus_per_task if kind == "slurm" else threads_per_worker(len(keys))
+        return {job: submit.CallJob(folders[job], _submitted_point, preset,
+                                    run_overrides(grid, job[0], job[1], extra), folders[job],
+                                    probes, device, threads) for job in keys}
+
     results = {}
 
-    def done(job, sub) -> None:
-        try:
-            results[job] = submit.result(sub)
-        except Exception:  # noqa: BLE001 - the job died (killed, out of memory, time limit)
-            results[job] = (None, submit.job_error(sub))
+    def on_done(job, value, error) -> str | None:
+        results[job] = value if error is None else (None, error)
         error = results[job][1]
-        submit.finish_record(run_dir(runs_root, *job), "FAILED" if error else "DONE", error)
-        what = f"FAILED: {error}" if error else "done"
-        log(f"  {job[0]} seed {job[1]} (job {sub.job_id}): {what}")
+        log(f"  {job[0]} seed {job[1]}: {f'FAILED: {error}' if error else 'done'}")
+        return error
 
-    submit.wait(waiting, done, poll_s=1.0 if kind == "submitit-local" else 30.0)
-    return results, []
+    queued = submit.run_jobs(folders, make_calls, kind, settings, runs_root / ".submitit",
+                             f"ablation-{grid.path.stem}", on_done=on_done, detach=detach,
+                             log=log)
+    return results, queued
 
 
 # --- aggregation and outputs --------------------------------------------------------------------

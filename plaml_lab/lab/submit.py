@@ -266,6 +266,54 @@ def submit_jobs(calls: dict, kind: str, settings: ClusterSettings, folder: str |
     return jobs
 
 
+def run_jobs(folders: dict, make_calls, kind: str, settings: ClusterSettings, log_dir: Path,
+             name: str, *, on_done, detach: bool = False, log=print) -> list:
+    """One job per key of {key: folder} (one array on SLURM); a folder whose job.json names a
+    SLURM job still queued or running is waited for, not submitted again.
+
+    make_calls(keys) -> {key: LabJob} for the keys to submit; on_done(key, value, error) gets,
+    as each job ends, what it returned (error None) or the one-line error of a job that died
+    (value None), and returns the point's own error or None, which goes into job.json (FAILED
+    or DONE). Returns the keys left running when detach (after logging their ids); Ctrl-C
+    cancels submitit-local jobs and leaves SLURM jobs running."""
+    waiting, fresh = {}, []
+    for key, folder in folders.items():
+        rec = read_record(folder)
+        if kind == "slurm" and rec and rec.get("executor") == "slurm" and in_flight(rec):
+            waiting[key] = attach(rec)
+        else:
+            fresh.append(key)
+    calls = make_calls(fresh) if fresh else {}
+    if calls:
+        waiting.update(submit_jobs(calls, kind, settings, log_dir, name))
+    if log:
+        ids = ", ".join(f"{k}={j.job_id}" for k, j in waiting.items())
+        log(f"{kind}: {len(calls)} job(s) submitted, {len(waiting) - len(calls)} already "
+            f"queued ({ids})")
+    if detach:
+        return list(waiting)
+
+    def done(key, job) -> None:
+        try:
+            value, error = result(job), None
+        except Exception:  # noqa: BLE001 - the job died (killed, out of memory, time limit)
+            value, error = None, job_error(job)
+        error = on_done(key, value, error)
+        finish_record(folders[key], "FAILED" if error else "DONE", error)
+
+    try:
+        wait(waiting, done, poll_s=1.0 if kind == "submitit-local" else 30.0)
+    except KeyboardInterrupt:
+        if kind == "submitit-local":
+            for job in waiting.values():
+                job.cancel(check=False)
+        else:
+            print("the SLURM jobs keep running; the same command again waits for them and "
+                  "collects them", file=sys.stderr)
+        raise
+    return []
+
+
 def submit_pretrain(config, out, overrides: list[str], kind: str,
                     settings: ClusterSettings, *, force_new: bool = False, callback=None):
     """Check the config and run folder here, then submit one PretrainJob (nodes x tasks_per_node

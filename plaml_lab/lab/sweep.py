@@ -375,8 +375,7 @@ def _stop_point_job() -> None:
 
 def _run_jobs(grid: Grid, todo: list[Point], out: Path, nb: Path, timeout: float | None,
               kind: str, settings: ClusterSettings, detach: bool, rows: dict, flush, log) -> None:
-    """One submitit job per point (SLURM jobs still queued or running from an earlier call are
-    waited for, not submitted again); rows filled in as jobs finish."""
+    """One submitit job per point (submit.run_jobs); rows filled in as jobs finish."""
     # a point is one notebook process: its GPUs are for that process (DDP is `pretrain`'s)
     if settings.tasks_per_node is None:
         settings.tasks_per_node = 1
@@ -384,64 +383,36 @@ def _run_jobs(grid: Grid, todo: list[Point], out: Path, nb: Path, timeout: float
         raise ConfigError("cluster.tasks_per_node / cluster.nodes: a sweep point is one notebook "
                           "process (1 task on 1 node); multi-process pretraining is "
                           "`plaml-lab pretrain --executor slurm` or the ablation runner")
-    waiting, fresh = {}, []
-    for p in todo:
-        rec = submit.read_record(out / p.name)
-        if rec and rec.get("executor") == "slurm" and kind == "slurm" and submit.in_flight(rec):
-            waiting[p.name] = submit.attach(rec)
-        else:
-            fresh.append(p)
-    # points running side by side on this machine share its cores; a SLURM job has its own
-    threads = settings.cpus_per_task if kind == "slurm" else threads_per_worker(len(fresh))
-    calls = {p.name: submit.CallJob(out / p.name, _point_job, grid, p, out, nb, timeout,
-                                       threads, on_checkpoint=_stop_point_job) for p in fresh}
-    if calls:
-        for stale in ("done.json", "error.txt"):
-            for p in fresh:
-                (out / p.name / stale).unlink(missing_ok=True)
-        waiting.update(submit.submit_jobs(calls, kind, settings, out / ".submitit",
-                                        f"sweep-{grid.path.stem}"))
-    if log:
-        ids = ", ".join(f"{k}={j.job_id}" for k, j in waiting.items())
-        log(f"{kind}: {len(calls)} job(s) submitted, {len(waiting) - len(calls)} already "
-            f"queued ({ids})")
+    points = {p.name: p for p in todo}
+
+    def make_calls(names: list[str]) -> dict:
+        # points running side by side on this machine share its cores; a SLURM job has its own
+        threads = settings.cpus_per_task if kind == "slurm" else threads_per_worker(len(names))
+        for name in names:
+            for stale in ("done.json", "error.txt"):
+                (out / name / stale).unlink(missing_ok=True)
+        return {n: submit.CallJob(out / n, _point_job, grid, points[n], out, nb, timeout, threads,
+                                  on_checkpoint=_stop_point_job) for n in names}
+
+    def on_done(name: str, row: dict | None, error: str | None) -> str | None:
+        if row is None:  # the job died: no row from run_point
+            (out / name / "error.txt").write_text(error + "\n")
+            row = {"point": name, "status": "failed", "executed": True, "seconds": None,
+                   "overrides": points[name].run_overrides(), "error": error}
+        rows[name] = row
+        flush()
+        if log:
+            what = "done" if row["status"] == "done" else f"FAILED ({row['error']})"
+            log(f"{name}: {what}")
+        return row["error"] or None
+
     pending = {"status": "pending", "executed": False, "seconds": None, "error": ""}
     for p in todo:
         rows[p.name] = {"point": p.name, **pending, "overrides": p.run_overrides()}
     flush()
-    if detach:
-        return
-    finished = 0
-
-    def done(name: str, job) -> None:
-        nonlocal finished
-        point = next(p for p in todo if p.name == name)
-        try:
-            row = submit.result(job)
-        except Exception:  # noqa: BLE001 - the job died (killed, out of memory, time limit)
-            error = submit.job_error(job)
-            (out / name / "error.txt").write_text(error + "\n")
-            row = {"point": name, "status": "failed", "executed": True, "seconds": None,
-                   "overrides": point.run_overrides(), "error": error}
-        submit.finish_record(out / name, "DONE" if row["status"] == "done" else "FAILED",
-                                row["error"] or None)
-        rows[name] = row
-        finished += 1
-        flush()
-        if log:
-            what = "done" if row["status"] == "done" else f"FAILED ({row['error']})"
-            log(f"[{finished}/{len(waiting)}] {name} (job {job.job_id}): {what}")
-
-    try:
-        submit.wait(waiting, done, poll_s=1.0 if kind == "submitit-local" else 30.0)
-    except KeyboardInterrupt:
-        if kind == "submitit-local":
-            for job in waiting.values():
-                job.cancel(check=False)
-        else:
-            print(f"the SLURM jobs keep running: `plaml-lab sweep {grid.path} --status` follows "
-                  "them, the same command again collects them", file=sys.stderr)
-        raise
+    submit.run_jobs({p.name: out / p.name for p in todo}, make_calls, kind, settings,
+                    out / ".submitit", f"sweep-{grid.path.stem}", on_done=on_done, detach=detach,
+                    log=log)
 
 
 def sweep_status(grid_path: str | Path, out: str | Path | None = None) -> list[tuple[str, str]]:
