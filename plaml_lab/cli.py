@@ -213,6 +213,10 @@ def cmd_pretrain(args) -> int:
     if args.executor != "local":
         return handler("plaml_lab.lab.submit:cmd_pretrain_job")(args)
     handler("plaml_lab.lab.cluster:check_kind")(args.executor, args.detach)
+    cluster = [o for o in args.overrides if o.startswith("cluster.")]
+    if cluster:
+        raise ConfigError(f"{cluster[0]}: cluster settings are for --executor submitit-local "
+                          "or slurm")
     pretrain = handler("plaml_lab.train:pretrain")
     summary = pretrain(args.config, args.out, args.overrides, force_new=args.force_new)
     print(json.dumps(summary, indent=2))

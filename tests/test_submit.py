@@ -75,6 +75,8 @@ def test_cli_bad_cluster_value_exits_2_with_one_line_error(tmp_path, capsys):
         assert cli.main([*cmd, "--out", str(tmp_path / "d"), "--detach"]) == 2
         assert "--detach: only with --executor submitit-local or slurm" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+    assert cli.main(["pretrain", "--out", str(tmp_path / "d"), "cluster.nodes=2"]) == 2
+    assert "cluster.nodes=2: cluster settings are for --executor" in capsys.readouterr().err
 
 
 # --- SLURM without a cluster --------------------------------------------------------------------
