@@ -355,3 +355,25 @@ def test_local_jobs_on_one_multi_gpu_machine_get_their_own_gpus_round_robin(tmp_
     with pytest.raises(ConfigError, match="cluster.gpus_per_node=8: this machine shows 4"):
         submit.submit_jobs(calls, "submitit-local", cluster_settings(
             None, ["cluster.gpus_per_node=8"]), tmp_path / "logs", "gpus")
+
+
+def test_a_task_of_a_two_node_slurm_job_exports_its_rank_and_the_first_node_as_master(
+        monkeypatch):
+    """Task 9 of 16 (2 nodes x 8), as SLURM's srun describes it: submitit's distributed
+    environment gives the env:// variables the trainer's process-group set-up reads."""
+    slurm = {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "77", "SLURM_NTASKS": "16",
+             "SLURM_JOB_NUM_NODES": "2", "SLURM_NODEID": "1", "SLURM_PROCID": "9",
+             "SLURM_LOCALID": "1", "SLURM_JOB_NODELIST": "gpu[17-18]"}
+    for key, value in slurm.items():
+        monkeypatch.setenv(key, value)
+    for key in ("MASTER_ADDR", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE",
+                "CUDA_VISIBLE_DEVICES"):
+        monkeypatch.setenv(key, "stale")  # overwritten (all but the last); restored after
+    monkeypatch.delenv("MASTER_PORT", raising=False)  # a set one would be kept
+    assert submit.export_distributed() == 9
+    env = {k: os.environ[k] for k in ("MASTER_ADDR", "RANK", "WORLD_SIZE", "LOCAL_RANK",
+                                      "LOCAL_WORLD_SIZE")}
+    assert env == {"MASTER_ADDR": "gpu17", "RANK": "9", "WORLD_SIZE": "16", "LOCAL_RANK": "1",
+                   "LOCAL_WORLD_SIZE": "8"}
+    assert 20000 <= int(os.environ["MASTER_PORT"]) <= 60000  # the same on every task of job 77
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "stale"  # every GPU stays visible to the task
