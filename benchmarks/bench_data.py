@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from types import SimpleNamespace
 
 import torch
 
+from plaml_lab.config import AugConfig
 from plaml_lab.data import SHAPE_NAMES, epoch_batches, make_views, render_shapes
 from plaml_lab.data.datasets import generate_shapes
 
@@ -49,8 +49,8 @@ def bench(img_size: int, batch: int, seconds: float, device: str = "cpu") -> Non
     ds = generate_shapes(torch.arange(4 * batch), 0, img_size)
     e = rate(lambda c: sum(1 for _ in epoch_batches(ds, 256, seed=0, epoch=c)), (4 * batch // 256) * 256, seconds)
     print(f"epoch_batches   {img_size:4d}px batch   256: {e:10,.0f} img/s")
-    aug = SimpleNamespace(crop_scale_min=0.3, crop_scale_max=1.0, flip=True, color_jitter=0.4,
-                          color_jitter_p=0.8, grayscale_p=0.2)
+    aug = AugConfig(crop_scale_min=0.3, crop_scale_max=1.0, flip=True, color_jitter=0.4,
+                    color_jitter_p=0.8, grayscale_p=0.2)
     x = ds.get_batch(torch.arange(256))["image"]
     gen = torch.Generator().manual_seed(0)
     v = rate(lambda c: make_views(x, aug, 2, img_size, generator=gen), 256, seconds)

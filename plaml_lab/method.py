@@ -15,6 +15,7 @@ from plaml_lab.config import PretrainConfig
 from plaml_lab.model.mae import Student
 from plaml_lab.model.masking import random_masking
 from plaml_lab.model.teachers import Teacher
+from plaml_lab.model.vit import set_attention
 
 LOSS_KEYS = ("loss", "loss_rec", "loss_cls", "loss_patch")
 
@@ -34,7 +35,8 @@ class PLAML(nn.Module):
     def __init__(self, cfg: PretrainConfig):
         super().__init__()
         self.cfg = cfg
-        self.student = Student(cfg)
+        self.mask_ratio = cfg.mask.ratio  # the default of forward(mask_ratio=...)
+        self.student = Student.from_config(cfg)
         self.teachers = nn.ModuleDict({
             name: Teacher(self.student, with_heads=(name == "labelling"))
             for name in cfg.teacher_roles})
@@ -52,6 +54,13 @@ class PLAML(nn.Module):
     def reconstruction_teacher(self) -> Teacher | None:
         name = self.cfg.rec_teacher
         return self.teachers[name] if name else None
+
+    def set_attention(self, device: torch.device | str, precision: str) -> None:
+        """Pick every attention block's kernel (model.attn_impl) for steps on `device` under
+        run.precision `precision` (hardware.resolve_precision's name, or 'auto')."""
+        self.student.set_attention(device, precision)
+        for teacher in self.teachers.values():
+            set_attention(teacher.encoder.blocks, self.student.attn_impl, device, precision)
 
     @torch.no_grad()
     def update_teachers(self, momenta: dict[str, float]) -> None:
@@ -124,9 +133,11 @@ class PLAML(nn.Module):
 
     # -- the step -------------------------------------------------------------------------------
     def forward(self, views: list[torch.Tensor], teacher_temp: float = 0.07, *,
-                generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
-                return_details: bool = False) -> dict[str, torch.Tensor]:
-        """views: V augmented, normalised images, each (B, C, H, W).
+                mask_ratio: float | None = None, generator: torch.Generator | None = None,
+                noise: torch.Tensor | None = None, return_details: bool = False
+                ) -> dict[str, torch.Tensor]:
+        """views: V augmented, normalised images, each (B, C, H, W); mask_ratio: the fraction of
+        data tokens hidden (default mask.ratio of the config the model was built from).
 
         Returns loss, loss_rec, loss_cls, loss_patch (scalar tensors; 0 for parts that are off),
         and with return_details also mask (VB, L), ids_masked (VB, M), the student's predicted
@@ -137,7 +148,8 @@ class PLAML(nn.Module):
         n = x.shape[0]
         s = self.student
         ids_keep, mask, ids_restore, ids_masked = random_masking(
-            n, s.num_patches, cfg.mask.ratio, strategy=cfg.mask.strategy,
+            n, s.num_patches, self.mask_ratio if mask_ratio is None else mask_ratio,
+            strategy=cfg.mask.strategy,
             block_size=cfg.mask.block_size, device=x.device, generator=generator, noise=noise)
 
         latent = s.forward_encoder(x, ids_keep)

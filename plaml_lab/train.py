@@ -248,6 +248,7 @@ def _pretrain(cfg: PretrainConfig, out: Path, device: torch.device, force_new: b
         warn_if_emulated(precision, device)
 
     model = PLAML(cfg).to(device)
+    model.set_attention(device, precision.name)
     optimizer = make_optimizer(model, cfg, sched.base_lr, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.uses_scaler)
 

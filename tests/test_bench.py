@@ -12,6 +12,7 @@ import torch
 from plaml_lab.lab import bench
 from plaml_lab.cli import main
 from plaml_lab.model import ViTEncoder
+from plaml_lab.method import PLAML
 from plaml_lab.model.vit import fused_attention
 
 
@@ -87,8 +88,21 @@ def test_attention_impls_agree_and_auto_avoids_sdpa_only_on_cpu_under_autocast()
             b.attn.fused_attn = True
         fused = enc(x)
     assert torch.allclose(ref, fused, atol=1e-5)
-    enc.to("cpu")  # moving re-picks the implementation for the device
-    assert not any(b.attn.fused_attn for b in enc.blocks)
+    enc.to("cpu")  # moving a model leaves its kernels alone: the step's owner picks them
+    assert all(b.attn.fused_attn for b in enc.blocks)
+
+
+def test_the_step_picks_attention_for_its_device_and_precision(quick_cfg):
+    """PLAML.set_attention reaches the student's encoder and decoder and every teacher: under
+    bf16 on a CPU every block takes the explicit matmuls, in fp32 SDPA (attn_impl=auto)."""
+    model = PLAML(quick_cfg)
+    blocks = [m for m in model.modules() if hasattr(m, "fused_attn")]
+    assert len(blocks) > len(model.student.encoder.blocks) * 2  # student, decoder, teachers
+    assert all(b.fused_attn for b in blocks)  # built for fp32
+    model.set_attention("cpu", "bf16")
+    assert not any(b.fused_attn for b in blocks)
+    model.set_attention("cpu", "fp32")
+    assert all(b.fused_attn for b in blocks)
 
 
 def test_bench_rejects_an_unknown_variant_with_exit_code_2(capsys):

@@ -3,30 +3,24 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
+from plaml_lab.config import AugConfig, DataConfig, ShapesConfig
 from plaml_lab.data import (IMAGENET_MEAN, IMAGENET_STD, SHAPE_NAMES, ArrayDataset, DatasetError, FolderDataset, build_dataset,
                             color_jitter, color_nuisance, epoch_batches, make_views, normalize, random_resized_crop,
                             render_shapes, steps_per_epoch)
 from plaml_lab.data.datasets import SHAPES_VAL_OFFSET, _fixed_split
 
 
-def shapes_knobs(**over):
-    knobs = dict(num_classes=10, size_min=0.5, size_max=0.9, min_contrast=0.3, clutter=1, noise=0.02,
-                 texture=0.5, rotation=True, jitter=0.25, palette="colour")
-    knobs.update(over)
-    return SimpleNamespace(**knobs)
+def shapes_knobs(**over) -> ShapesConfig:
+    return ShapesConfig(**over)  # the real config section: a misspelt knob is a TypeError here
 
 
-def data_cfg(**over):
-    cfg = dict(dataset="shapes", root="", download=False, num_train=64, num_val=32, val_fraction=0.2,
-               on_bad_image="skip", seed_data=0, shapes=shapes_knobs())
-    cfg.update(over)
-    return SimpleNamespace(**cfg)
+def data_cfg(**over) -> DataConfig:
+    return DataConfig(**{"num_train": 64, "num_val": 32, **over})
 
 
 # ----------------------------------------------------------------------------- shapes
@@ -334,7 +328,7 @@ def test_random_resized_crop_matches_crop_then_resize():
 
 
 def test_views_reproducible_with_same_generator_seed():
-    aug = SimpleNamespace(crop_scale_min=0.3, crop_scale_max=1.0, flip=True, color_jitter=0.4,
+    aug = AugConfig(crop_scale_min=0.3, crop_scale_max=1.0, flip=True, color_jitter=0.4,
                           color_jitter_p=0.8, grayscale_p=0.2)
     x = torch.rand(6, 3, 16, 16)
     a = make_views(x, aug, 2, 12, generator=torch.Generator().manual_seed(5))
@@ -377,10 +371,10 @@ def test_make_views_without_nuisance_draws_as_before():
     base = dict(crop_scale_min=0.3, crop_scale_max=1.0, flip=True, color_jitter=0.4,
                 color_jitter_p=0.8, grayscale_p=0.2)
     x = torch.rand(6, 3, 16, 16)
-    a = make_views(x, SimpleNamespace(**base), 2, 12, generator=torch.Generator().manual_seed(5))
-    b = make_views(x, SimpleNamespace(**base, channel_shuffle_p=0.0, invert_p=0.0), 2, 12,
+    a = make_views(x, AugConfig(**base), 2, 12, generator=torch.Generator().manual_seed(5))
+    b = make_views(x, AugConfig(**base, channel_shuffle_p=0.0, invert_p=0.0), 2, 12,
                    generator=torch.Generator().manual_seed(5))
-    c = make_views(x, SimpleNamespace(**base, channel_shuffle_p=1.0, invert_p=0.5), 2, 12,
+    c = make_views(x, AugConfig(**base, channel_shuffle_p=1.0, invert_p=0.5), 2, 12,
                    generator=torch.Generator().manual_seed(5))
     assert all(torch.equal(u, v) for u, v in zip(a, b))
     assert not torch.equal(a[0], c[0])
@@ -392,9 +386,9 @@ def test_shared_crop_views_differ_in_colour_only():
     base = dict(crop_scale_min=0.3, crop_scale_max=1.0, flip=True, color_jitter=0.0,
                 color_jitter_p=0.8, grayscale_p=0.0, shared_crop=True)
     x = torch.rand(8, 3, 16, 16)
-    a, b = make_views(x, SimpleNamespace(**base), 2, 12, generator=torch.Generator().manual_seed(1))
+    a, b = make_views(x, AugConfig(**base), 2, 12, generator=torch.Generator().manual_seed(1))
     assert torch.equal(a, b)
-    a, b = make_views(x, SimpleNamespace(**base, channel_shuffle_p=1.0), 2, 12,
+    a, b = make_views(x, AugConfig(**base, channel_shuffle_p=1.0), 2, 12,
                       generator=torch.Generator().manual_seed(1))
     assert not torch.equal(a, b)
     unnorm = [v * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) + torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
@@ -427,7 +421,7 @@ def test_shapes_on_cuda_match_cpu():
 
 @cuda
 def test_views_on_cuda_reproducible_with_cuda_generator():
-    aug = SimpleNamespace(crop_scale_min=0.3, crop_scale_max=1.0, flip=True, color_jitter=0.4,
+    aug = AugConfig(crop_scale_min=0.3, crop_scale_max=1.0, flip=True, color_jitter=0.4,
                           color_jitter_p=0.8, grayscale_p=0.2)
     x = torch.rand(8, 3, 16, 16, device="cuda")
     a = make_views(x, aug, 2, 16, generator=torch.Generator(device="cuda").manual_seed(1))
@@ -442,3 +436,22 @@ def test_epoch_batches_deliver_on_cuda(tmp_path):
     ds = build_dataset(data_cfg(num_train=32), 32, "train")
     batch = next(epoch_batches(ds, 8, seed=0, epoch=0, device="cuda"))
     assert batch["image"].is_cuda and batch["mask"].is_cuda and batch["num_bad"] == 0
+
+
+def test_a_misspelt_augmentation_key_is_refused_not_silently_off():
+    """make_views reads every augmentation knob by name from an AugConfig, with no fallbacks:
+    a misspelt key cannot turn an augmentation off unnoticed."""
+    from plaml_lab.config import ConfigError, load_config
+    with pytest.raises(ConfigError, match="unknown config key 'data.aug.colour_jitter'"):
+        load_config("experiments/configs/quick.yaml", ["data.aug.colour_jitter=0.8"])
+    with pytest.raises(TypeError, match="colour_jitter"):
+        AugConfig(colour_jitter=0.8)
+    with pytest.raises(AttributeError, match="channel_shuffle_p"):
+        make_views(torch.rand(2, 3, 8, 8), _Without("channel_shuffle_p"), 1, 8)
+
+
+class _Without:
+    """An AugConfig without one field (what a renamed field looks like to make_views)."""
+
+    def __init__(self, missing: str):
+        self.__dict__.update({k: v for k, v in vars(AugConfig()).items() if k != missing})

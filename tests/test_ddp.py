@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from plaml_lab.runs.checkpoint import load_checkpoint
 

@@ -18,7 +18,7 @@ from plaml_lab import cli
 from plaml_lab.runs.checkpoint import CheckpointError, load_checkpoint, save_atomic
 from plaml_lab.method import PLAML
 from plaml_lab.runs import load_run
-from plaml_lab.train import NonFiniteLossError, RunError, pretrain
+from plaml_lab.train import RunError, pretrain
 
 # Bitwise comparisons need the same kernels in every process: one thread, fp32.
 DET = ["run.num_threads=1", "run.precision=fp32", "run.eval_knn=false", "run.deterministic=true"]
@@ -167,7 +167,8 @@ def test_every_precision_trains_with_finite_losses(tmp_path, quick_yaml, precisi
                                                     "run.max_steps=6", "run.eval_knn=false"])
     assert all(torch.isfinite(torch.tensor(s[k])) for k in ("loss", "loss_rec", "loss_cls"))
     ckpt = load_checkpoint(tmp_path / precision / "checkpoints" / "last.pt")
-    assert ckpt["scaler"] is not None  # the GradScaler state travels in fp16 and is inert else
+    # the GradScaler's state (its loss scale) travels in fp16; without fp16 it is inert and empty
+    assert ("scale" in ckpt["scaler"]) == (precision == "fp16"), ckpt["scaler"]
 
 
 def test_accumulation_matches_one_big_batch(tmp_path, quick_yaml):
@@ -185,10 +186,31 @@ def test_accumulation_matches_one_big_batch(tmp_path, quick_yaml):
         assert torch.allclose(a["model"][k], b["model"][k], atol=2e-5), k
 
 
-def test_clip_grad_and_compile_switches_run(tmp_path, quick_yaml):
+def test_clip_grad_clips_the_student_and_compile_compiles_the_step(tmp_path, quick_yaml,
+                                                                   monkeypatch):
+    """optim.clip_grad reaches clip_grad_norm_ (with the student's parameters) on every step,
+    and run.compile=true hands the step module to torch.compile (stood in for by a spy: a real
+    compile takes minutes on a CPU); with both off, neither is called."""
+    compiled, clipped = [], []
+    monkeypatch.setattr(torch, "compile", lambda m, *a, **k: compiled.append(m) or m)
+    real_clip = torch.nn.utils.clip_grad_norm_
+
+    def clip(params, max_norm, *a, **k):
+        params = list(params)
+        clipped.append((len(params), max_norm))
+        return real_clip(params, max_norm, *a, **k)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
     s = pretrain(quick_yaml, tmp_path / "c", ["run.max_steps=3", "run.eval_knn=false",
-                                              "optim.clip_grad=0.5"])
+                                              "optim.clip_grad=0.5", "run.compile=true"])
     assert torch.isfinite(torch.tensor(s["loss"]))
+    assert [type(m).__name__ for m in compiled] == ["PLAML"]
+    n_student = len(list(load_run(tmp_path / "c").model.student.parameters()))
+    assert clipped == [(n_student, 0.5)] * 3
+    compiled.clear(), clipped.clear()
+    pretrain(quick_yaml, tmp_path / "off", ["run.max_steps=2", "run.eval_knn=false",
+                                            "optim.clip_grad=0", "run.compile=false"])
+    assert compiled == [] and clipped == []
 
 
 # --- safe loading -------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ import torch
 from plaml_lab import probes as P
 from plaml_lab.cli import main as cli_main
 from plaml_lab.data import normalize
-from plaml_lab.evaluate import PROBES, extract_features, knn_accuracy
+from plaml_lab.evaluate import PROBES, eval_splits, extract_features, knn_accuracy
+from plaml_lab.runs import load_run
 
 QUICK = "experiments/configs/quick.yaml"
 TINY = ["run.progress=false", "run.num_threads=1", "data.num_train=192", "data.num_val=96",
@@ -233,8 +234,30 @@ def test_eval_cli_prints_one_json_object_with_every_probe_on_a_quick_run(quick_r
     assert result["probes"] == list(PROBES) and result["step"] == 3
     for key in ALL_METRICS:
         assert key in result and math.isfinite(result[key]), key
-    assert 0 <= result["knn_top1"] <= 1 and 1 <= result["prototypes_used"] <= 32
+    assert 1 <= result["prototypes_used"] <= 32
     assert "notes" not in result
+    # kNN of the class token, recomputed here: the encoder on the same splits, DINO's weighted
+    # vote written out in numpy
+    run = load_run(quick_run, TINY)
+    train_set, val_set = eval_splits(run.cfg)
+    e = run.cfg.eval
+
+    def cls_tokens(ds, n):
+        batch = ds.get_batch(torch.arange(min(n, len(ds))))
+        with torch.no_grad():
+            return run.encoder()(normalize(batch["image"]))[:, 0].double().numpy(), \
+                batch["label"].numpy()
+
+    xtr, ytr = cls_tokens(train_set, e.max_train)
+    xte, yte = cls_tokens(val_set, e.max_val)
+    xtr /= np.linalg.norm(xtr, axis=1, keepdims=True)
+    xte /= np.linalg.norm(xte, axis=1, keepdims=True)
+    sim = xte @ xtr.T
+    votes = np.zeros((len(xte), int(ytr.max()) + 1))
+    for i, row in enumerate(sim):
+        for j in np.argsort(-row)[:e.knn_k]:
+            votes[i, ytr[j]] += np.exp(row[j] / e.knn_t)
+    assert result["knn_top1"] == pytest.approx(float((votes.argmax(1) == yte).mean()), abs=1e-9)
 
 
 def test_eval_cli_random_init_runs_every_probe_and_differs_from_trained(quick_run, capsys):

@@ -48,12 +48,18 @@ def test_patchify_order_and_inverse():
     assert torch.equal(losses.unpatchify(x, 2, 3), imgs)
 
 
-def test_token_losses_zero_at_target_and_positive_elsewhere():
+def test_token_losses_zero_at_target_and_known_values_elsewhere():
     t = torch.randn(2, 5, 8)
     for kind in ("mse", "smooth_l1", "cosine"):
         assert float(losses.token_loss(t, t, kind)) < 1e-6
-        assert float(losses.token_loss(t + 1, t, kind)) > 0 or kind == "cosine"
+    # an offset of 1 in every dimension: mse 1; smooth L1 (beta 1) 0.5 per element
     assert abs(float(losses.token_loss(t + 1, t, "mse")) - 1.0) < 1e-6
+    assert abs(float(losses.token_loss(t + 1, t, "smooth_l1")) - 0.5) < 1e-6
+    # cosine: 1 - cos, so opposite tokens cost 2, orthogonal ones 1, and scale is ignored
+    assert abs(float(losses.token_loss(-t, t, "cosine")) - 2.0) < 1e-6
+    assert float(losses.token_loss(3 * t, t, "cosine")) < 1e-6
+    e = torch.eye(8)[None, :2]  # two tokens: e0, e1
+    assert abs(float(losses.token_loss(e.flip(1), e, "cosine")) - 1.0) < 1e-6
 
 
 def test_layer_normalised_targets_have_zero_mean_unit_variance_per_token():
@@ -101,20 +107,72 @@ def test_sinkhorn_output_has_near_uniform_cluster_marginals():
     assert plain[0] > 0.5  # without Sinkhorn, prototype 0 would take most mass
 
 
-def test_pl_cross_entropy_matches_definition():
-    t = torch.softmax(torch.randn(3, 10), -1)
-    s = torch.randn(3, 10)
-    ref = -(t * torch.log_softmax(s / 0.1, -1)).sum(-1)
-    assert torch.allclose(losses.pl_cross_entropy(t, s, 0.1), ref)
+# --- the pseudo-label losses against DINO's and SwAV's formulas, written out in float64 numpy --
+# (independently of plaml_lab.losses: the formulas of the papers, not a restatement of the code)
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
 
 
-def test_cross_view_loss_pairs_each_student_view_with_the_other_teacher_view():
-    t = torch.softmax(torch.randn(2, 4, 8), -1)
-    s = torch.randn(2, 4, 8)
-    ce = lambda a, b: losses.pl_cross_entropy(a, b, 0.1).mean()  # noqa: E731
-    expected = (ce(t[1], s[0]) + ce(t[0], s[1])) / 2
-    assert torch.allclose(losses.cross_view_loss(t, s, 0.1), expected)
-    assert torch.allclose(losses.cross_view_loss(t[:1], s[:1], 0.1), ce(t[0], s[0]))
+def _dino_loss(teacher: np.ndarray, student: np.ndarray, center: np.ndarray, t_temp: float,
+               s_temp: float) -> float:
+    """DINO (Caron et al. 2021, Alg. 1): H(t, s) = -sum p_t log p_s with
+    p_t = softmax((t - C) / tau_t), p_s = softmax(s / tau_s), averaged over the batch and over
+    every (teacher view, student view) pair of different views; teacher, student (V, B, K)."""
+    p_t = _softmax((teacher - center) / t_temp)
+    log_p_s = np.log(_softmax(student / s_temp))
+    v = teacher.shape[0]
+    pairs = [(a, b) for a in range(v) for b in range(v) if a != b] or [(0, 0)]
+    return float(np.mean([(-(p_t[a] * log_p_s[b]).sum(-1)).mean() for a, b in pairs]))
+
+
+def _swav_codes(scores: np.ndarray, eps: float, iters: int) -> np.ndarray:
+    """SwAV (Caron et al. 2020, Sec. 3.1 / App. A.1): Q = diag(u) exp(C^T Z / eps) diag(v) in the
+    transportation polytope (each of K prototypes gets 1/K of the mass, each of B samples 1/B),
+    by Sinkhorn-Knopp's alternating scaling vectors; rows returned as assignments (x B).
+    scores (B, K) -> (B, K) rows summing to 1."""
+    p = np.exp((scores - scores.max()) / eps).T  # (K, B)
+    k, b = p.shape
+    u, v = np.ones(k), np.ones(b)
+    for _ in range(iters):
+        u = (1.0 / k) / (p @ v)
+        v = (1.0 / b) / (p.T @ u)
+    return (u[:, None] * p * v[None, :]).T * b
+
+
+def test_pl_cross_entropy_is_the_cross_entropy_of_the_sharpened_student():
+    """A hand-worked case: student scores (0, ln 3) at temperature 1 -> p = (1/4, 3/4); a
+    uniform target gives 0.5 ln 4 + 0.5 ln 4/3 = 0.5 ln (16/3)."""
+    target = torch.tensor([[0.5, 0.5]])
+    student = torch.tensor([[0.0, float(np.log(3.0))]])
+    assert abs(float(losses.pl_cross_entropy(target, student, 1.0)) - 0.5 * np.log(16 / 3)) < 1e-6
+    # temperature divides the scores: (0, 2 ln 3) at 2 is the same case
+    assert abs(float(losses.pl_cross_entropy(target, 2 * student, 2.0))
+               - 0.5 * np.log(16 / 3)) < 1e-6
+
+
+def test_class_token_loss_equals_dinos_loss():
+    g = torch.Generator().manual_seed(0)
+    for views in (1, 2, 3):
+        teacher = torch.randn(views, 6, 16, generator=g) * 3
+        student = torch.randn(views, 6, 16, generator=g) * 3
+        center = torch.randn(1, 16, generator=g)
+        ours = losses.cross_view_loss(losses.centering_targets(teacher, center, 0.04), student,
+                                      0.1)
+        ref = _dino_loss(teacher.double().numpy(), student.double().numpy(),
+                         center.double().numpy(), 0.04, 0.1)
+        assert abs(float(ours) - ref) < 1e-4 * max(1.0, ref), (views, float(ours), ref)
+
+
+def test_sinkhorn_equals_swavs_equipartition_codes():
+    g = torch.Generator().manual_seed(1)
+    scores = torch.randn(64, 10, generator=g)
+    scores[:, 0] += 1.0  # an imbalanced batch: plain softmax would favour prototype 0
+    for iters in (1, 3, 10):
+        ours = losses.sinkhorn_knopp(scores, temp=0.1, num_iters=iters).double().numpy()
+        ref = _swav_codes(scores.double().numpy(), 0.1, iters)
+        assert np.allclose(ours, ref, atol=1e-5), (iters, np.abs(ours - ref).max())
 
 
 def test_schedules_hit_their_endpoints():

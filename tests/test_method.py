@@ -10,6 +10,7 @@ import torch
 
 from plaml_lab.config import load_config
 from plaml_lab.method import PLAML
+from plaml_lab.model.masking import num_visible
 from plaml_lab.runs import load_run
 from plaml_lab.train import pretrain
 
@@ -99,3 +100,21 @@ def test_teacher_sees_full_view_and_student_only_visible_tokens():
     assert out["teacher_rec"].shape == (2, L - keep, cfg.model.embed_dim)
     assert out["teacher_patch"].shape == (2, L - keep, cfg.pl.num_prototypes)
     assert torch.allclose(out["teacher_cls"].sum(-1), torch.ones(2))
+
+
+def test_mask_ratio_is_a_call_argument_and_the_config_is_left_alone():
+    """forward(mask_ratio=r) hides round(r * L) data tokens whatever mask.ratio says; without it
+    the model hides its config's ratio. Nothing is swapped on the model to get there."""
+    cfg = load_config("experiments/configs/quick.yaml")
+    model = PLAML(cfg).eval()
+    x = torch.randn(2, 3, cfg.model.img_size, cfg.model.img_size)
+    L = model.student.num_patches
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for r in (0.25, 0.5, 0.9):
+            out = model([x], generator=g, mask_ratio=r, return_details=True)
+            assert int(out["mask"][0].sum()) == L - num_visible(L, r), r
+        default = model([x], generator=g, return_details=True)
+    assert int(default["mask"][0].sum()) == L - num_visible(L, cfg.mask.ratio)
+    assert model.cfg is cfg and model.cfg.mask.ratio == load_config(
+        "experiments/configs/quick.yaml").mask.ratio

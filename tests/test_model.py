@@ -22,7 +22,7 @@ def test_encoder_uses_timm_parameter_names():
 
 def test_decoder_uses_reference_mae_names(quick_cfg):
     quick_cfg.method.target = "pixels"
-    keys = set(Student(quick_cfg).state_dict())
+    keys = set(Student.from_config(quick_cfg).state_dict())
     for k in ("mask_token", "decoder_pos_embed", "decoder_embed.weight",
               "decoder_blocks.0.attn.qkv.weight", "decoder_norm.weight", "decoder_pred.weight"):
         assert k in keys
@@ -60,10 +60,10 @@ def test_head_outputs_cosine_scores_to_unit_prototypes():
 
 def test_shared_head_is_one_module(quick_cfg):
     quick_cfg.pl.shared_head = True
-    s = Student(quick_cfg)
+    s = Student.from_config(quick_cfg)
     assert s.heads["cls"] is s.heads["patch"]
     quick_cfg.pl.shared_head = False
-    s = Student(quick_cfg)
+    s = Student.from_config(quick_cfg)
     assert s.heads["cls"] is not s.heads["patch"]
 
 
@@ -122,7 +122,7 @@ def test_no_weight_decay_on_1d_params_tokens_and_positions(quick_cfg):
 def test_variant_parts_follow_method_switches():
     def parts(*o):
         cfg = load_config(None, list(o))
-        s = Student(cfg)
+        s = Student.from_config(cfg)
         return (hasattr(s, "decoder_pred"), hasattr(s, "token_pred"),
                 sorted(s.heads) if s.heads is not None else [])
     assert parts("method.target=pixels", "method.pseudo_labels=none") == (True, False, [])

@@ -154,14 +154,14 @@ def make_views(images: torch.Tensor, aug_cfg, num_views: int, out_size: int,
     """(B, 3, H, W) in [0, 1] -> num_views independently augmented, ImageNet-normalised views,
     each (B, 3, out_size, out_size).
 
-    aug_cfg attributes: crop_scale_min, crop_scale_max, flip (bool), color_jitter (strength,
+    aug_cfg: an AugConfig (config.py): crop_scale_min, crop_scale_max, flip (bool), color_jitter (strength,
     0 = off), color_jitter_p, grayscale_p (applied even when color_jitter is 0), channel_shuffle_p
     and invert_p (color_nuisance; nothing is drawn when both are 0), shared_crop (one crop+flip
     for all views, so views differ in colour only).
     rows: optional (ids (B,), total): draw for a global batch of `total` samples, keep rows ids.
     """
     views = []
-    shared_crop = getattr(aug_cfg, "shared_crop", False)
+    shared_crop = aug_cfg.shared_crop
     crop = None
     for _ in range(num_views):
         if crop is None or not shared_crop:
@@ -174,7 +174,7 @@ def make_views(images: torch.Tensor, aug_cfg, num_views: int, out_size: int,
         if jitter_p > 0 or aug_cfg.grayscale_p > 0:
             v = color_jitter(v, aug_cfg.color_jitter, p=jitter_p, grayscale_p=aug_cfg.grayscale_p,
                              generator=generator, rows=rows)
-        shuffle_p, invert_p = getattr(aug_cfg, "channel_shuffle_p", 0.0), getattr(aug_cfg, "invert_p", 0.0)
+        shuffle_p, invert_p = aug_cfg.channel_shuffle_p, aug_cfg.invert_p
         if shuffle_p > 0 or invert_p > 0:
             v = color_nuisance(v, shuffle_p, invert_p, generator=generator, rows=rows)
         views.append(normalize(v))

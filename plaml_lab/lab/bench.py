@@ -225,6 +225,7 @@ def build_case(cfg: PretrainConfig, device: torch.device, name: str, augment: bo
 
     torch.manual_seed(seed)
     model = PLAML(cfg).to(device)
+    model.set_attention(device, cfg.run.precision)
     model.train()
     optimizer = make_optimizer(model, cfg, 1e-4, device)
     step_module = _maybe_compile(model) if cfg.run.compile else model

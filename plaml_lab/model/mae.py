@@ -18,65 +18,77 @@ from plaml_lab.model.vit import (ViTEncoder, get_2d_sincos_pos_embed, init_linea
 
 
 class Student(nn.Module):
-    """Parts present depend on the method switches (cfg.method):
-    - decoder: when reconstructing (pixels | tokens) or predicting patch pseudo labels;
-    - decoder_pred (pixels), token_pred (tokens, or patch pseudo labels on predicted tokens);
-    - heads['cls'] / heads['patch'] for class-token / data-token pseudo labels (one module under
-      both keys when pl.shared_head)."""
+    """The encoder (a ViTEncoder of the given shape) plus the parts the method switches ask for:
+    - decoder: when reconstructing (target pixels | tokens) or predicting data-token pseudo
+      labels (pl_patch);
+    - decoder_pred (target pixels), token_pred (target tokens, or pl_patch on predicted tokens);
+    - heads['cls'] / heads['patch'] (PLHead) for class-token / data-token pseudo labels (one
+      module under both keys with shared_head).
+    `head` holds PLHead's arguments besides in_dim (num_prototypes, hidden_dim, bottleneck_dim,
+    num_layers). Student.from_config maps a PretrainConfig onto these arguments."""
 
-    def __init__(self, cfg):
+    def __init__(self, *, img_size: int, patch_size: int, in_chans: int = 3, embed_dim: int,
+                 depth: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0,
+                 attn_impl: str = "auto", decoder_embed_dim: int = 128, decoder_depth: int = 2,
+                 decoder_num_heads: int = 4, target: str = "tokens", pl_cls: bool = True,
+                 pl_patch: bool = True, shared_head: bool = False, head: dict | None = None):
         super().__init__()
-        m, pl = cfg.model, cfg.pl
-        self.patch_size = m.patch_size
-        self.in_chans = m.in_chans
-        self.encoder = ViTEncoder(m.img_size, m.patch_size, m.in_chans, m.embed_dim, m.depth,
-                                  m.num_heads, m.mlp_ratio, m.drop_path, m.attn_impl,
-                                  cfg.run.precision)
-        self.attn_impl, self.precision = m.attn_impl, cfg.run.precision
-        num_patches = self.encoder.num_patches
-        self.has_decoder = cfg.method.target != "none" or cfg.pl_patch
+        self.patch_size = patch_size
+        self.in_chans = in_chans
+        self.encoder = ViTEncoder(img_size, patch_size, in_chans, embed_dim, depth, num_heads,
+                                  mlp_ratio, drop_path, attn_impl)
+        self.attn_impl = attn_impl
+        self.num_patches = self.encoder.num_patches
+        self.has_decoder = target != "none" or pl_patch
         if self.has_decoder:
-            dd = m.decoder_embed_dim
-            self.decoder_embed = nn.Linear(m.embed_dim, dd)
+            dd = decoder_embed_dim
+            self.decoder_embed = nn.Linear(embed_dim, dd)
             self.mask_token = nn.Parameter(torch.zeros(1, 1, dd))
             self.decoder_pos_embed = nn.Parameter(
                 get_2d_sincos_pos_embed(dd, self.encoder.grid_size).unsqueeze(0),
                 requires_grad=False)
             self.decoder_blocks = nn.ModuleList([
-                Block(dd, m.decoder_num_heads, m.mlp_ratio, qkv_bias=True, norm_layer=LayerNorm)
-                for _ in range(m.decoder_depth)])
+                Block(dd, decoder_num_heads, mlp_ratio, qkv_bias=True, norm_layer=LayerNorm)
+                for _ in range(decoder_depth)])
             self.decoder_norm = LayerNorm(dd)
-            if cfg.method.target == "pixels":
-                self.decoder_pred = nn.Linear(dd, m.patch_size ** 2 * m.in_chans)
-            if cfg.method.target == "tokens" or cfg.pl_patch:
-                self.token_pred = nn.Linear(dd, m.embed_dim)
+            if target == "pixels":
+                self.decoder_pred = nn.Linear(dd, patch_size ** 2 * in_chans)
+            if target == "tokens" or pl_patch:
+                self.token_pred = nn.Linear(dd, embed_dim)
             for name, mod in self.named_modules():
                 if name.startswith(("decoder", "token_pred")):
                     init_linear_and_norm(mod)
             nn.init.normal_(self.mask_token, std=0.02)
-            set_attention(self.decoder_blocks, m.attn_impl, self.mask_token.device,
-                          self.precision)
-        self.num_patches = num_patches
+            set_attention(self.decoder_blocks, attn_impl, "cpu")
 
         self.heads: nn.ModuleDict | None = None
-        if cfg.uses_pseudo_labels:
-            def make_head():
-                return PLHead(m.embed_dim, pl.num_prototypes, pl.head_hidden_dim,
-                              pl.head_bottleneck_dim, pl.head_layers)
+        if pl_cls or pl_patch:
             self.heads = nn.ModuleDict()
-            if cfg.pl_cls:
-                self.heads["cls"] = make_head()
-            if cfg.pl_patch:
-                shared = pl.shared_head and cfg.pl_cls
-                self.heads["patch"] = self.heads["cls"] if shared else make_head()
+            if pl_cls:
+                self.heads["cls"] = PLHead(embed_dim, **(head or {}))
+            if pl_patch:
+                shared = shared_head and pl_cls
+                self.heads["patch"] = self.heads["cls"] if shared else PLHead(embed_dim,
+                                                                              **(head or {}))
 
-    def _apply(self, fn, *args, **kwargs):
-        # as ViTEncoder._apply: the decoder's attention path follows the device
-        out = super()._apply(fn, *args, **kwargs)
+    @classmethod
+    def from_config(cls, cfg) -> "Student":
+        """The student a PretrainConfig describes (model.*, method.target, pl.*)."""
+        m, pl = cfg.model, cfg.pl
+        return cls(img_size=m.img_size, patch_size=m.patch_size, in_chans=m.in_chans,
+                   embed_dim=m.embed_dim, depth=m.depth, num_heads=m.num_heads,
+                   mlp_ratio=m.mlp_ratio, drop_path=m.drop_path, attn_impl=m.attn_impl,
+                   decoder_embed_dim=m.decoder_embed_dim, decoder_depth=m.decoder_depth,
+                   decoder_num_heads=m.decoder_num_heads, target=cfg.method.target,
+                   pl_cls=cfg.pl_cls, pl_patch=cfg.pl_patch, shared_head=pl.shared_head,
+                   head=dict(num_prototypes=pl.num_prototypes, hidden_dim=pl.head_hidden_dim,
+                             bottleneck_dim=pl.head_bottleneck_dim, num_layers=pl.head_layers))
+
+    def set_attention(self, device: torch.device | str, precision: str) -> None:
+        """Pick the attention kernel of every block for a step on `device` under `precision`."""
+        set_attention(self.encoder.blocks, self.attn_impl, device, precision)
         if self.has_decoder:
-            set_attention(self.decoder_blocks, self.attn_impl, self.mask_token.device,
-                          self.precision)
-        return out
+            set_attention(self.decoder_blocks, self.attn_impl, device, precision)
 
     def no_weight_decay(self) -> set[str]:
         """Names excluded from weight decay besides 1-D tensors: tokens and position embeddings."""

@@ -60,7 +60,9 @@ def fused_attention(impl: str, device: torch.device | str, precision: str = "fp3
 
 def set_attention(blocks: nn.ModuleList, impl: str, device: torch.device | str,
                   precision: str = "fp32") -> None:
-    """Point every block's attention at the implementation `impl` picks (see fused_attention)."""
+    """Point every block's attention at the implementation `impl` picks (see fused_attention).
+    A model is built for fp32 on any device; the trainer and the benchmark call this (through
+    PLAML.set_attention) once they know the device and run.precision of the step."""
     fused = fused_attention(impl, device, precision)
     for blk in blocks:
         blk.attn.fused_attn = fused
@@ -82,11 +84,10 @@ class ViTEncoder(nn.Module):
 
     def __init__(self, img_size: int = 32, patch_size: int = 4, in_chans: int = 3,
                  embed_dim: int = 192, depth: int = 6, num_heads: int = 3, mlp_ratio: float = 4.0,
-                 drop_path: float = 0.0, attn_impl: str = "auto", precision: str = "fp32"):
+                 drop_path: float = 0.0, attn_impl: str = "auto"):
         super().__init__()
         self.patch_size = patch_size
-        # attention kernel choice (model.attn_impl) and the run.precision it is made for
-        self.attn_impl, self.precision = attn_impl, precision
+        self.attn_impl = attn_impl  # model.attn_impl: auto|sdpa|math (see fused_attention)
         self.embed_dim = self.num_features = embed_dim
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
         self.num_patches = self.patch_embed.num_patches
@@ -101,13 +102,7 @@ class ViTEncoder(nn.Module):
                   drop_path=dpr[i]) for i in range(depth)])
         self.norm = LayerNorm(embed_dim)
         self._init_weights()
-        set_attention(self.blocks, attn_impl, self.pos_embed.device, precision)
-
-    def _apply(self, fn, *args, **kwargs):
-        # .to(device) may change which attention path is fastest: re-pick it (model.attn_impl)
-        out = super()._apply(fn, *args, **kwargs)
-        set_attention(self.blocks, self.attn_impl, self.pos_embed.device, self.precision)
-        return out
+        set_attention(self.blocks, attn_impl, "cpu")  # fp32: fused unless attn_impl=math
 
     def _init_weights(self) -> None:
         w = self.patch_embed.proj.weight.data

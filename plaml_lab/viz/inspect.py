@@ -8,8 +8,6 @@ datasets return them; normalisation happens here, as in training.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -80,18 +78,6 @@ def ratio_bounds(num_patches: int, step: float = 0.05) -> tuple[float, float]:
     return float(ok[0]), float(ok[-1])
 
 
-@contextlib.contextmanager
-def _mask_ratio(run: Run, ratio: float):
-    """PLAML.forward reads the ratio from its config: swap in a copy with `ratio` for the call."""
-    model = run.model
-    saved = model.cfg
-    model.cfg = dataclasses.replace(saved, mask=dataclasses.replace(saved.mask, ratio=float(ratio)))
-    try:
-        yield
-    finally:
-        model.cfg = saved
-
-
 def _unnormalize(x: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
@@ -112,8 +98,8 @@ def reconstruct(run: Run, image: torch.Tensor, ratio: float, strategy: str = "ra
     s = model.student
     x = normalize(image[None].float())
     noise = mask_noise(s.num_patches, strategy, seed, cfg.mask.block_size)
-    with _mask_ratio(run, ratio):
-        out = model([x], cfg.pl.teacher_temp, noise=noise, return_details=True)
+    out = model([x], cfg.pl.teacher_temp, mask_ratio=float(ratio), noise=noise,
+                return_details=True)
     res = {"mask": out["mask"][0], "ids_masked": out["ids_masked"][0]}
     res.update({k: float(out[k]) for k in ("loss", "loss_rec", "loss_cls", "loss_patch")})
     if "pred_pixels" in out:
