@@ -14,6 +14,7 @@ import argparse
 import importlib
 import json
 import sys
+import warnings
 
 from plaml_lab.config import PROBES, ConfigError
 from plaml_lab.errors import USER_ERRORS, NonFiniteLossError
@@ -236,7 +237,12 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"  # as errors: one line, no source location
+
+
 def main(argv: list[str] | None = None) -> int:
+    warnings.formatwarning = _one_line_warning
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv[1:]  # the sub-command's own arguments (the ablation table records them)

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import subprocess
+import sys
+import typing
+import warnings
+
 import pytest
 
-from plaml_lab.config import (ConfigError, PretrainConfig, apply_overrides, diff, from_dict,
+from plaml_lab.config import (ConfigError, ConfigWarning, PretrainConfig, apply_overrides, diff, from_dict,
                               load_config, save_yaml, to_dict)
 
 
@@ -123,3 +129,48 @@ def test_from_dict_fills_defaults_for_missing_sections():
     cfg = from_dict({"mask": {"ratio": 0.5}})
     assert cfg.mask.ratio == 0.5 and cfg.model.depth == PretrainConfig().model.depth
     assert apply_overrides({}, ["mask.ratio=0.4"]) == {"mask": {"ratio": 0.4}}
+
+
+def test_a_knob_the_variant_never_reads_is_warned_naming_the_key():
+    quick = "experiments/configs/quick.yaml"
+    with pytest.warns(ConfigWarning, match=r"teachers.reconstruction.momentum is not read: .*"
+                                           r"method.teachers=single"):
+        load_config(quick, ["method.teachers=single", "teachers.reconstruction.momentum=0.5"])
+    with pytest.warns(ConfigWarning, match=r"rec.loss is not read: method.target=pixels"):
+        load_config(quick, ["method.target=pixels", "rec.loss=cosine"])
+    with pytest.warns(ConfigWarning, match=r"pl.sinkhorn_iters is not read: pl.assignment=centering"):
+        load_config(quick, ["pl.sinkhorn_iters=5"])
+    with warnings.catch_warnings():  # knobs the variant reads stay silent
+        warnings.simplefilter("error")
+        load_config(quick, ["method.teachers=dual", "teachers.reconstruction.momentum=0.5",
+                            "pl.assignment=sinkhorn", "pl.sinkhorn_iters=5", "rec.loss=cosine"])
+
+
+def test_the_cli_prints_an_unread_knob_as_one_warning_line(root):
+    proc = subprocess.run(
+        [sys.executable, "-m", "plaml_lab", "eval", "--random-init", "--config",
+         "experiments/configs/quick.yaml", "--probes", "knn", "--no-progress",
+         "method.teachers=single", "teachers.reconstruction.momentum=0.5", "eval.max_train=64",
+         "eval.max_val=32", "data.num_train=64", "data.num_val=32"],
+        capture_output=True, text=True, cwd=root, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if "teachers.reconstruction" in ln]
+    assert len(lines) == 1 and lines[0].startswith("warning: teachers.reconstruction.momentum "
+                                                   "is not read"), proc.stderr
+
+
+def test_every_numeric_knob_declares_its_range_beside_the_field():
+    """Limits live with the field (config.knob), so validation needs no list of its own."""
+    unbounded = {"run.seed", "data.seed_data"}  # any integer seeds the generators
+    missing = []
+
+    def walk(cls, prefix=""):
+        for f in dataclasses.fields(cls):
+            tp = typing.get_type_hints(cls)[f.name]
+            if dataclasses.is_dataclass(tp):
+                walk(tp, f"{prefix}{f.name}.")
+            elif tp in (int, float) and "range" not in f.metadata:
+                missing.append(prefix + f.name)
+
+    walk(PretrainConfig)
+    assert sorted(missing) == sorted(unbounded)
