@@ -13,7 +13,7 @@ export PYTHONHASHSEED := 0
 NBVAL := -p no:cacheprovider --nbval-lax --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 
 help:
-	@echo "make demo      pretrain the paper's variant (lab preset) on the embedded dataset, evaluate, show figures"
+	@echo "make demo      pretrain the paper's variant (demo preset) on the embedded dataset, evaluate, show figures"
 	@echo "make test      the whole test suite (unit, CLI, DDP, notebooks via nbval, browser)"
 	@echo "make lab       open JupyterLab on notebooks/"
 	@echo "make bench     benchmark table (benchmarks/README.md)"

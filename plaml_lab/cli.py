@@ -180,11 +180,11 @@ def _ablation(sub) -> None:
 def _demo(sub) -> None:
     p = sub.add_parser(
         "demo", help="pretrain the paper's variant, compare it with a random init, save figures",
-        description="Pretrain the dual-teacher pseudo-labelling MAE (lab preset, embedded "
-        "dataset), evaluate it against a random-init encoder on the held-out split, and save "
-        "figures next to the run. Re-running resumes.")
-    p.add_argument("--config", default="experiments/configs/lab.yaml",
-                   help="YAML preset (default experiments/configs/lab.yaml)")
+        description="Pretrain the dual-teacher pseudo-labelling MAE (demo preset: the lab "
+        "preset's data and model on a budget of minutes), evaluate it against a random-init "
+        "encoder on the held-out split, and save figures next to the run. Re-running resumes.")
+    p.add_argument("--config", default="experiments/configs/demo.yaml",
+                   help="YAML preset (default experiments/configs/demo.yaml)")
     p.add_argument("--out", default="experiments/runs/demo",
                    help="run folder (default experiments/runs/demo)")
     _overrides(p)

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from plaml_lab import probes as probes_lib
 from plaml_lab.config import PROBES, ConfigError
-from plaml_lab.data import build_dataset
+from plaml_lab.data import build_dataset, get_items
 from plaml_lab.data.transforms import normalize
 from plaml_lab.runs import load_run, random_init_run
 from plaml_lab.variants import variant_name
@@ -38,19 +38,12 @@ def extract_features(encoder: torch.nn.Module, dataset, *, device="cpu", batch_s
     out: dict[str, list] = {"cls": [], "mean": [], "labels": []}
     if keep_patches:
         out["patches"] = []
-    fetch = getattr(dataset, "get_batch", None)
     starts = range(0, n, batch_size)
     if progress:
         starts = tqdm(starts, desc=desc, leave=False)
     for start in starts:
-        idx = torch.arange(start, min(n, start + batch_size))
-        if fetch is not None:
-            batch = fetch(idx)
-        else:
-            items = [dataset[int(i)] for i in idx]
-            items = [it for it in items if it is not None]
-            batch = {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in items[0]}
-        x = normalize(batch["image"].to(device).float())
+        batch = get_items(dataset, torch.arange(start, min(n, start + batch_size)))
+        x = normalize(batch["image"].to(device))
         tokens = encoder(x).float()
         out["cls"].append(tokens[:, 0].cpu())
         out["mean"].append(tokens[:, 1:].mean(1).cpu())

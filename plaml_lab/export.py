@@ -26,7 +26,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 from plaml_lab.config import ConfigError
 from plaml_lab.runs import Run, load_run
-from plaml_lab.runs.checkpoint import CheckpointError
+from plaml_lab.runs.checkpoint import CheckpointError, atomic_path
 
 METADATA_FORMAT = "plaml_lab.encoder"
 
@@ -62,9 +62,8 @@ def save_encoder(encoder: torch.nn.Module, out_path: str | Path, kwargs: dict,
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": METADATA_FORMAT, "timm_kwargs": json.dumps(kwargs)}
     meta.update({k: str(v) for k, v in (extra_metadata or {}).items()})
-    tmp = out.with_name(f".{out.name}.tmp")
-    save_file(encoder_state_dict(encoder), str(tmp), metadata=meta)
-    tmp.replace(out)  # a half-written file never carries the final name
+    with atomic_path(out) as tmp:  # a half-written file never carries the final name
+        save_file(encoder_state_dict(encoder), str(tmp), metadata=meta)
     return out
 
 

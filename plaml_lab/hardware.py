@@ -167,3 +167,16 @@ def resolve_device(name: str) -> torch.device:
     if name == "mps" and not mps_available():
         raise ConfigError("run.device='mps': MPS is not available (use auto or cpu)")
     return torch.device(name)
+
+
+def try_compile(module: torch.nn.Module) -> torch.nn.Module:
+    """torch.compile(module), or module itself with a warning where compiling is unavailable
+    or fails (run.compile=true never stops a run)."""
+    if not hasattr(torch, "compile"):
+        warnings.warn("run.compile=true: torch.compile is not available; running eagerly")
+        return module
+    try:
+        return torch.compile(module)
+    except Exception as e:  # noqa: BLE001
+        warnings.warn(f"run.compile=true: torch.compile failed ({e}); running eagerly")
+        return module

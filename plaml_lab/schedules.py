@@ -1,4 +1,5 @@
-"""Pure schedule functions of the step number; values are computed at call time."""
+"""Pure schedule functions of the step number; values are computed at call time. Schedule
+gathers a run's (lr, teacher temperature, teacher momenta) from its PretrainConfig."""
 
 from __future__ import annotations
 
@@ -32,3 +33,40 @@ def linear_warmup(step: int, warmup_steps: int, start: float, end: float) -> flo
 def momentum(step: int, total_steps: int, start: float, end: float) -> float:
     """EMA teacher momentum: cosine from `start` to `end` over training (BYOL/DINO)."""
     return cosine_schedule(step, total_steps, start, end)
+
+
+class Schedule:
+    """Every per-step value of a run, as pure functions of the optimiser step."""
+
+    def __init__(self, cfg, steps_per_epoch: int, global_batch: int):
+        o, pl = cfg.optim, cfg.pl
+        self.cfg = cfg
+        self.steps_per_epoch = steps_per_epoch
+        self.total = max(1, int(round(o.epochs * steps_per_epoch)))
+        self.end = min(self.total, cfg.run.max_steps) if cfg.run.max_steps else self.total
+        self.warmup = int(round(o.warmup_epochs * steps_per_epoch))
+        self.base_lr = o.lr if o.lr > 0 else o.blr * global_batch / 256
+        self.temp_warmup = int(round(pl.warmup_teacher_temp_epochs * steps_per_epoch))
+        self.freeze_protos = int(round(pl.freeze_prototypes_epochs * steps_per_epoch))
+
+    def lr(self, step: int) -> float:
+        return warmup_cosine(step, self.warmup, self.total, self.base_lr,
+                                       self.cfg.optim.min_lr)
+
+    def teacher_temp(self, step: int) -> float:
+        pl = self.cfg.pl
+        return linear_warmup(step, self.temp_warmup, pl.warmup_teacher_temp,
+                                       pl.teacher_temp)
+
+    def momenta(self, step: int) -> dict[str, float]:
+        return teacher_momenta(self.cfg, step, self.total)
+
+
+def teacher_momenta(cfg, step: int, total: int) -> dict[str, float]:
+    """{teacher name: EMA momentum at `step` of `total`}, each teacher on the schedule of the
+    role it serves (cfg.teacher_roles): what training uses and the dashboards draw."""
+    out = {}
+    for name, sched in cfg.teacher_roles.items():
+        t = getattr(cfg.teachers, sched)
+        out[name] = momentum(step, total, t.momentum, t.momentum_end)
+    return out

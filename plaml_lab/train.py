@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import time
-import warnings
-from datetime import datetime
 from pathlib import Path
 
 import torch
@@ -21,86 +18,24 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
 from plaml_lab import schedules
-from plaml_lab.config import (PretrainConfig, apply_overrides, diff, from_dict, load_config,
-                              load_yaml, save_yaml, to_dict)
+from plaml_lab.config import (PretrainConfig, apply_overrides, from_dict, load_config, save_yaml,
+                              to_dict)
 from plaml_lab.data import build_dataset, epoch_batches, make_views, steps_per_epoch
 from plaml_lab.errors import (CheckpointError, ConfigError, DatasetError, NonFiniteLossError,
                               RunError)
 from plaml_lab.evaluate import knn_eval
-from plaml_lab.hardware import (Precision, autocast, resolve_device, resolve_precision,
+from plaml_lab.hardware import (Precision, autocast, resolve_device, resolve_precision, try_compile,
                                 warn_if_emulated)
 from plaml_lab.method import LOSS_KEYS, PLAML
 from plaml_lab.model.masking import sample_noise
 from plaml_lab.runs import distributed as du, read_metrics
 from plaml_lab.runs.checkpoint import (FORMAT, VERSION, load_checkpoint, load_model_state,
-                                       rng_state, save_atomic, set_rng_state)
+                                       rng_state, save_atomic, set_rng_state, write_atomic)
+from plaml_lab.runs.folder import (RUN_FILES, check_run_dir, dated_aside, prune_periodic,
+                                   truncate_metrics)
 from plaml_lab.variants import variant_name
 
-# Keys that may change between a run and its resumption without changing what is computed.
-RESUMABLE_KEYS = ("run.max_steps", "run.ckpt_every", "run.keep_ckpts", "run.log_every",
-                  "run.progress", "run.num_threads", "run.eval_knn", "run.name", "run.device",
-                  "run.compile", "model.attn_impl",
-                  # auto re-resolves on the machine that resumes (a bf16 run moved to a CPU
-                  # without native bf16 goes on in fp32); the precision of every logged
-                  # interval is in metrics.jsonl
-                  "run.precision", "data.num_workers", "data.root",
-                  "data.download",
-                  # per-rank batch and accumulation may change with the number of processes as
-                  # long as the global batch stays the same (checked against the checkpoint)
-                  "optim.batch_size", "optim.accum_steps")
-
-
 # --- the run folder ---------------------------------------------------------------------------
-
-RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoints")
-
-
-def _dated_aside(out: Path) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    target = out.with_name(f"{out.name}.old-{stamp}")
-    n = 1
-    while target.exists():
-        target = out.with_name(f"{out.name}.old-{stamp}-{n}")
-        n += 1
-    return target
-
-
-def check_run_dir(out: Path, cfg: PretrainConfig, force_new: bool = False) -> str:
-    """Decide what a run in `out` does: 'new', 'resume', or 'aside' (force_new moves an existing
-    run to a dated folder). Raises RunError, naming the differing keys, when `out` holds a run of
-    another config; nothing is written here."""
-    if out.exists() and not out.is_dir():
-        raise RunError(f"--out {out}: exists and is not a folder")
-    if not out.exists():
-        return "new"
-    ours = [name for name in RUN_FILES if (out / name).exists()]
-    if not ours:
-        return "new"
-    if force_new:
-        return "aside"
-    cfg_path = out / "config.yaml"
-    if not cfg_path.exists():
-        raise RunError(f"--out {out}: holds {', '.join(ours)} but no config.yaml; refusing to "
-                       "overwrite it (choose another --out, or --force-new to move it aside)")
-    try:
-        old = to_dict(from_dict(load_yaml(cfg_path)))
-    except ConfigError as e:
-        raise RunError(f"{cfg_path}: unreadable run config ({e}); use --force-new to move the run "
-                       "aside") from None
-    changed = [k for k in diff(old, to_dict(cfg)) if k not in RESUMABLE_KEYS]
-    if changed:
-        shown = ", ".join(changed[:6]) + (", ..." if len(changed) > 6 else "")
-        raise RunError(f"--out {out}: holds a run with a different config (differs in {shown}); "
-                       "choose another --out, or --force-new to move the old run aside")
-    return "resume"
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metrics logged after the checkpoint we resume from (they will be logged again)."""
-    rows = [r for r in read_metrics(path.parent) if r.get("step", 0) <= step]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    os.replace(tmp, path)
 
 
 # --- optimiser --------------------------------------------------------------------------------
@@ -126,37 +61,6 @@ def make_optimizer(model: PLAML, cfg: PretrainConfig, lr: float,
     fused = device.type in ("cpu", "cuda")
     return torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=lr,
                              betas=(cfg.optim.beta1, cfg.optim.beta2), fused=fused)
-
-
-class Schedule:
-    """Every per-step value of a run, as pure functions of the optimiser step."""
-
-    def __init__(self, cfg: PretrainConfig, steps_per_epoch: int, global_batch: int):
-        o, pl = cfg.optim, cfg.pl
-        self.cfg = cfg
-        self.steps_per_epoch = steps_per_epoch
-        self.total = max(1, int(round(o.epochs * steps_per_epoch)))
-        self.end = min(self.total, cfg.run.max_steps) if cfg.run.max_steps else self.total
-        self.warmup = int(round(o.warmup_epochs * steps_per_epoch))
-        self.base_lr = o.lr if o.lr > 0 else o.blr * global_batch / 256
-        self.temp_warmup = int(round(pl.warmup_teacher_temp_epochs * steps_per_epoch))
-        self.freeze_protos = int(round(pl.freeze_prototypes_epochs * steps_per_epoch))
-
-    def lr(self, step: int) -> float:
-        return schedules.warmup_cosine(step, self.warmup, self.total, self.base_lr,
-                                       self.cfg.optim.min_lr)
-
-    def teacher_temp(self, step: int) -> float:
-        pl = self.cfg.pl
-        return schedules.linear_warmup(step, self.temp_warmup, pl.warmup_teacher_temp,
-                                       pl.teacher_temp)
-
-    def momenta(self, step: int) -> dict[str, float]:
-        out = {}
-        for name, sched in self.cfg.teacher_roles.items():
-            t = getattr(self.cfg.teachers, sched)
-            out[name] = schedules.momentum(step, self.total, t.momentum, t.momentum_end)
-        return out
 
 
 def _step_generator(device: torch.device, seed: int, step: int) -> torch.Generator:
@@ -240,7 +144,7 @@ def _pretrain(cfg: PretrainConfig, out: Path, device: torch.device, force_new: b
             f"optim.batch_size={cfg.optim.batch_size}: the {cfg.data.dataset} training split has "
             f"only {len(train_set)} images, fewer than one batch (x {accum} accumulation steps x "
             f"{world} processes)") from None
-    sched = Schedule(cfg, spe, global_batch)
+    sched = schedules.Schedule(cfg, spe, global_batch)
 
     precision = resolve_precision(cfg.run.precision, device)
     if main:
@@ -279,7 +183,7 @@ def _pretrain(cfg: PretrainConfig, out: Path, device: torch.device, force_new: b
 
     if main:
         if decision == "aside":
-            aside = _dated_aside(out)
+            aside = dated_aside(out)
             shutil.move(str(out), str(aside))
             print(f"moved the previous run aside to {aside}")
         out.mkdir(parents=True, exist_ok=True)
@@ -287,7 +191,7 @@ def _pretrain(cfg: PretrainConfig, out: Path, device: torch.device, force_new: b
         save_yaml(cfg, out / "config.yaml")
         metrics_path = out / "metrics.jsonl"
         if start_step:
-            _truncate_metrics(metrics_path, start_step)
+            truncate_metrics(metrics_path, start_step)
         elif metrics_path.exists():
             metrics_path.unlink()
     du.barrier()
@@ -297,7 +201,7 @@ def _pretrain(cfg: PretrainConfig, out: Path, device: torch.device, force_new: b
         step_module = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
                           broadcast_buffers=False)
     if cfg.run.compile:
-        step_module = _try_compile(step_module)
+        step_module = try_compile(step_module)
 
     try:
         return _loop(cfg, out, device, precision, model, step_module, optimizer, scaler, sched,
@@ -317,17 +221,6 @@ def _pretrain(cfg: PretrainConfig, out: Path, device: torch.device, force_new: b
         raise
 
 
-def _try_compile(module: torch.nn.Module) -> torch.nn.Module:
-    if not hasattr(torch, "compile"):
-        warnings.warn("run.compile=true: torch.compile is not available; running eagerly")
-        return module
-    try:
-        return torch.compile(module)
-    except Exception as e:  # noqa: BLE001
-        warnings.warn(f"run.compile=true: torch.compile failed ({e}); running eagerly")
-        return module
-
-
 def save_checkpoint(path: Path, cfg, model, optimizer, scaler, step, epoch, counters) -> None:
     save_atomic({
         "format": FORMAT, "version": VERSION, "config": to_dict(cfg), "step": step,
@@ -335,12 +228,6 @@ def save_checkpoint(path: Path, cfg, model, optimizer, scaler, step, epoch, coun
         "scaler": scaler.state_dict(), "rng": rng_state(), "counters": dict(counters),
         "world_size": du.world_size(),
     }, path)
-
-
-def _prune_periodic(ckpt_dir: Path, keep: int) -> None:
-    periodic = sorted(ckpt_dir.glob("step_*.pt"))
-    for p in periodic[:max(0, len(periodic) - keep)]:
-        p.unlink(missing_ok=True)
 
 
 def _loop(cfg, out, device, precision: Precision, model, step_module, optimizer, scaler, sched,
@@ -470,7 +357,7 @@ def _loop(cfg, out, device, precision: Precision, model, step_module, optimizer,
                             step / spe, counters)
             if cfg.run.keep_ckpts and cfg.run.ckpt_every and step % cfg.run.ckpt_every == 0:
                 shutil.copyfile(ckpt_dir / "last.pt", ckpt_dir / f"step_{step:07d}.pt")
-                _prune_periodic(ckpt_dir, cfg.run.keep_ckpts)
+                prune_periodic(ckpt_dir, cfg.run.keep_ckpts)
     if bar:
         bar.close()
     du.barrier()
@@ -491,9 +378,7 @@ def _loop(cfg, out, device, precision: Precision, model, step_module, optimizer,
         model.eval()
         summary.update(knn_eval(model.student.encoder, cfg, device=device))
     if main:
-        tmp = summary_path.with_name("summary.json.tmp")
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
-        os.replace(tmp, summary_path)
+        write_atomic(summary_path, json.dumps(summary, indent=2) + "\n")
     return summary
 
 

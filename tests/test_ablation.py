@@ -1,4 +1,4 @@
-"""Tests for plaml_lab.lab.ablation: the paper grid, mean +- std, claim verdicts, and
+"""Tests for plaml_lab.lab.ablation and ablation_table: the paper grid, mean +- std, claim verdicts, and
 a resumable end-to-end table on the quick preset (1 seed, 2 variants + the random-init row)."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import pytest
 
 from plaml_lab import cli
 from plaml_lab.lab import ablation as A
+from plaml_lab.lab import ablation_table as T
 
 QUICK = "experiments/configs/quick.yaml"
 TINY = ["run.progress=false", "run.num_threads=1", "run.max_steps=2", "data.num_train=128",
@@ -28,35 +29,35 @@ def write(tmp_path, text: str):
 
 def test_mean_std_is_sample_std_over_seeds_like_numpy_ddof1():
     vals = [0.61, 0.58, 0.66]
-    m, s = A.mean_std(vals)
+    m, s = T.mean_std(vals)
     assert m == pytest.approx(np.mean(vals)) and s == pytest.approx(np.std(vals, ddof=1))
-    assert A.mean_std([0.5]) == (0.5, 0.0)
-    assert all(math.isnan(v) for v in A.mean_std([None]))
+    assert T.mean_std([0.5]) == (0.5, 0.0)
+    assert all(math.isnan(v) for v in T.mean_std([None]))
 
 
 def test_aggregate_groups_rows_by_variant_in_order():
     rows = [{"variant": "b", "seed": 0, "knn_top1": 0.2}, {"variant": "a", "seed": 0,
                                                             "knn_top1": 0.4},
             {"variant": "b", "seed": 1, "knn_top1": 0.4}]
-    agg = A.aggregate(rows, metrics=("knn_top1",))
+    agg = T.aggregate(rows, metrics=("knn_top1",))
     assert list(agg) == ["b", "a"]
     assert agg["b"]["knn_top1"] == pytest.approx((0.3, np.std([0.2, 0.4], ddof=1), 2))
 
 
 def test_claim_verdicts_compare_difference_of_means_with_seed_spread():
     def stats(mean, std, n=3):
-        return {m: (mean, std, n) for m in A.METRICS}
+        return {m: (mean, std, n) for m in T.METRICS}
 
     agg = {"dual": stats(0.60, 0.01), "token": stats(0.50, 0.01), "single": stats(0.59, 0.02),
            "mae": stats(0.70, 0.01)}
-    v = {(x["better"], x["worse"], x["metric"]): x["verdict"] for x in A.claim_verdicts(agg)}
+    v = {(x["better"], x["worse"], x["metric"]): x["verdict"] for x in T.claim_verdicts(agg)}
     assert v[("dual", "token", "knn_top1")] == "held"
     assert v[("dual", "single", "knn_top1")] == "within seed spread"
     assert v[("dual", "mae", "knn_top1")] == "reversed"
     assert not any(k[1] == "plonly" for k in v)  # absent variants are skipped
     one = {k: stats(s[0][0], 0.0, 1) for k, s in
            ((k, list(val.values())) for k, val in agg.items())}
-    assert all(x["verdict"].startswith("no verdict") for x in A.claim_verdicts(one))
+    assert all(x["verdict"].startswith("no verdict") for x in T.claim_verdicts(one))
 
 
 # --- end to end ---------------------------------------------------------------------------------
@@ -71,12 +72,12 @@ def test_baseline_verdicts_score_every_pretrained_variant_against_random_init():
     """Each variant other than random_init is compared with it on kNN of the class token and of
     the mean data token; a variant below random init by more than the spread is 'reversed'."""
     def stats(mean, std, n=3):
-        return {m: (mean, std, n) for m in A.METRICS}
+        return {m: (mean, std, n) for m in T.METRICS}
 
     agg = {"mae": stats(0.40, 0.01), "dual": stats(0.26, 0.02), "plonly": stats(0.20, 0.01),
-           A.BASELINE: stats(0.25, 0.01)}
-    v = {(x["better"], x["metric"]): x["verdict"] for x in A.baseline_verdicts(agg)}
-    assert set(v) == {(n, m) for n in ("mae", "dual", "plonly") for m in A.BASELINE_METRICS}
+           T.BASELINE: stats(0.25, 0.01)}
+    v = {(x["better"], x["metric"]): x["verdict"] for x in T.baseline_verdicts(agg)}
+    assert set(v) == {(n, m) for n in ("mae", "dual", "plonly") for m in T.BASELINE_METRICS}
     assert v[("mae", "knn_top1")] == "held"
     assert v[("dual", "knn_top1")] == "within seed spread"
     assert v[("plonly", "knn_top1_mean")] == "reversed"

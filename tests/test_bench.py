@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from plaml_lab.lab import bench
+from plaml_lab.lab import bench, bench_table, measure
 from plaml_lab.cli import main
 from plaml_lab.model import ViTEncoder
 from plaml_lab.method import PLAML
@@ -23,7 +23,7 @@ def test_bench_cli_writes_a_complete_table_of_finite_figures_for_every_variant(t
     assert rc == 0
     rows = list(csv.DictReader(out.open()))
     assert [r["variant"] for r in rows] == list(bench.VARIANTS)
-    assert set(bench.CSV_COLUMNS) <= set(rows[0])
+    assert set(bench_table.CSV_COLUMNS) <= set(rows[0])
     for r in rows:
         for col in ("batch", "step_ms", "imgs_per_s", "peak_mem_mb", "gflop_per_step",
                     "gflop_per_s", "mfu", "matmul_gflop_per_s"):
@@ -55,7 +55,7 @@ def test_flop_count_of_an_encoder_forward_equals_the_transformer_formula():
 
 def test_peak_memory_reports_the_growth_of_a_64_mb_tensor():
     device = torch.device("cpu")
-    with bench._exact_rss(device), bench.PeakMemory(device) as pm:
+    with measure.exact_rss(device), measure.PeakMemory(device) as pm:
         t = torch.ones(16 * 2**20)  # 64 MiB of float32, touched
         del t
     if pm.mb is None:
@@ -69,7 +69,7 @@ def test_paired_ratios_divide_same_round_times_and_scale_by_flops():
     flops = {("mae", "bf16"): 10.0, ("dual", "bf16"): 33.0}
     rows = [{"variant": v, "precision": "bf16", "peak_mem_mb": 1.0, "ema_ms": 0.1, "step_ms": 10}
             for v in ("mae", "dual")]
-    r = {x["ratio"]: x for x in bench.paired_ratios(rows, rounds, flops)}
+    r = {x["ratio"]: x for x in bench_table.paired_ratios(rows, rounds, flops)}
     assert r["dual/mae FLOP/s [bf16]"]["wall"] == pytest.approx(33 / 3 / 10)
     assert r["dual/mae FLOP/s [bf16]"]["wall_iqr"] == pytest.approx(0)
     assert r["EMA of all teachers / dual step [bf16]"]["wall"] == pytest.approx(0.01)

@@ -112,6 +112,12 @@ def test_function_local_imports_carry_a_comment_saying_why():
     assert not silent, silent
 
 
+def test_no_module_is_longer_than_a_readable_sitting():
+    long = {str(p.relative_to(ROOT)): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not long, long
+
+
 def test_help_imports_no_torch_and_lists_every_sub_command():
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "plaml_lab", "--help"],

@@ -13,14 +13,8 @@ from plaml_lab.method import PLAML
 from plaml_lab.model.masking import num_visible
 from plaml_lab.runs import load_run
 from plaml_lab.train import pretrain
+from plaml_lab.variants import VARIANTS
 
-VARIANTS = {
-    "mae": ["method.target=pixels", "method.pseudo_labels=none"],
-    "token": ["method.target=tokens", "method.pseudo_labels=none"],
-    "single": ["method.teachers=single"],
-    "dual": ["method.teachers=dual"],
-    "plonly": ["method.target=none", "method.pseudo_labels=both"],
-}
 
 
 def _max_abs_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:

@@ -25,7 +25,7 @@ from plaml_lab.notebook import tour
 # From papermill: `-p overrides '["mask.ratio=0.5"]'` or `-y 'overrides: [mask.ratio=0.5]'`.
 
 # %% id=parameters tags=parameters
-config: str = "experiments/configs/lab.yaml"  # preset of the model (when no run is given)
+config: str = "experiments/configs/demo.yaml"  # preset of the model (when no run is given)
 overrides: list = []  # dotted config overrides as on the CLI (examples above)
 out_dir: str = ""  # folder to also save the figures to (empty: only show them)
 run: str = ""  # a run folder or checkpoint to tour (empty: a random-init model)

@@ -28,7 +28,7 @@ from plaml_lab.train import pretrain
 # `-p overrides '["method.teachers=single"]'` or `-y 'overrides: [method.teachers=single]'`.
 
 # %% id=parameters tags=parameters
-config: str = "experiments/configs/lab.yaml"  # preset (path relative to the repo root)
+config: str = "experiments/configs/demo.yaml"  # preset (path relative to the repo root)
 overrides: list = []  # dotted config overrides as on the CLI (examples above)
 out_dir: str = "experiments/runs/nb_pretrain"  # run folder; re-running resumes it
 knn_baseline: bool = True  # also score a random-init encoder of the same shape

@@ -7,7 +7,7 @@
 # `<out_dir>/<point>/` (the executed notebook and the run folder). Then the comparison table and
 # plots from `results.csv`: loss terms, kNN accuracy of each frozen student, loss curves.
 # The default grid is METHOD.md's five variants (pixel MAE, token MAE, token + pseudo labels with
-# one or two teachers, pseudo labels only) on the lab preset with a shortened schedule; the
+# one or two teachers, pseudo labels only) on the demo preset with a shortened schedule; the
 # full-length, multi-seed table with every probe is `make ablation`.
 #
 # The same run from a shell: `plaml-lab sweep experiments/grids/lab_variants.yaml --workers 2`.

@@ -28,7 +28,7 @@ from plaml_lab import viz
 # `["method.teachers=single"]`) change the random-init model used when no run is given.
 
 # %% id=parameters tags=parameters
-config: str = "experiments/configs/lab.yaml"  # preset of the random-init model (when no run)
+config: str = "experiments/configs/demo.yaml"  # preset of the random-init model (when no run)
 overrides: list = []  # dotted config overrides for that model
 out_dir: str = ""  # folder to save PNG snapshots of the dashboards to (empty: none)
 run: str = ""  # run folder or checkpoint (empty: a random-init model of config)

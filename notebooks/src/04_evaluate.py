@@ -30,7 +30,7 @@ from plaml_lab.viz import results as plots
 
 # %% id=parameters tags=parameters
 run: str = "experiments/runs/nb_pretrain"  # run folder or checkpoint (01_pretrain's default)
-config: str = "experiments/configs/lab.yaml"  # preset of the baseline when run is empty
+config: str = "experiments/configs/demo.yaml"  # preset of the baseline when run is empty
 overrides: list = []  # evaluation-time config overrides (eval.*, data.root)
 out_dir: str = ""  # folder to save evaluation.json and the figures to (empty: none)
 probes: list = ["knn", "linear", "clusters", "seg", "box"]  # the probes to run

@@ -1,13 +1,13 @@
 """Data: the embedded `shapes` dataset, dataset builders, the epoch loader and batched augmentation."""
 from .datasets import ArrayDataset, DatasetError, FolderDataset, build_dataset, clear_shapes_cache
-from .loader import collate_drop_none, epoch_batches, steps_per_epoch
+from .loader import collate_drop_none, epoch_batches, get_items, steps_per_epoch
 from .synthetic import SHAPE_NAMES, render_shapes
 from .transforms import (IMAGENET_MEAN, IMAGENET_STD, color_jitter, color_nuisance, make_views, normalize,
-                         random_resized_crop)
+                         random_resized_crop, unnormalize)
 
 __all__ = [
     "SHAPE_NAMES", "render_shapes",
     "ArrayDataset", "DatasetError", "FolderDataset", "build_dataset", "clear_shapes_cache",
-    "collate_drop_none", "epoch_batches", "steps_per_epoch",
-    "IMAGENET_MEAN", "IMAGENET_STD", "normalize", "random_resized_crop", "color_jitter", "color_nuisance", "make_views",
+    "collate_drop_none", "epoch_batches", "get_items", "steps_per_epoch",
+    "IMAGENET_MEAN", "IMAGENET_STD", "normalize", "random_resized_crop", "color_jitter", "color_nuisance", "make_views", "unnormalize",
 ]

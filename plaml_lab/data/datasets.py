@@ -318,10 +318,5 @@ def _build_folder(data_cfg, img_size: int, split: str) -> FolderDataset:
     return FolderDataset([files[i] for i in keep], [labels[i] for i in keep], img_size, classes, on_bad)
 
 
-def dataset_summary(ds: Dataset) -> str:
-    """One line for logs: size, classes, masks."""
-    return f"{type(ds).__name__}: {len(ds)} images, {ds.num_classes} classes, masks={ds.has_masks}"
-
-
 __all__ = ["ArrayDataset", "DatasetError", "FolderDataset", "IMAGE_EXTENSIONS", "SHAPES_VAL_OFFSET",
-           "build_dataset", "clear_shapes_cache", "dataset_summary", "generate_shapes", "shapes_indices"]
+           "build_dataset", "clear_shapes_cache", "generate_shapes", "shapes_indices"]

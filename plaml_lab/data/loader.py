@@ -65,6 +65,19 @@ def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
+def get_items(dataset, idx) -> dict[str, torch.Tensor]:
+    """Items `idx` of a dataset as one batch dict (image (B, 3, H, W) float, label (B,), and
+    mask / box when the dataset has them): ArrayDataset's get_batch fast path, else the items
+    stacked (unreadable items, None, left out)."""
+    idx = torch.as_tensor(idx, dtype=torch.long).reshape(-1)
+    if hasattr(dataset, "get_batch"):
+        batch = dataset.get_batch(idx)
+    else:
+        items = [it for it in (dataset[int(i)] for i in idx) if it is not None]
+        batch = {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in items[0]}
+    return {**batch, "image": batch["image"].float(), "label": torch.as_tensor(batch["label"])}
+
+
 def epoch_batches(dataset: Dataset, batch_size: int, *, seed: int, epoch: int, rank: int = 0,
                   world_size: int = 1, start_step: int = 0, num_workers: int = 0,
                   device="cpu") -> Iterator[dict]:

@@ -25,6 +25,13 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     return (images - mean) / std
 
 
+def unnormalize(x: torch.Tensor) -> torch.Tensor:
+    """The inverse of normalize, clamped to [0, 1]: (B, 3, H, W) -> (B, 3, H, W) to show."""
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x * std + mean).clamp(0, 1)
+
+
 def _uniform(shape: tuple, generator, device, dtype=torch.float32, rows=None) -> torch.Tensor:
     """torch.rand(shape). With rows = (ids (B,), total) the draw covers all `total` samples of a
     global batch and this batch's rows are taken: a batch split over ranks or micro-batches then

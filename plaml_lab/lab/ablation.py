@@ -17,9 +17,7 @@ point whose config builds the random-init model; default the last point) matter 
 
 from __future__ import annotations
 
-import csv
 import json
-import math
 import multiprocessing as mp
 import platform
 import sys
@@ -34,44 +32,18 @@ import yaml
 from plaml_lab.config import PROBES, ConfigError, load_config, repo_root
 from plaml_lab.evaluate import evaluate
 from plaml_lab.lab import submit
+from plaml_lab.lab.ablation_table import (BASELINE, METRICS, aggregate, write_csv, write_markdown,
+                                          write_plot)
 from plaml_lab.lab.cluster import (ClusterSettings, check_kind, cluster_settings,
                                    split_cluster_overrides)
 from plaml_lab.lab.grids import Grid, load_grid, threads_per_worker
+from plaml_lab.runs.checkpoint import write_atomic
 from plaml_lab.train import pretrain
-from plaml_lab.viz.figures import new_figure
 
 DEFAULT_GRID = "experiments/grids/paper_ablation.yaml"
 DEFAULT_PRESET = "experiments/configs/lab.yaml"
 DEFAULT_RUNS = "experiments/runs/ablation"
 DEFAULT_OUT = "experiments/results"
-BASELINE = "random_init"
-
-# Columns of the CSV, in order (those a probe did not produce are left empty).
-METRICS = ("knn_top1", "knn_top1_mean", "linear_top1", "linear_top1_mean", "nmi", "ari",
-           "prototypes_used", "assignment_perplexity", "seg_miou", "seg_pixel_acc",
-           "box_mean_iou", "box_iou50")
-# Columns of the markdown table and panels of the plot.
-TABLE_METRICS = ("knn_top1", "knn_top1_mean", "linear_top1", "linear_top1_mean", "nmi",
-                 "prototypes_used",
-                 "assignment_perplexity", "seg_miou", "box_mean_iou", "box_iou50")
-PLOT_METRICS = ("knn_top1", "linear_top1", "nmi", "seg_miou", "box_mean_iou")
-
-# METHOD.md's claims as comparisons between grid points: (claim, better, worse, metrics).
-CLAIMS = (
-    ("pseudo labels improve a token-reconstructing MAE", "dual", "token",
-     ("knn_top1", "linear_top1")),
-    ("reconstructing tokens beats reconstructing pixels", "token", "mae",
-     ("knn_top1", "linear_top1")),
-    ("two teachers beat one teacher doing both", "dual", "single",
-     ("knn_top1", "linear_top1")),
-    ("the paper's variant beats plain MAE", "dual", "mae", ("knn_top1", "linear_top1")),
-    ("gains transfer to dense tasks (seg, box) over MAE", "dual", "mae",
-     ("seg_miou", "box_mean_iou")),
-    ("reconstruction adds to pseudo labels alone", "dual", "plonly",
-     ("knn_top1", "linear_top1")),
-)
-# Every pretrained variant against the untrained encoder of the same shape, on these metrics.
-BASELINE_METRICS = ("knn_top1", "knn_top1_mean")
 
 
 # --- one run ----------------------------------------------------------------------------------
@@ -115,10 +87,7 @@ def _cached_eval(out: Path, probes: list[str], step: int | None = None) -> dict 
 
 
 def _save_eval(out: Path, result: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "eval.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(out / "eval.json")
+    write_atomic(out / "eval.json", json.dumps(result, indent=2) + "\n")
 
 
 def pretrain_and_evaluate(preset: str, overrides: list[str], out: Path, probes: list[str],
@@ -224,153 +193,6 @@ def _run_jobs(jobs: list[tuple[str, int]], grid: Grid, preset: str, extra: list[
 
 
 # --- aggregation and outputs --------------------------------------------------------------------
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (n - 1; 0 for a single value) of finite values."""
-    v = [float(x) for x in values if x is not None and math.isfinite(float(x))]
-    if not v:
-        return math.nan, math.nan
-    m = sum(v) / len(v)
-    if len(v) < 2:
-        return m, 0.0
-    return m, math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1))
-
-
-def aggregate(rows: list[dict], metrics=METRICS) -> dict[str, dict[str, tuple[float, float, int]]]:
-    """Rows {variant, seed, metric...} -> {variant: {metric: (mean, std, n seeds)}}, variants in
-    first-seen order."""
-    out: dict[str, dict] = {}
-    for variant in dict.fromkeys(r["variant"] for r in rows):
-        mine = [r for r in rows if r["variant"] == variant]
-        out[variant] = {}
-        for m in metrics:
-            vals = [r[m] for r in mine if r.get(m) is not None]
-            mean, std = mean_std(vals)
-            out[variant][m] = (mean, std, len(vals))
-    return out
-
-
-def write_csv(rows: list[dict], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["variant", "seed", "steps", *METRICS])
-        for r in rows:
-            w.writerow([r["variant"], r["seed"], r.get("steps", "")]
-                       + ["" if r.get(m) is None else f"{r[m]:.6g}" for m in METRICS])
-
-
-def _fmt(mean: float, std: float, metric: str) -> str:
-    if math.isnan(mean):
-        return "n/a"
-    digits = 1 if metric in ("prototypes_used", "assignment_perplexity") else 3
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def compare(agg: dict, better: str, worse: str, metric: str) -> dict | None:
-    """Difference of means of `better` minus `worse` on `metric` and a verdict against the seed
-    spread s = sqrt(std_a^2 + std_b^2): held (difference > s), reversed (< -s), within seed
-    spread; no verdict with fewer than two seeds. None when either side lacks the metric."""
-    if better not in agg or worse not in agg:
-        return None
-    (ma, sa, na), (mb, sb, nb) = agg[better][metric], agg[worse][metric]
-    if math.isnan(ma) or math.isnan(mb):
-        return None
-    diff, spread = ma - mb, math.sqrt(sa ** 2 + sb ** 2)
-    if min(na, nb) < 2:
-        verdict = "no verdict (one seed: no spread)"
-    else:
-        verdict = ("held" if diff > spread else "reversed" if diff < -spread
-                   else "within seed spread")
-    return {"metric": metric, "better": better, "worse": worse, "diff": diff,
-            "spread": spread, "seeds": min(na, nb), "verdict": verdict}
-
-
-def claim_verdicts(agg: dict) -> list[dict]:
-    """Each CLAIMS comparison present in `agg`, scored by `compare`."""
-    out = []
-    for claim, better, worse, metrics in CLAIMS:
-        for m in metrics:
-            v = compare(agg, better, worse, m)
-            if v is not None:
-                out.append({"claim": claim, **v})
-    return out
-
-
-def baseline_verdicts(agg: dict) -> list[dict]:
-    """Every pretrained variant against the random-init row on BASELINE_METRICS ("held" = it
-    beats random init by more than the seed spread)."""
-    out = []
-    for variant in agg:
-        if variant == BASELINE:
-            continue
-        for m in BASELINE_METRICS:
-            v = compare(agg, variant, BASELINE, m)
-            if v is not None:
-                out.append(v)
-    return out
-
-
-def write_markdown(agg: dict, path: Path, *, header: dict) -> None:
-    metrics = [m for m in TABLE_METRICS if any(not math.isnan(v[m][0]) for v in agg.values())]
-    lines = [f"# Ablation on `{header['dataset']}`: mean ± std over seeds", "",
-             f"Written by `{header['command']}` on {header['date']} ({header['machine']}).",
-             f"Preset `{header['preset']}`, grid `{header['grid']}`, seeds {header['seeds']}, "
-             f"probes on the frozen student encoder; std is the sample std (n - 1) over seeds.",
-             "", "| variant | seeds | " + " | ".join(metrics) + " |",
-             "|---|---|" + "---|" * len(metrics)]
-    for variant, stats in agg.items():
-        n = max(v[2] for v in stats.values())
-        lines.append(f"| {variant} | {n} | "
-                     + " | ".join(_fmt(*stats[m][:2], m) for m in metrics) + " |")
-    verdicts = claim_verdicts(agg)
-    if verdicts:
-        lines += ["", "## Claims (difference of means against the seed spread)", "",
-                  "| claim | metric | difference | spread | verdict |", "|---|---|---|---|---|"]
-        for v in verdicts:
-            lines.append(f"| {v['claim']} ({v['better']} vs {v['worse']}) | {v['metric']} | "
-                         f"{v['diff']:+.3f} | {v['spread']:.3f} | {v['verdict']} |")
-    against = baseline_verdicts(agg)
-    if against:
-        lines += ["", "## Against the random-init encoder (kNN)", "",
-                  "| variant | metric | difference | spread | beats random init |",
-                  "|---|---|---|---|---|"]
-        for v in against:
-            lines.append(f"| {v['better']} | {v['metric']} | {v['diff']:+.3f} | "
-                         f"{v['spread']:.3f} | {v['verdict']} |")
-    if header.get("failed"):
-        lines += ["", "## Failed runs", ""] + [f"- {k}: {e}" for k, e in header["failed"].items()]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-
-
-def write_plot(rows: list[dict], agg: dict, path: Path, title: str = "") -> None:
-    """One panel per PLOT_METRICS: a bar per variant (mean, std error bar), seeds as dots;
-    the random-init baseline hatched grey."""
-    metrics = [m for m in PLOT_METRICS if any(not math.isnan(v[m][0]) for v in agg.values())]
-    variants = list(agg)
-    fig = new_figure(3.0 * max(1, len(metrics)), 3.4)
-    axes = fig.subplots(1, max(1, len(metrics)), squeeze=False)
-    for ax, m in zip(axes[0], metrics):
-        for i, v in enumerate(variants):
-            mean, std, _ = agg[v][m]
-            base = v == BASELINE
-            ax.bar(i, 0 if math.isnan(mean) else mean, yerr=0 if math.isnan(std) else std,
-                   color="0.8" if base else f"C{i}", hatch="//" if base else None,
-                   edgecolor="0.3", capsize=3)
-            seeds = [r[m] for r in rows if r["variant"] == v and r.get(m) is not None]
-            ax.plot([i] * len(seeds), seeds, "k.", ms=4)
-        if BASELINE in agg and not math.isnan(agg[BASELINE][m][0]):
-            ax.axhline(agg[BASELINE][m][0], ls="--", lw=1, color="0.4")  # the bar to beat
-        ax.set_xticks(range(len(variants)), variants, rotation=45, ha="right")
-        ax.set_title(m)
-        ax.set_ylim(0, 1.0)
-        ax.grid(axis="y", alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
 
 
 # --- the whole table ------------------------------------------------------------------------------

@@ -29,13 +29,7 @@ How each column is measured (benchmarks/README.md has the numbers and their anal
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import ctypes
-import gc
 import math
-import re
-import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -49,129 +43,24 @@ from torch.utils.flop_counter import FlopCounterMode
 from plaml_lab.config import (ConfigError, PretrainConfig, apply_overrides, from_dict, load_yaml,
                               to_dict)
 from plaml_lab.data import make_views
-from plaml_lab.hardware import autocast, resolve_device, resolve_precision, warn_if_emulated
+from plaml_lab.hardware import (autocast, resolve_device, resolve_precision, try_compile,
+                                warn_if_emulated)
+from plaml_lab.lab.bench_table import (BenchResult, format_table, iqr, median, paired_ratios,
+                                       write_csv)
+from plaml_lab.lab.measure import (PeakMemory, default_matmul_n, exact_rss, matmul_rate,
+                                   release_cpu_memory, synchronize)
 from plaml_lab.method import PLAML
 from plaml_lab.train import make_optimizer
 from plaml_lab.variants import VARIANTS
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEFAULT_PRESET = "experiments/configs/lab.yaml"
-CSV_COLUMNS = ("variant", "device", "precision", "batch", "views", "img_size", "step_ms",
-               "step_iqr_ms", "cpu_ms", "imgs_per_s", "peak_mem_mb", "gflop_per_step",
-               "gflop_per_s", "mfu", "mfu_cpu", "matmul_gflop_per_s", "ema_ms", "attn", "compile",
-               "threads", "preset")
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 # --- timing primitives ---------------------------------------------------------------------
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
-def matmul_rate(device: torch.device, precision: str, n: int, reps: int = 3,
-                _cache: dict = {}) -> tuple[float, float]:  # noqa: B006 (operands are reused)
-    """GFLOP/s of `reps` back-to-back (n, n) @ (n, n) products in the precision's dtype, per
-    second of wall-clock time and per second of process CPU time."""
-    key = (str(device), precision, n)
-    if key not in _cache:
-        g = torch.Generator(device=device).manual_seed(0)
-        a = torch.randn(n, n, device=device, generator=g).to(_DTYPES[precision])
-        b = torch.randn(n, n, device=device, generator=g).to(_DTYPES[precision])
-        _cache[key] = (a, b, torch.empty_like(a))
-        torch.mm(a, b, out=_cache[key][2])  # first call: kernel selection, page faults
-    a, b, c = _cache[key]
-    synchronize(device)
-    t0, c0 = time.perf_counter(), time.process_time()
-    for _ in range(reps):
-        torch.mm(a, b, out=c)
-    synchronize(device)
-    flop = 2 * n ** 3 * reps / 1e9
-    cpu = time.process_time() - c0
-    return flop / (time.perf_counter() - t0), (flop / cpu if cpu > 0 else math.nan)
-
-
-def default_matmul_n(device: torch.device) -> int:
-    # large enough to reach the machine's matmul peak, small enough to time in a few ms
-    return 8192 if device.type == "cuda" else 1024
-
 
 # --- memory ----------------------------------------------------------------------------------
-
-def _proc_status_kb(field_name: str) -> int | None:
-    try:
-        text = Path("/proc/self/status").read_text()
-    except OSError:
-        return None
-    m = re.search(rf"^{field_name}:\s+(\d+) kB", text, re.M)
-    return int(m.group(1)) if m else None
-
-
-@contextlib.contextmanager
-def _exact_rss(device: torch.device):
-    """On CPU with glibc: serve every allocation of 256 KiB or more by mmap, returned to the OS
-    on free, so that the process's RSS follows the live tensors and its peak (VmHWM) is the peak
-    of live memory. Afterwards the thresholds are left at glibc's steady-state values (32 MiB
-    mmap, 64 MiB trim), which is what the dynamic defaults grow to in a training process."""
-    libc = None
-    if device.type == "cpu":
-        try:
-            libc = ctypes.CDLL("libc.so.6")
-            libc.mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD
-            libc.mallopt(-1, 256 * 1024)  # M_TRIM_THRESHOLD
-        except (OSError, AttributeError):
-            libc = None
-    try:
-        yield
-    finally:
-        if libc is not None:
-            libc.mallopt(-3, 32 * 2**20)
-            libc.mallopt(-1, 64 * 2**20)
-
-
-def _release_cpu_memory() -> None:
-    """Hand freed heap pages back to the OS, so the next RSS baseline is not inflated by pages
-    an earlier case freed (glibc keeps them otherwise)."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-class PeakMemory:
-    """Peak memory growth (MB) of the code run inside the context: CUDA max allocated, or the
-    CPU process's peak RSS (VmHWM after a reset). `.mb` is None where it cannot be measured."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.mb: float | None = None
-
-    def __enter__(self) -> "PeakMemory":
-        if self.device.type == "cuda":
-            gc.collect()
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self._base = torch.cuda.memory_allocated(self.device)
-        else:
-            _release_cpu_memory()
-            try:
-                Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-                self._base = _proc_status_kb("VmRSS")
-            except OSError:
-                self._base = None
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.device.type == "cuda":
-            synchronize(self.device)
-            self.mb = (torch.cuda.max_memory_allocated(self.device) - self._base) / 2**20
-        elif self._base is not None:
-            peak = _proc_status_kb("VmHWM")
-            self.mb = None if peak is None else (peak - self._base) / 1024
 
 
 # --- one benchmark case ------------------------------------------------------------------------
@@ -228,7 +117,7 @@ def build_case(cfg: PretrainConfig, device: torch.device, name: str, augment: bo
     model.set_attention(device, cfg.run.precision)
     model.train()
     optimizer = make_optimizer(model, cfg, 1e-4, device)
-    step_module = _maybe_compile(model) if cfg.run.compile else model
+    step_module = try_compile(model) if cfg.run.compile else model
     b, img, nv = cfg.optim.batch_size, cfg.model.img_size, cfg.data.views
     g = torch.Generator(device=device).manual_seed(seed)
     if augment:
@@ -255,15 +144,6 @@ def build_case(cfg: PretrainConfig, device: torch.device, name: str, augment: bo
 
     return Case(name, cfg.run.precision, cfg, device, step, ema if momenta else None, model,
                 attn=_attn_impl(model))
-
-
-def _maybe_compile(module: torch.nn.Module) -> torch.nn.Module:
-    try:
-        return torch.compile(module)
-    except Exception as e:  # noqa: BLE001
-        print(f"warning: run.compile=true: torch.compile failed ({e}); running eagerly",
-              file=sys.stderr)
-        return module
 
 
 def count_flops(fn: Callable[[], object], device: torch.device | None = None) -> float:
@@ -297,25 +177,6 @@ def flops_per_step(cfg: PretrainConfig, builder: Callable[[PretrainConfig], Case
 
 
 # --- the run -----------------------------------------------------------------------------------
-
-@dataclass
-class BenchResult:
-    rows: list[dict]
-    ratios: list[dict]
-    matmul: dict[str, float]  # precision -> median wall-clock GFLOP/s of the matmul probe
-    rounds: int
-
-
-def _median(xs: list[float]) -> float:
-    return statistics.median(xs) if xs else math.nan
-
-
-def _iqr(xs: list[float]) -> float:
-    if len(xs) < 4:
-        return max(xs) - min(xs) if xs else math.nan
-    q = statistics.quantiles(xs, n=4)
-    return q[2] - q[0]
-
 
 
 def run_bench(preset: str | Path | None = DEFAULT_PRESET, overrides: list[str] | None = None,
@@ -410,24 +271,24 @@ def run_bench(preset: str | Path | None = DEFAULT_PRESET, overrides: list[str] |
         if (r + 1) % max(1, steps // 4) == 0:
             say(f"round {r + 1}/{steps}")
 
-    matmul = {p: _median(v) for p, v in mm_wall.items()}
-    matmul_cpu = {p: _median(v) for p, v in mm_cpu.items()}
+    matmul = {p: median(v) for p, v in mm_wall.items()}
+    matmul_cpu = {p: median(v) for p, v in mm_cpu.items()}
     threads = torch.get_num_threads() if device.type == "cpu" else 0
     rows = []
     for case in cases:
-        t, tc = _median(case.times), _median(case.cpu_times)
+        t, tc = median(case.times), median(case.cpu_times)
         gf = flops[(case.name, case.precision)] / 1e9
         cfg = case.cfg
         rows.append({
             "variant": case.name, "device": str(device), "precision": case.precision,
             "batch": cfg.optim.batch_size, "views": cfg.data.views, "img_size": cfg.model.img_size,
-            "step_ms": t * 1e3, "step_iqr_ms": _iqr(case.times) * 1e3, "cpu_ms": tc * 1e3,
+            "step_ms": t * 1e3, "step_iqr_ms": iqr(case.times) * 1e3, "cpu_ms": tc * 1e3,
             "imgs_per_s": cfg.optim.batch_size / t, "peak_mem_mb": math.nan,
             "gflop_per_step": gf, "gflop_per_s": gf / t,
             "mfu": gf / t / matmul[case.precision],
             "mfu_cpu": gf / tc / matmul_cpu[case.precision] if tc > 0 else math.nan,
             "matmul_gflop_per_s": matmul[case.precision],
-            "ema_ms": _median(case.ema_times) * 1e3, "attn": case.attn,
+            "ema_ms": median(case.ema_times) * 1e3, "attn": case.attn,
             "compile": cfg.run.compile, "threads": threads, "preset": preset_name,
         })
     del cases, case
@@ -435,7 +296,7 @@ def run_bench(preset: str | Path | None = DEFAULT_PRESET, overrides: list[str] |
     # Phase 2, memory: one case alive at a time, after the timing (on CPU it changes how the
     # heap hands memory back to the OS, which would otherwise change the timings).
     if memory:
-        with _exact_rss(device):
+        with exact_rss(device):
             for row, (name, p, cfg, builder) in zip(rows, specs):
                 with PeakMemory(device) as pm:
                     case = builder(cfg)
@@ -445,99 +306,11 @@ def run_bench(preset: str | Path | None = DEFAULT_PRESET, overrides: list[str] |
                 del case
                 row["peak_mem_mb"] = math.nan if pm.mb is None else pm.mb
                 say(f"memory {name} {p}: {row['peak_mem_mb']:.1f} MB")
-        _release_cpu_memory()
+        release_cpu_memory()
     return BenchResult(rows, paired_ratios(rows, rounds, flops), matmul, steps)
 
 
-def paired_ratios(rows: list[dict], rounds: list[dict], flops: dict) -> list[dict]:
-    """The ratios the targets are about (benchmarks/README.md). A ratio of two timed cases is
-    the median over rounds of the same-round ratio (both steps saw the same neighbours), once
-    on wall-clock time and once on process CPU time (with one thread, the latter does not count
-    the time other processes held the cores)."""
-    have = {(r["variant"], r["precision"]) for r in rows}
-    by = {(r["variant"], r["precision"]): r for r in rows}
-    out = []
-
-    def timed(name: str, target: str, a: tuple, b: tuple, speed: bool, flop: bool = False):
-        """speed: ratio of rates (b's time / a's time); flop: of FLOP rates."""
-        if not {a, b} <= have:
-            return
-        scale = flops[a] / flops[b] if flop else 1.0
-        vals = []
-        for i in (0, 1):
-            rs = [(rd[b][i] / rd[a][i] if speed else rd[a][i] / rd[b][i]) * scale
-                  for rd in rounds if rd[a][i] > 0 and rd[b][i] > 0]
-            vals.append((_median(rs), _iqr(rs)))
-        out.append({"ratio": name, "target": target, "wall": vals[0][0], "wall_iqr": vals[0][1],
-                    "cpu": vals[1][0], "cpu_iqr": vals[1][1]})
-
-    def plain(name: str, target: str, value: float):
-        out.append({"ratio": name, "target": target, "wall": value, "wall_iqr": math.nan,
-                    "cpu": math.nan, "cpu_iqr": math.nan})
-
-    precisions = sorted({p for _, p in have})
-    for p in precisions:
-        timed(f"dual/mae FLOP/s [{p}]", ">= 0.9", ("dual", p), ("mae", p), True, flop=True)
-        timed(f"dual/single step time [{p}]", "", ("dual", p), ("single", p), False)
-        timed(f"mae/ref_mae imgs/s [{p}]", ">= 1.0", ("mae", p), ("ref_mae", p), True)
-        if {("dual", p), ("single", p)} <= have:
-            a, b = by[("dual", p)]["peak_mem_mb"], by[("single", p)]["peak_mem_mb"]
-            plain(f"dual/single peak memory [{p}]", "<= 1.10", a / b if b else math.nan)
-        if ("dual", p) in have:
-            r = by[("dual", p)]
-            plain(f"EMA of all teachers / dual step [{p}]", "<= 0.03", r["ema_ms"] / r["step_ms"])
-    for v in sorted({v for v, _ in have}):
-        timed(f"bf16/fp32 imgs/s [{v}]", ">= 1.5", (v, "bf16"), (v, "fp32"), True)
-    for p in precisions:  # twins of a variant named <variant>_<tag> (benchmarks/bench.py)
-        for v in sorted({v for v, q in have if q == p and "_" in v and v != "ref_mae"}):
-            base = v.split("_")[0]
-            timed(f"{v}/{base} step time [{p}]", "", (v, p), (base, p), False)
-    return out
-
-
 # --- output ------------------------------------------------------------------------------------
-
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        if v != v:
-            return "nan"
-        return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
-    return str(v)
-
-
-def format_table(result: BenchResult) -> str:
-    cols = ("variant", "precision", "batch", "views", "step_ms", "step_iqr_ms", "cpu_ms",
-            "imgs_per_s", "peak_mem_mb", "gflop_per_step", "gflop_per_s", "mfu", "mfu_cpu",
-            "ema_ms", "attn")
-    lines = [list(cols)] + [[_fmt(r[c]) for c in cols] for r in result.rows]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(cols))]
-    text = ["  ".join(s.rjust(w) for s, w in zip(line, widths)) for line in lines]
-    if result.rows:
-        r0 = result.rows[0]
-        mm = ", ".join(f"{p} {v:.0f}" for p, v in result.matmul.items())
-        text.insert(0, f"device {r0['device']}, threads {r0['threads'] or '-'}, preset "
-                       f"{r0['preset']}, {result.rounds} round-robin rounds; matmul GFLOP/s "
-                       f"(median): {mm}")
-    if result.ratios:
-        text += ["", "ratios: median over rounds of the same-round ratio [IQR], by wall-clock "
-                     "and by process CPU time"]
-        for r in result.ratios:
-            cpu = "" if r["cpu"] != r["cpu"] else f"   cpu {r['cpu']:.3f} [{_fmt(r['cpu_iqr'])}]"
-            iqr = "" if r["wall_iqr"] != r["wall_iqr"] else f" [{_fmt(r['wall_iqr'])}]"
-            target = f"   target {r['target']}" if r["target"] else ""
-            text.append(f"  {r['ratio']:38s} wall {r['wall']:.3f}{iqr}{cpu}{target}")
-    return "\n".join(text)
-
-
-def write_csv(result: BenchResult, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-        w.writeheader()
-        for r in result.rows:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()
-                        if k in CSV_COLUMNS})
 
 
 # --- CLI ---------------------------------------------------------------------------------------

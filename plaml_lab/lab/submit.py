@@ -27,6 +27,9 @@ from plaml_lab.config import load_config
 from plaml_lab.errors import ConfigError
 from plaml_lab.lab.cluster import (ClusterSettings, cluster_settings, local_gpus, make_executor,
                                    split_cluster_overrides)
+from plaml_lab.runs.checkpoint import write_atomic
+from plaml_lab.runs.folder import check_run_dir, dated_aside
+from plaml_lab.train import pretrain
 
 RECORD = "job.json"
 # States after which a job will not change any more (SLURM's, and submitit-local's).
@@ -90,8 +93,6 @@ class PretrainJob(Checkpointable, LabJob):
         self.record_dir = Path(out)
 
     def __call__(self) -> dict:
-        from plaml_lab.train import pretrain  # torch: only inside the job process
-
         export_distributed()
         return self._run(lambda: pretrain(self.config, self.out, self.overrides,
                                           callback=self.callback))
@@ -131,12 +132,8 @@ def read_record(folder: str | Path) -> dict | None:
 
 
 def write_record(folder: str | Path, record: dict) -> None:
-    """folder/job.json, written atomically (the job and the submitter both update it)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f"{RECORD}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, folder / RECORD)
+    """folder/job.json, replaced atomically (the job and the submitter both update it)."""
+    write_atomic(Path(folder) / RECORD, json.dumps(record, indent=2) + "\n")
 
 
 def record_submission(folder: str | Path, job, kind: str, settings: ClusterSettings) -> dict:
@@ -319,12 +316,10 @@ def submit_pretrain(config, out, overrides: list[str], kind: str,
     """Check the config and run folder here, then submit one PretrainJob (nodes x tasks_per_node
     processes); returns (job, out). force_new moves an existing run aside now, before the job's
     logs go into out/submitit/."""
-    from plaml_lab.train import _dated_aside, check_run_dir  # torch: only when submitting
-
     cfg = load_config(config, overrides)
     out = Path(out or f"experiments/runs/{cfg.run.name}").expanduser().resolve()
     if check_run_dir(out, cfg, force_new) == "aside":
-        aside = _dated_aside(out)
+        aside = dated_aside(out)
         os.replace(out, aside)
         print(f"moved the previous run aside to {aside}")
     call = PretrainJob(config, out, overrides, callback=callback)

@@ -37,9 +37,10 @@ import yaml
 from plaml_lab.config import repo_root
 from plaml_lab.errors import ConfigError
 from plaml_lab.lab import submit
-from plaml_lab.lab.cluster import (ClusterSettings, check_kind, cluster_settings,
-                                   split_cluster_overrides)
+from plaml_lab.lab.cluster import check_kind, cluster_settings, split_cluster_overrides
 from plaml_lab.lab.grids import Grid, Point, load_grid, override_list, threads_per_worker
+from plaml_lab.lab.sweep_jobs import run_points
+from plaml_lab.runs.checkpoint import atomic_path
 
 DEFAULT_NOTEBOOK = "notebooks/01_pretrain.ipynb"
 KERNEL = "python3"
@@ -235,8 +236,7 @@ def write_results(rows: list[dict], path: Path) -> None:
             if k not in fixed and k != "error" and k not in metrics:
                 metrics.append(k)
     header = fixed + keys + metrics + ["error"]
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=header)
         w.writeheader()
         for r in rows:
@@ -246,7 +246,6 @@ def write_results(rows: list[dict], path: Path) -> None:
             for k in keys:
                 values[k] = given.get(k, "")
             w.writerow({h: values.get(h, "") for h in header})
-    os.replace(tmp, path)
 
 
 def read_results(path: str | Path) -> list[dict]:
@@ -337,7 +336,8 @@ def run_sweep(grid_path: str | Path, notebook: str | Path | None = None,
                 log(f"[{finished}/{len(todo)}] {p.name}: {what}")
 
     if todo and executor != "local":
-        _run_jobs(grid, todo, out, nb, timeout, executor, settings, detach, rows, flush, log)
+        run_points(grid, todo, out, nb, timeout, executor, settings, rows, flush,
+                   run_point=run_point, registry=_Running, detach=detach, log=log)
         return [rows[n] for n in order]
     if todo:
         pool = ThreadPoolExecutor(max_workers=workers)
@@ -350,69 +350,6 @@ def run_sweep(grid_path: str | Path, notebook: str | Path | None = None,
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     return [rows[n] for n in order]
-
-
-# --- points as submitit jobs ----------------------------------------------------------------------
-
-_IN_JOB = _Running()  # the papermill process of the point this job process runs
-
-
-def _point_job(grid: Grid, point: Point, out: Path, nb: Path, timeout: float | None,
-               threads: int | None) -> dict:
-    """run_point inside a submitit job; papermill (its own session) is stopped with the job."""
-    try:
-        return run_point(grid, point, out, notebook=nb, timeout=timeout, threads=threads,
-                         running=_IN_JOB)
-    except BaseException:
-        _IN_JOB.kill_all()
-        raise
-
-
-def _stop_point_job() -> None:
-    """Preempted: stop papermill before submitit requeues the job (the requeued run resumes)."""
-    _IN_JOB.kill_all()
-
-
-def _run_jobs(grid: Grid, todo: list[Point], out: Path, nb: Path, timeout: float | None,
-              kind: str, settings: ClusterSettings, detach: bool, rows: dict, flush, log) -> None:
-    """One submitit job per point (submit.run_jobs); rows filled in as jobs finish."""
-    # a point is one notebook process: its GPUs are for that process (DDP is `pretrain`'s)
-    if settings.tasks_per_node is None:
-        settings.tasks_per_node = 1
-    if settings.tasks_per_node != 1 or settings.nodes != 1:
-        raise ConfigError("cluster.tasks_per_node / cluster.nodes: a sweep point is one notebook "
-                          "process (1 task on 1 node); multi-process pretraining is "
-                          "`plaml-lab pretrain --executor slurm` or the ablation runner")
-    points = {p.name: p for p in todo}
-
-    def make_calls(names: list[str]) -> dict:
-        # points running side by side on this machine share its cores; a SLURM job has its own
-        threads = settings.cpus_per_task if kind == "slurm" else threads_per_worker(len(names))
-        for name in names:
-            for stale in ("done.json", "error.txt"):
-                (out / name / stale).unlink(missing_ok=True)
-        return {n: submit.CallJob(out / n, _point_job, grid, points[n], out, nb, timeout, threads,
-                                  on_checkpoint=_stop_point_job) for n in names}
-
-    def on_done(name: str, row: dict | None, error: str | None) -> str | None:
-        if row is None:  # the job died: no row from run_point
-            (out / name / "error.txt").write_text(error + "\n")
-            row = {"point": name, "status": "failed", "executed": True, "seconds": None,
-                   "overrides": points[name].run_overrides(), "error": error}
-        rows[name] = row
-        flush()
-        if log:
-            what = "done" if row["status"] == "done" else f"FAILED ({row['error']})"
-            log(f"{name}: {what}")
-        return row["error"] or None
-
-    pending = {"status": "pending", "executed": False, "seconds": None, "error": ""}
-    for p in todo:
-        rows[p.name] = {"point": p.name, **pending, "overrides": p.run_overrides()}
-    flush()
-    submit.run_jobs({p.name: out / p.name for p in todo}, make_calls, kind, settings,
-                    out / ".submitit", f"sweep-{grid.path.stem}", on_done=on_done, detach=detach,
-                    log=log)
 
 
 def sweep_status(grid_path: str | Path, out: str | Path | None = None) -> list[tuple[str, str]]:

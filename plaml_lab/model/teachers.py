@@ -3,8 +3,8 @@ pseudo-label heads), updated after every optimiser step by one no-grad foreach r
 
 Each teacher has its own momentum schedule (see schedules.momentum). The modules involved hold
 no buffers (LayerNorm, Linear, the fixed position embedding is a frozen Parameter), so the EMA
-averages every parameter and there is nothing to copy; if a module with buffers were added,
-`Teacher.copy_buffers_from` copies them rather than averaging.
+averages every parameter and there is nothing to copy; a module with buffers (e.g. BatchNorm
+statistics) would need them copied from the student in Teacher.update, not averaged.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """`make demo`: pretrain the paper's variant (token targets + class/data-token pseudo labels,
-labelling + reconstruction teachers) on the embedded dataset with the lab preset, evaluate it
+labelling + reconstruction teachers) on the embedded dataset with the demo preset (the lab
+preset's data and model on a budget of minutes, experiments/configs/demo.yaml), evaluate it
 against a random-init encoder on the same held-out split, and save figures next to the run."""
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ from plaml_lab.runs import load_run, random_init_run
 from plaml_lab.train import pretrain
 from plaml_lab.viz import figures as F
 
-DEFAULT_CONFIG = "experiments/configs/lab.yaml"
-DEFAULT_OUT = "experiments/runs/demo"
 
 
 def demo_figures(run, num_images: int = 256) -> dict:

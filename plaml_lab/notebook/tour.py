@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from plaml_lab.data import IMAGENET_MEAN, IMAGENET_STD, build_dataset, make_views
+from plaml_lab.data import build_dataset, get_items, make_views, unnormalize
 from plaml_lab.method import LOSS_KEYS
 from plaml_lab.runs import Run
 from plaml_lab.viz import canvas as C
@@ -38,30 +38,19 @@ class Tour:
         return self.run.cfg
 
 
-def _unnormalize(x: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (x * std + mean).clamp(0, 1)
-
-
 @torch.no_grad()
 def one_batch(run: Run, num_images: int = 4, seed: int = 0, split: str = "val") -> Tour:
     """The first `num_images` items of `split`, augmented into cfg.data.views views and masked
     with cfg.mask, through the student, both teachers and every loss."""
     cfg = run.cfg
     ds = build_dataset(cfg.data, cfg.model.img_size, split)
-    idx = torch.arange(min(num_images, len(ds)))
-    if hasattr(ds, "get_batch"):
-        batch = ds.get_batch(idx)
-    else:
-        items = [ds[int(i)] for i in idx]
-        batch = {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in ("image", "label")}
-    images = batch["image"].float()
+    batch = get_items(ds, torch.arange(min(num_images, len(ds))))
+    images = batch["image"]
     g = torch.Generator().manual_seed(seed)
     views = make_views(images, cfg.data.aug, cfg.data.views, cfg.model.img_size, generator=g)
     model = run.model.eval()
     out = model(views, cfg.pl.teacher_temp, generator=g, return_details=True)
-    return Tour(run=run, images=images, labels=batch["label"], views=[_unnormalize(v) for v in views],
+    return Tour(run=run, images=images, labels=batch["label"], views=[unnormalize(v) for v in views],
                 out={k: v.detach() for k, v in out.items()})
 
 

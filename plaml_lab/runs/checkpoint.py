@@ -7,6 +7,7 @@ naming the file and the problem.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from pathlib import Path
@@ -21,21 +22,21 @@ FORMAT = "plaml_lab.checkpoint"
 VERSION = 1
 
 
-def save_atomic(obj: Any, path: str | Path) -> None:
-    """torch.save to a temp file in the same folder, flush + fsync, then rename over `path`:
-    a kill during the save leaves the previous file intact and loadable."""
+@contextlib.contextmanager
+def atomic_path(path: str | Path):
+    """Yields a temporary path beside `path`; when the block ends without error, the file written
+    there (flushed to disk) is renamed over `path`: a kill mid-write leaves the previous file
+    intact. The one way plaml_lab replaces a file (checkpoints, summaries, tables, exports)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
+        yield tmp
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
     try:  # make the rename itself durable
         fd = os.open(path.parent, os.O_RDONLY)
         try:
@@ -44,6 +45,18 @@ def save_atomic(obj: Any, path: str | Path) -> None:
             os.close(fd)
     except OSError:
         pass
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Replace a text file atomically (see atomic_path)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def save_atomic(obj: Any, path: str | Path) -> None:
+    """torch.save `obj` atomically (see atomic_path)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

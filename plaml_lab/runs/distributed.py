@@ -27,10 +27,6 @@ def world_size() -> int:
     return dist.get_world_size() if is_initialized() else 1
 
 
-def is_main() -> bool:
-    return rank() == 0
-
-
 def setup(device_type: str) -> bool:
     """Initialise the default process group when launched by torchrun (WORLD_SIZE > 1).
     NCCL on CUDA, gloo otherwise. Returns True when this call created the group."""

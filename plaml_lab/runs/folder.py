@@ -1,16 +1,22 @@
-"""Loading a run (folder or checkpoint) back into a model, with its config and metrics."""
+"""A run folder: loading a run (folder or checkpoint) back into a model with its config and
+metrics, and what pretraining decides about a folder (new, resume, set aside; which keys may
+change on resume) and keeps tidy in it (metrics after a resumed step, old periodic checkpoints)."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import torch
 
-from plaml_lab.runs.checkpoint import CheckpointError, load_checkpoint, load_model_state
-from plaml_lab.config import PretrainConfig, apply_overrides, from_dict, load_config, to_dict
+from plaml_lab.config import (PretrainConfig, apply_overrides, diff, from_dict, load_config,
+                              load_yaml, to_dict)
+from plaml_lab.errors import ConfigError, RunError
 from plaml_lab.method import PLAML
+from plaml_lab.runs.checkpoint import (CheckpointError, load_checkpoint, load_model_state,
+                                       write_atomic)
 
 
 @dataclass
@@ -95,3 +101,76 @@ def random_init_run(cfg: PretrainConfig | str | Path | None = None,
     model = PLAML(cfg)
     model.eval()
     return Run(cfg=cfg, model=model)
+
+
+# --- what pretraining decides about a folder ------------------------------------------------
+
+# Keys that may change between a run and its resumption without changing what is computed.
+RESUMABLE_KEYS = ("run.max_steps", "run.ckpt_every", "run.keep_ckpts", "run.log_every",
+                  "run.progress", "run.num_threads", "run.eval_knn", "run.name", "run.device",
+                  "run.compile", "model.attn_impl",
+                  # auto re-resolves on the machine that resumes (a bf16 run moved to a CPU
+                  # without native bf16 goes on in fp32); the precision of every logged
+                  # interval is in metrics.jsonl
+                  "run.precision", "data.num_workers", "data.root",
+                  "data.download",
+                  # per-rank batch and accumulation may change with the number of processes as
+                  # long as the global batch stays the same (checked against the checkpoint)
+                  "optim.batch_size", "optim.accum_steps")
+
+
+RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoints")
+
+
+def dated_aside(out: Path) -> Path:
+    """A free sibling name for moving a run aside: <name>.old-<date-time>[-n]."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    target = out.with_name(f"{out.name}.old-{stamp}")
+    n = 1
+    while target.exists():
+        target = out.with_name(f"{out.name}.old-{stamp}-{n}")
+        n += 1
+    return target
+
+
+def check_run_dir(out: Path, cfg: PretrainConfig, force_new: bool = False) -> str:
+    """Decide what a run in `out` does: 'new', 'resume', or 'aside' (force_new moves an existing
+    run to a dated folder). Raises RunError, naming the differing keys, when `out` holds a run of
+    another config; nothing is written here."""
+    if out.exists() and not out.is_dir():
+        raise RunError(f"--out {out}: exists and is not a folder")
+    if not out.exists():
+        return "new"
+    ours = [name for name in RUN_FILES if (out / name).exists()]
+    if not ours:
+        return "new"
+    if force_new:
+        return "aside"
+    cfg_path = out / "config.yaml"
+    if not cfg_path.exists():
+        raise RunError(f"--out {out}: holds {', '.join(ours)} but no config.yaml; refusing to "
+                       "overwrite it (choose another --out, or --force-new to move it aside)")
+    try:
+        old = to_dict(from_dict(load_yaml(cfg_path)))
+    except ConfigError as e:
+        raise RunError(f"{cfg_path}: unreadable run config ({e}); use --force-new to move the run "
+                       "aside") from None
+    changed = [k for k in diff(old, to_dict(cfg)) if k not in RESUMABLE_KEYS]
+    if changed:
+        shown = ", ".join(changed[:6]) + (", ..." if len(changed) > 6 else "")
+        raise RunError(f"--out {out}: holds a run with a different config (differs in {shown}); "
+                       "choose another --out, or --force-new to move the old run aside")
+    return "resume"
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop metrics logged after the checkpoint we resume from (they will be logged again)."""
+    rows = [r for r in read_metrics(path.parent) if r.get("step", 0) <= step]
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def prune_periodic(ckpt_dir: Path, keep: int) -> None:
+    """Keep the `keep` newest periodic step_*.pt checkpoints (last.pt is not among them)."""
+    periodic = sorted(ckpt_dir.glob("step_*.pt"))
+    for p in periodic[:max(0, len(periodic) - keep)]:
+        p.unlink(missing_ok=True)

@@ -15,9 +15,9 @@ import torch
 
 from plaml_lab import losses, schedules
 from plaml_lab.config import PretrainConfig
-from plaml_lab.data import IMAGENET_MEAN, IMAGENET_STD, build_dataset, normalize, steps_per_epoch
+from plaml_lab.data import build_dataset, get_items, normalize, steps_per_epoch, unnormalize
 from plaml_lab.method import PLAML
-from plaml_lab.model.masking import block_noise, num_visible, uniform_noise
+from plaml_lab.model.masking import num_visible, sample_noise
 from plaml_lab.runs import Run, load_run, random_init_run
 from plaml_lab.runs.checkpoint import CheckpointError, load_checkpoint
 
@@ -47,28 +47,17 @@ def resolve_dataset(run: Run, dataset=None):
     return dataset
 
 
-def fetch(dataset, idx) -> dict[str, torch.Tensor]:
-    """Items idx of a dataset -> image (B, 3, H, W) in [0, 1], label (B,)."""
-    idx = torch.as_tensor(idx, dtype=torch.long).reshape(-1)
-    if hasattr(dataset, "get_batch"):
-        b = dataset.get_batch(idx)
-        return {"image": b["image"].float(), "label": torch.as_tensor(b["label"])}
-    items = [dataset[int(i)] for i in idx]
-    return {"image": torch.stack([it["image"] for it in items]).float(),
-            "label": torch.as_tensor([int(it["label"]) for it in items])}
+fetch = get_items  # dashboards and notebooks call it by this name
 
 
 # --- masking ---------------------------------------------------------------------------------
 
 def mask_noise(num_patches: int, strategy: str, seed: int, block_size: int = 2) -> torch.Tensor:
-    """(1, L) noise of a masking strategy drawn from `seed`: the same seed gives the same mask
-    order at every ratio, so a higher ratio hides a superset of the patches."""
-    g = torch.Generator().manual_seed(int(seed))
-    if strategy == "random":
-        return uniform_noise(1, num_patches, generator=g)
-    if strategy == "block":
-        return block_noise(1, int(round(num_patches ** 0.5)), block_size, generator=g)
-    raise ValueError(f"strategy={strategy!r}: allowed values are random|block")
+    """(1, L) noise of a masking strategy drawn from `seed` (masking.sample_noise, the sampler
+    training uses): the same seed gives the same mask order at every ratio, so a higher ratio
+    hides a superset of the patches."""
+    return sample_noise(1, num_patches, strategy, block_size,
+                        generator=torch.Generator().manual_seed(int(seed)))
 
 
 def ratio_bounds(num_patches: int, step: float = 0.05) -> tuple[float, float]:
@@ -76,12 +65,6 @@ def ratio_bounds(num_patches: int, step: float = 0.05) -> tuple[float, float]:
     grid = np.round(np.arange(step, 1.0, step), 4)
     ok = [r for r in grid if 1 <= num_visible(num_patches, r) < num_patches]
     return float(ok[0]), float(ok[-1])
-
-
-def _unnormalize(x: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return x * std + mean
 
 
 @torch.no_grad()
@@ -110,7 +93,7 @@ def reconstruct(run: Run, image: torch.Tensor, ratio: float, strategy: str = "ra
             std = (target.var(-1, keepdim=True) + 1e-6) ** 0.5
             pred = pred * std + mean
         recon = losses.unpatchify(pred, s.patch_size, s.in_chans)
-        res["recon"] = _unnormalize(recon)[0].clamp(0, 1)
+        res["recon"] = unnormalize(recon)[0]
     if "pred_tokens" in out:
         res["pred_tokens"] = out["pred_tokens"][0].float()
     if "teacher_rec" in out:
@@ -271,12 +254,8 @@ def momentum_curves(cfg: PretrainConfig, total: int, points: int = 200) -> dict[
     """{teacher name: (steps, momenta)} of each teacher's schedule over the whole run, the same
     values training uses (schedules.momentum with the teacher's own start / end)."""
     steps = np.unique(np.linspace(0, total, points).round().astype(int))
-    out = {}
-    for name, sched in cfg.teacher_roles.items():
-        t = getattr(cfg.teachers, sched)
-        out[name] = (steps, np.array([schedules.momentum(int(s), total, t.momentum,
-                                                         t.momentum_end) for s in steps]))
-    return out
+    values = [schedules.teacher_momenta(cfg, int(s), total) for s in steps]
+    return {name: (steps, np.array([v[name] for v in values])) for name in cfg.teacher_roles}
 
 
 def run_at(run: Run, entry: dict, model=None) -> Run:
