@@ -27,9 +27,6 @@ from plaml_lab.config import load_config
 from plaml_lab.errors import ConfigError
 from plaml_lab.lab.cluster import (ClusterSettings, cluster_settings, local_gpus, make_executor,
                                    split_cluster_overrides)
-from plaml_lab.runs.checkpoint import write_atomic
-from plaml_lab.runs.folder import check_run_dir, dated_aside
-from plaml_lab.train import pretrain
 
 RECORD = "job.json"
 # States after which a job will not change any more (SLURM's, and submitit-local's).
@@ -93,6 +90,8 @@ class PretrainJob(Checkpointable, LabJob):
         self.record_dir = Path(out)
 
     def __call__(self) -> dict:
+        from plaml_lab.train import pretrain  # torch: only in a pretraining job's process
+
         export_distributed()
         return self._run(lambda: pretrain(self.config, self.out, self.overrides,
                                           callback=self.callback))
@@ -132,8 +131,14 @@ def read_record(folder: str | Path) -> dict | None:
 
 
 def write_record(folder: str | Path, record: dict) -> None:
-    """folder/job.json, replaced atomically (the job and the submitter both update it)."""
-    write_atomic(Path(folder) / RECORD, json.dumps(record, indent=2) + "\n")
+    """folder/job.json, replaced atomically (the job and the submitter both update it). Not
+    runs.checkpoint.write_atomic: that module imports torch, and every job process writes this
+    record, including a sweep point's, whose notebook kernel is what needs torch."""
+    path = Path(folder) / RECORD
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{RECORD}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, path)
 
 
 def record_submission(folder: str | Path, job, kind: str, settings: ClusterSettings) -> dict:
@@ -316,6 +321,8 @@ def submit_pretrain(config, out, overrides: list[str], kind: str,
     """Check the config and run folder here, then submit one PretrainJob (nodes x tasks_per_node
     processes); returns (job, out). force_new moves an existing run aside now, before the job's
     logs go into out/submitit/."""
+    from plaml_lab.runs.folder import check_run_dir, dated_aside  # torch: only for pretrain
+
     cfg = load_config(config, overrides)
     out = Path(out or f"experiments/runs/{cfg.run.name}").expanduser().resolve()
     if check_run_dir(out, cfg, force_new) == "aside":
