@@ -233,7 +233,7 @@ def test_preempted_job_requeues_and_ends_bitwise_equal_to_an_uninterrupted_run(t
     import cloudpickle
     import torch
 
-    from plaml_lab.checkpoint import load_checkpoint
+    from plaml_lab.runs.checkpoint import load_checkpoint
     from plaml_lab.train import pretrain
 
     overrides = DET + ["run.max_steps=12", "run.ckpt_every=4", "run.log_every=1",
@@ -268,7 +268,7 @@ def test_two_task_job_forms_a_gloo_group_through_submitit_and_trains(tmp_path, c
     """`plaml-lab pretrain --executor submitit-local cluster.tasks_per_node=2`: two processes,
     ranks and master address from submitit's TorchDistributedEnvironment, one gloo group."""
     from plaml_lab import cli
-    from plaml_lab.checkpoint import load_checkpoint
+    from plaml_lab.runs.checkpoint import load_checkpoint
 
     out = tmp_path / "ddp"
     rc = cli.main(["pretrain", "--config", str(QUICK), "--out", str(out), "--executor",
