@@ -15,7 +15,7 @@ import collections
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from plaml_lab.bench import build_case, variant_config
+from plaml_lab.lab.bench import build_case, variant_config
 from plaml_lab.config import load_yaml
 
 KINDS = (  # first match wins

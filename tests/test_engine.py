@@ -222,6 +222,13 @@ def test_refuses_a_file_that_is_not_a_plaml_checkpoint(tmp_path):
         load_checkpoint(p)
 
 
+def test_refuses_random_bytes_as_not_a_checkpoint(tmp_path):
+    p = tmp_path / "noise.pt"
+    p.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(CheckpointError, match=r"noise.pt: not a checkpoint \(not a file torch.save"):
+        load_checkpoint(p)
+
+
 def test_refuses_a_truncated_checkpoint(tmp_path, quick_run):
     data = (quick_run / "checkpoints" / "last.pt").read_bytes()
     p = tmp_path / "cut.pt"

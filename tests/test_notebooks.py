@@ -73,6 +73,8 @@ def test_notebook_is_small_executed_python3_with_stable_ids(path):
     assert not [o for c in code_cells(nb) for o in c.outputs if o.output_type == "error"]
     assert any(c.outputs for c in code_cells(nb))
     assert any("NBVAL_CHECK_OUTPUT" in c.source for c in code_cells(nb))
+    # outputs only where nbval compares them (docs/notebooks.md: smoke-run figures would mislead)
+    assert not [c.id for c in code_cells(nb) if c.outputs and "NBVAL_CHECK_OUTPUT" not in c.source]
     assert "widgets" not in nb.metadata  # no widget state: it would bloat the file
 
 

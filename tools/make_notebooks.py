@@ -110,7 +110,7 @@ def sources(prefixes: list[str] | None = None) -> list[Path]:
 
 def execute(nb: nbformat.NotebookNode, timeout: int = 900) -> nbformat.NotebookNode:
     """Run top to bottom in a fresh python3 kernel, cwd notebooks/, as nbval does, with CI=true
-    (SMOKE), and keep only what is reproducible (no timings, no widget state)."""
+    (SMOKE), and keep only the checked outputs (no timings, no widget state)."""
     from nbclient import NotebookClient
     os.environ["CI"] = "true"  # the kernel inherits it: committed outputs are SMOKE outputs
     os.environ.setdefault("PYTHONHASHSEED", "0")
@@ -119,6 +119,17 @@ def execute(nb: nbformat.NotebookNode, timeout: int = 900) -> nbformat.NotebookN
                             resources={"metadata": {"path": str(NB_DIR)}})
     client.execute()
     nb.metadata.pop("widgets", None)
+    return keep_checked_outputs(nb)
+
+
+def keep_checked_outputs(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Outputs are committed only where nbval compares them (cells marked NBVAL_CHECK_OUTPUT):
+    the rest came from the SMOKE run (a few steps of the quick preset), whose figures, plotly
+    bundles and widget views (without their dropped state: "model not found") would only mislead
+    a reader. Unchecked cells keep their code; nbval still runs every one."""
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "NBVAL_CHECK_OUTPUT" not in cell.source:
+            cell.outputs = []  # the execution count stays: it shows the cell ran, in order
     return nb
 
 

@@ -38,6 +38,7 @@ from plaml_lab.lab.cluster import (ClusterSettings, check_kind, cluster_settings
                                    split_cluster_overrides)
 from plaml_lab.lab.grids import Grid, load_grid, threads_per_worker
 from plaml_lab.runs.checkpoint import write_atomic
+from plaml_lab.runs.folder import read_json
 from plaml_lab.train import pretrain
 
 DEFAULT_GRID = "experiments/grids/paper_ablation.yaml"
@@ -74,12 +75,8 @@ def is_finished(out: Path) -> bool:
 
 def _cached_eval(out: Path, probes: list[str], step: int | None = None) -> dict | None:
     """eval.json if it holds the same probes (and, for a pretrained run, the same step)."""
-    path = out / "eval.json"
-    if not path.is_file():
-        return None
-    try:
-        result = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    result = read_json(out / "eval.json")
+    if not isinstance(result, dict):
         return None
     if result.get("probes") != list(probes) or (step is not None and result.get("step") != step):
         return None

@@ -41,6 +41,7 @@ from plaml_lab.lab.cluster import check_kind, cluster_settings, split_cluster_ov
 from plaml_lab.lab.grids import Grid, Point, load_grid, override_list, threads_per_worker
 from plaml_lab.lab.sweep_jobs import run_points
 from plaml_lab.runs.checkpoint import atomic_path
+from plaml_lab.runs.folder import read_json
 
 DEFAULT_NOTEBOOK = "notebooks/01_pretrain.ipynb"
 KERNEL = "python3"
@@ -51,11 +52,8 @@ KERNEL = "python3"
 def notebook_error(nb_path: Path) -> str | None:
     """"cell N (id): EName: value" for the first cell of an executed notebook with an error
     output (N counts code cells, papermill's injected parameters included)."""
-    if not nb_path.is_file():
-        return None
-    try:
-        nb = json.loads(nb_path.read_text())
-    except (OSError, json.JSONDecodeError):
+    nb = read_json(nb_path)
+    if not isinstance(nb, dict):
         return None
     n = 0
     for cell in nb.get("cells", []):
@@ -74,12 +72,8 @@ def notebook_error(nb_path: Path) -> str | None:
 
 def _summary_metrics(run_dir: Path) -> dict:
     """Scalar entries of the run's summary.json (the run path itself left out)."""
-    path = run_dir / "summary.json"
-    if not path.is_file():
-        return {}
-    try:
-        summary = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    summary = read_json(run_dir / "summary.json")
+    if not isinstance(summary, dict):
         return {}
     return {k: v for k, v in summary.items()
             if k != "run" and (v is None or isinstance(v, (int, float, str, bool)))}
@@ -198,12 +192,8 @@ def _identity(grid: Grid, point: Point, nb: Path) -> dict:
 def _completed(grid: Grid, point: Point, out: Path, nb: Path) -> dict | None:
     """The results row of a point that completed earlier with the same notebook, config and
     overrides, else None."""
-    path = out / point.name / "done.json"
-    if not path.is_file():
-        return None
-    try:
-        done = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    done = read_json(out / point.name / "done.json")
+    if not isinstance(done, dict):
         return None
     if any(done.get(k) != v for k, v in _identity(grid, point, nb).items()):
         return None

@@ -20,7 +20,6 @@ from plaml_lab.train import pretrain
 from plaml_lab.viz import figures as F
 
 
-
 def demo_figures(run, num_images: int = 256) -> dict:
     """What the trained model does on held-out images: masks (and pixel reconstructions in
     pixel mode), and images grouped by the labelling teacher's class-token pseudo label."""

@@ -2,6 +2,7 @@
 (checkpoint.py: atomic save, weights-only load, RNG state) and the torch.distributed helpers the
 training loop needs (distributed.py)."""
 
-from plaml_lab.runs.folder import Run, load_run, random_init_run, read_metrics, resolve_checkpoint
+from plaml_lab.runs.folder import (Run, load_run, random_init_run, read_json, read_metrics,
+                                   resolve_checkpoint)
 
-__all__ = ["Run", "load_run", "random_init_run", "read_metrics", "resolve_checkpoint"]
+__all__ = ["Run", "load_run", "random_init_run", "read_json", "read_metrics", "resolve_checkpoint"]

@@ -66,6 +66,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.is_dir():
         raise CheckpointError(f"{path}: is a folder, expected a checkpoint file (.pt)")
+    with open(path, "rb") as f:  # torch.save writes a zip archive: it starts with a zip header
+        if f.read(4) != b"PK\x03\x04":
+            raise CheckpointError(f"{path}: not a checkpoint (not a file torch.save wrote)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for bad files

@@ -45,6 +45,15 @@ class Run:
         return teacher.encoder
 
 
+def read_json(path: str | Path):
+    """A JSON file's content, or None when it is missing or unreadable (a file a killed run
+    may have left half-written, or never wrote)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 def read_metrics(run_dir: str | Path) -> list[dict]:
     """Rows of run_dir/metrics.jsonl, up to the first unreadable line (one cut by a kill:
     everything after it is logged again on resume)."""
