@@ -21,6 +21,7 @@ from plaml_lab.errors import USER_ERRORS, NonFiniteLossError
 from plaml_lab.variants import VARIANTS
 
 ENCODERS = ["student", "labelling", "reconstruction"]
+EXECUTORS = ("local", "submitit-local", "slurm")  # plaml_lab.lab.cluster.EXECUTORS (a test)
 OVERRIDES_HELP = "dotted config overrides, e.g. method.teachers=single mask.ratio=0.6"
 
 
@@ -35,6 +36,18 @@ def _overrides(p, help_text: str = OVERRIDES_HELP) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help=help_text)
 
 
+def _executor(p, what: str) -> None:
+    """--executor and --detach (pretrain, sweep, ablation); docs/cluster.md."""
+    p.add_argument("--executor", default="local", choices=EXECUTORS,
+                   help=f"where {what}: local (processes started from here, the default), "
+                   "submitit-local (submitit jobs on this machine), slurm (submitit jobs on a "
+                   "SLURM cluster); cluster.KEY=VALUE overrides set the resources "
+                   "(docs/cluster.md)")
+    p.add_argument("--detach", action="store_true",
+                   help="with a submitit executor: submit, record the jobs and return; the "
+                   "same command again waits for them and collects the results")
+
+
 def _pretrain(sub) -> None:
     p = sub.add_parser("pretrain", help="pretrain one configuration (resumes an existing --out)",
                        description="Pretrain one configuration. Re-running with the same --out "
@@ -43,7 +56,9 @@ def _pretrain(sub) -> None:
     p.add_argument("--out", help="run folder (default experiments/runs/<run.name>)")
     p.add_argument("--force-new", action="store_true",
                    help="move an existing run in --out aside to a dated folder and start anew")
-    _overrides(p)
+    _executor(p, "the run's processes run (cluster.nodes x cluster.tasks_per_node under "
+              "submitit: DDP)")
+    _overrides(p, OVERRIDES_HELP + "; cluster.KEY=VALUE for a submitit executor")
     p.set_defaults(run="plaml_lab.cli:cmd_pretrain")
 
 
@@ -123,7 +138,11 @@ def _sweep(sub) -> None:
                    help="seconds per point before it is stopped and recorded as failed")
     p.add_argument("--config", help="preset for every point instead of the grid's `config`")
     p.add_argument("--dry-run", action="store_true", help="list the points and exit")
-    _overrides(p, "overrides added to every point (after the grid's own)")
+    _executor(p, "points run (one job per point, a job array on SLURM)")
+    p.add_argument("--status", action="store_true",
+                   help="show each point's state, job id, requeues and log path, and exit")
+    _overrides(p, "overrides added to every point (after the grid's own); cluster.KEY=VALUE "
+               "sets the grid's cluster section")
     p.set_defaults(run="plaml_lab.lab.sweep:cmd_sweep")
 
 
@@ -178,7 +197,9 @@ def _ablation(sub) -> None:
     p.add_argument("--device", default="cpu", help="device for the probes' feature extraction")
     p.add_argument("--workers", type=int, default=1,
                    help="pretrain this many grid points at once (processes; default 1)")
-    _overrides(p, "applied to every run after the grid's own, e.g. run.max_steps=20")
+    _executor(p, "the grid points are pretrained (one job per point and seed)")
+    _overrides(p, "applied to every run after the grid's own, e.g. run.max_steps=20; "
+               "cluster.KEY=VALUE sets the grid's cluster section")
     p.set_defaults(run="plaml_lab.lab.ablation:cmd_ablation")
 
 
@@ -216,6 +237,13 @@ def handler(target: str):
 # --- the two sub-commands that are plain calls into the library --------------------------------
 
 def cmd_pretrain(args) -> int:
+    if args.executor != "local":
+        return handler("plaml_lab.lab.submit:cmd_pretrain_job")(args)
+    handler("plaml_lab.lab.cluster:check_kind")(args.executor, args.detach)
+    cluster = [o for o in args.overrides if o.startswith("cluster.")]
+    if cluster:
+        raise ConfigError(f"{cluster[0]}: cluster settings are for --executor submitit-local "
+                          "or slurm")
     pretrain = handler("plaml_lab.train:pretrain")
     summary = pretrain(args.config, args.out, args.overrides, force_new=args.force_new)
     print(json.dumps(summary, indent=2))

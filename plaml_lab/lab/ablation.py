@@ -32,8 +32,11 @@ import yaml
 from plaml_lab.config import PROBES, ConfigError, load_config, repo_root
 from plaml_lab.evaluate import evaluate
 from plaml_lab.finetune import finetune
+from plaml_lab.lab import submit
 from plaml_lab.lab.ablation_table import (BASELINE, METRICS, aggregate, write_csv, write_markdown,
                                           write_plot)
+from plaml_lab.lab.cluster import (ClusterSettings, check_kind, cluster_settings,
+                                   split_cluster_overrides)
 from plaml_lab.lab.grids import Grid, load_grid, threads_per_worker
 from plaml_lab.runs.checkpoint import write_atomic
 from plaml_lab.runs.folder import read_json
@@ -163,6 +166,50 @@ def _pretrain_job(preset: str, overrides: list[str], out: Path, probes: list[str
     return _attempt(pretrain_and_evaluate, preset, overrides, out, probes, device, log)
 
 
+def _submitted_point(preset: str, overrides: list[str], out: Path, probes: list[str],
+                     device: str, threads: int | None) -> tuple[dict | None, str | None] | None:
+    """One grid point in a submitit job: every task pretrains (one DDP group when the job has
+    several, through submitit's distributed environment), then rank 0 evaluates."""
+    if threads:
+        _worker_init(threads)
+    if submit.export_distributed() == 0:
+        return _attempt(pretrain_and_evaluate, preset, overrides, out, probes, device)
+    if not is_finished(out):  # rank 0 skips a finished run too: nobody joins the group then
+        pretrain(preset, out, overrides)
+    return None
+
+
+def _run_jobs(jobs: list[tuple[str, int]], grid: Grid, preset: str, extra: list[str],
+              runs_root: Path, probes: list[str], device: str, kind: str,
+              settings: ClusterSettings, detach: bool, log
+              ) -> tuple[dict[tuple[str, int], tuple[dict | None, str | None]], list]:
+    """Pretrain + evaluate `jobs` as submitit jobs (submit.run_jobs: one array on SLURM, each
+    recorded in its run folder's job.json); finished runs with a cached evaluation are left to
+    the caller. Returns (results, the jobs left running when detach)."""
+    folders = {job: run_dir(runs_root, *job) for job in jobs}
+    folders = {job: out for job, out in folders.items()
+               if not (is_finished(out) and _cached_eval(out, probes) is not None)}
+
+    def make_calls(keys: list[tuple[str, int]]) -> dict:
+        threads = settings.cpus_per_task if kind == "slurm" else threads_per_worker(len(keys))
+        return {job: submit.CallJob(folders[job], _submitted_point, preset,
+                                    run_overrides(grid, job[0], job[1], extra), folders[job],
+                                    probes, device, threads) for job in keys}
+
+    results = {}
+
+    def on_done(job, value, error) -> str | None:
+        results[job] = value if error is None else (None, error)
+        error = results[job][1]
+        log(f"  {job[0]} seed {job[1]}: {f'FAILED: {error}' if error else 'done'}")
+        return error
+
+    queued = submit.run_jobs(folders, make_calls, kind, settings, runs_root / ".submitit",
+                             f"ablation-{grid.path.stem}", on_done=on_done, detach=detach,
+                             log=log)
+    return results, queued
+
+
 # --- aggregation and outputs --------------------------------------------------------------------
 
 
@@ -201,14 +248,20 @@ def run_ablation(grid_path: str | Path = DEFAULT_GRID, *, preset: str | None = N
                  runs_root: str | Path = DEFAULT_RUNS, out_dir: str | Path = DEFAULT_OUT,
                  overrides: list[str] | None = None, probes: list[str] | None = None,
                  device: str = "cpu", command: str = "plaml-lab ablation",
-                 workers: int = 1, log=print) -> dict:
+                 workers: int = 1, executor: str = "local", detach: bool = False,
+                 log=print) -> dict:
     """Run (or resume) the whole table; returns {rows, aggregate, failed, outputs}.
 
     workers > 1 pretrains that many grid points at once in spawned processes, each with
     max(1, cpu_count // workers) torch threads (small models use several cores poorly, so on a
     2-core CPU two one-thread runs finish a table sooner than one two-thread run at a time);
     the random-init baselines and the outputs follow in this process. Results are the same as
-    with workers=1 up to the thread count's floating-point reduction order."""
+    with workers=1 up to the thread count's floating-point reduction order.
+
+    executor submitit-local or slurm: one submitit job per pretrained point instead (a job array
+    on SLURM, resources from the grid's `cluster` section and `cluster.*` overrides; several
+    tasks per job train one point with DDP); detach returns once they are queued, with
+    {"submitted": [...]}, and the same call later collects them."""
 
     grid = load_grid(grid_path)
     if BASELINE in grid.variants:
@@ -220,7 +273,9 @@ def run_ablation(grid_path: str | Path = DEFAULT_GRID, *, preset: str | None = N
     bad = [p for p in probes if p not in known]
     if bad:
         raise ConfigError(f"--probes: unknown probe '{bad[0]}'; available: {', '.join(known)}")
-    extra = list(overrides or [])
+    check_kind(executor, detach)
+    extra, cluster_overrides = split_cluster_overrides(list(overrides or []))
+    settings = cluster_settings(grid.cluster, cluster_overrides)
     names = list(grid.variants)
     if variants:
         unknown = [v for v in variants if v not in grid.variants]
@@ -239,7 +294,15 @@ def run_ablation(grid_path: str | Path = DEFAULT_GRID, *, preset: str | None = N
             + [(BASELINE, s) for s in seeds])
     t0 = time.perf_counter()
     pooled: dict[tuple[str, int], tuple[dict | None, str | None]] = {}
-    if workers > 1:
+    if executor != "local":
+        pooled, queued = _run_jobs([j for j in jobs if j[0] != BASELINE], grid, preset, extra,
+                                   Path(runs_root).resolve(), probes, device, executor,
+                                   settings, detach, log)
+        if queued:
+            return {"rows": [], "aggregate": {}, "failed": {}, "outputs": {},
+                    "submitted": [f"{n}-s{s}" for n, s in queued],
+                    "seconds": round(time.perf_counter() - t0, 1)}
+    elif workers > 1:
         pooled = _run_pool([j for j in jobs if j[0] != BASELINE], grid, preset, extra, runs_root,
                            probes, device, workers, log)
     for i, (name, seed) in enumerate(jobs, 1):
@@ -295,8 +358,12 @@ def cmd_ablation(args) -> int:
                           variants=split(args.variants), runs_root=args.runs,
                           out_dir=args.out, overrides=args.overrides,
                           probes=split(args.probes), device=args.device, command=command,
-                          workers=args.workers,
+                          workers=args.workers, executor=args.executor, detach=args.detach,
                           log=lambda m: print(m, file=sys.stderr, flush=True))
+    if result.get("submitted"):
+        print(f"{len(result['submitted'])} run(s) queued (job.json in each run folder); the same "
+              "command again waits for them and writes the table")
+        return 0
     for kind, path in result["outputs"].items():
         print(f"{kind}: {path}")
     if result["failed"]:

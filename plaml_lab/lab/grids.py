@@ -14,6 +14,8 @@ runner (a cluster executor calls `load_grid(path).points`).
     seeds: [0, 1]                           # every point once per seed (run.seed)
     baseline: dual                          # ablation: the point whose config builds the
                                             # random-init model (default the last point)
+    cluster: {partition: gpu, gpus_per_node: 8}  # submitit executors: each job's resources
+                                            # (plaml_lab.lab.cluster, docs/cluster.md)
 
 With both `points` and `axes`, every named point is crossed with every combination of axis
 values (`mae__mask.ratio=0.6`). With `seeds`, every such variant runs once per seed, seed-major
@@ -34,9 +36,10 @@ import yaml
 
 from plaml_lab.config import load_yaml, repo_root
 from plaml_lab.errors import ConfigError
+from plaml_lab.lab.cluster import cluster_settings
 
 GRID_KEYS = ("notebook", "config", "overrides", "timeout", "parameters", "points", "axes",
-             "seeds", "baseline")
+             "seeds", "baseline", "cluster")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]")  # point names are folder names
 
 
@@ -68,6 +71,7 @@ class Grid:
     timeout: float | None = None
     parameters: dict = field(default_factory=dict)
     baseline: str | None = None
+    cluster: dict = field(default_factory=dict)  # submit.cluster_settings reads it
 
     @property
     def points(self) -> list[Point]:
@@ -175,8 +179,13 @@ def load_grid(path: str | Path) -> Grid:
     baseline = data.get("baseline")
     if baseline is not None and baseline not in variants:
         raise ConfigError(f"{path}: baseline: '{baseline}' is not a point of the grid")
+    cluster = data.get("cluster") or {}
+    try:
+        cluster_settings(cluster)  # checked here, read when a submitit executor runs the grid
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
     return Grid(path=path, config=file("config"),
                 overrides=override_list(data.get("overrides"), f"{path}: overrides"),
                 variants=variants, seeds=list(dict.fromkeys(seeds)), notebook=file("notebook"),
                 timeout=float(timeout) if timeout else None, parameters=parameters,
-                baseline=baseline)
+                baseline=baseline, cluster=cluster)

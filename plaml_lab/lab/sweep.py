@@ -11,6 +11,12 @@ parameters) is skipped on a re-run; a failed point leaves OUT/<point>/error.txt 
 cell's error) and does not stop the others. Ctrl-C stops every point in flight.
 OUT/results.csv has one row per point: point, status (done|failed), executed, seconds,
 overrides, one column per overridden key, the run's summary.json metrics, error.
+
+With a submitit executor (`executor="submitit-local"|"slurm"`, plaml_lab.lab.submit) each point
+is one job (one job array on SLURM) that runs the same papermill execution; OUT/<point>/job.json
+records it, the table is collected from the point folders the same way, and a point queued with
+`detach` shows as status `pending` until a later call collects it. The grid's `cluster:` section
+(docs/cluster.md) holds the jobs' resources.
 """
 
 from __future__ import annotations
@@ -30,7 +36,10 @@ import yaml
 
 from plaml_lab.config import repo_root
 from plaml_lab.errors import ConfigError
+from plaml_lab.lab import submit
+from plaml_lab.lab.cluster import check_kind, cluster_settings, split_cluster_overrides
 from plaml_lab.lab.grids import Grid, Point, load_grid, override_list, threads_per_worker
+from plaml_lab.lab.sweep_jobs import run_points
 from plaml_lab.runs.checkpoint import atomic_path
 from plaml_lab.runs.folder import read_json
 
@@ -253,16 +262,22 @@ def _user_path(value: str | Path, what: str) -> Path:
 def run_sweep(grid_path: str | Path, notebook: str | Path | None = None,
               out: str | Path | None = None, workers: int = 1, timeout: float | None = None,
               *, config: str | Path | None = None, overrides: list[str] | None = None,
-              log=print) -> list[dict]:
+              executor: str = "local", detach: bool = False, log=print) -> list[dict]:
     """Run every point of a grid (skipping completed ones) with `workers` points in parallel;
     writes out/results.csv after each point and returns the rows in grid order.
 
     timeout: seconds per point (default: the grid's `timeout`, else none); config replaces the
-    grid's preset; overrides are appended to the grid's overrides (before each point's)."""
+    grid's preset; overrides are appended to the grid's overrides (before each point's);
+    `cluster.key=value` overrides set the grid's cluster section instead. executor: local
+    (papermill processes from here), submitit-local or slurm (one submitit job per point, a job
+    array on SLURM; `workers` does not apply); detach: submit and return (rows 'pending')."""
+    check_kind(executor, detach)
     grid = load_grid(grid_path)
     if config:
         grid.config = _user_path(config, "--config")
-    grid.overrides = grid.overrides + override_list(list(overrides or []), "overrides")
+    overrides, cluster_overrides = split_cluster_overrides(list(overrides or []))
+    settings = cluster_settings(grid.cluster, cluster_overrides)
+    grid.overrides = grid.overrides + override_list(overrides, "overrides")
     nb = _user_path(notebook, "--notebook") if notebook else notebook_of(grid)
     out = Path(out).expanduser().resolve() if out else default_out(grid_path)
     out.mkdir(parents=True, exist_ok=True)
@@ -286,8 +301,9 @@ def run_sweep(grid_path: str | Path, notebook: str | Path | None = None,
         write_results([rows[n] for n in order if n in rows], results_path)
 
     if log:
+        how = f"{workers} in parallel" if executor == "local" else f"executor {executor}"
         log(f"sweep {Path(grid_path).name}: {len(grid.points)} points, {len(rows)} already done, "
-            f"{len(todo)} to run ({workers} in parallel) -> {out}")
+            f"{len(todo)} to run ({how}) -> {out}")
     with lock:
         flush()
     finished = 0
@@ -309,6 +325,10 @@ def run_sweep(grid_path: str | Path, notebook: str | Path | None = None,
                         else f"FAILED ({row['error']})")
                 log(f"[{finished}/{len(todo)}] {p.name}: {what}")
 
+    if todo and executor != "local":
+        run_points(grid, todo, out, nb, timeout, executor, settings, rows, flush,
+                   run_point=run_point, registry=_Running, detach=detach, log=log)
+        return [rows[n] for n in order]
     if todo:
         pool = ThreadPoolExecutor(max_workers=workers)
         try:
@@ -322,24 +342,56 @@ def run_sweep(grid_path: str | Path, notebook: str | Path | None = None,
     return [rows[n] for n in order]
 
 
+def sweep_status(grid_path: str | Path, out: str | Path | None = None) -> list[tuple[str, str]]:
+    """(point, one-line state) for every grid point: done / failed from the point's folder, else
+    its job record (job id, live state, requeues, log path)."""
+    grid = load_grid(grid_path)
+    out = Path(out).expanduser().resolve() if out else default_out(grid_path)
+    lines = []
+    for p in grid.points:
+        folder = out / p.name
+        rec = submit.read_record(folder)
+        job = f" [{submit.describe(rec, error=False)}]" if rec else ""
+        if (folder / "done.json").is_file():
+            lines.append((p.name, f"done{job}"))
+        elif (folder / "error.txt").is_file():
+            error = (folder / "error.txt").read_text().strip()
+            lines.append((p.name, f"failed: {error}{job}"))
+        elif rec:
+            lines.append((p.name, submit.describe(rec)))
+        else:
+            lines.append((p.name, "not started"))
+    return lines
+
+
 # --- CLI ----------------------------------------------------------------------------------------
 
 
 def cmd_sweep(args) -> int:
     if args.workers < 1:
         raise ConfigError(f"--workers {args.workers}: must be at least 1")
+    if args.status:
+        for name, state in sweep_status(args.grid, args.out):
+            print(f"{name}: {state}")
+        return 0
     if args.dry_run:
         grid = load_grid(args.grid)
         for p in grid.points:
             print(f"{p.name}: {' '.join(p.run_overrides(grid.overrides + args.overrides))}")
         return 0
     rows = run_sweep(args.grid, args.notebook, args.out, args.workers, args.timeout,
-                     config=args.config, overrides=args.overrides)
+                     config=args.config, overrides=args.overrides, executor=args.executor,
+                     detach=args.detach)
     failed = [r for r in rows if r["status"] == "failed"]
+    pending = [r for r in rows if r["status"] == "pending"]
     ran = sum(bool(r["executed"]) for r in rows)
     out = Path(args.out).resolve() if args.out else default_out(args.grid)
-    print(f"{len(rows) - len(failed)}/{len(rows)} points done ({ran} executed now, "
-          f"{len(failed)} failed); table: {out / 'results.csv'}")
+    done = len(rows) - len(failed) - len(pending)
+    print(f"{done}/{len(rows)} points done ({ran} executed now, {len(failed)} failed"
+          + (f", {len(pending)} submitted" if pending else "") + f"); table: {out / 'results.csv'}")
+    if pending:
+        print(f"follow: plaml-lab sweep {args.grid} --status"
+              + (f" --out {args.out}" if args.out else ""))
     for r in failed:
         print(f"failed: {r['point']}: {r['error']}", file=sys.stderr)
     return 1 if failed else 0
