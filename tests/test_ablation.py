@@ -120,8 +120,8 @@ def test_ablation_writes_csv_markdown_and_plot_and_resumes_without_rework(tmp_pa
     def refuse(*a, **k):
         raise AssertionError("re-ran finished work")
 
-    monkeypatch.setattr("plaml_lab.train.pretrain", refuse)
-    monkeypatch.setattr("plaml_lab.evaluate.evaluate", refuse)
+    monkeypatch.setattr(A, "pretrain", refuse)
+    monkeypatch.setattr(A, "evaluate", refuse)
     monkeypatch.setattr(A, "finetune", refuse)
     before = (res / "ablation_shapes.csv").read_text()
     assert _main(tmp_path) == 0
@@ -143,8 +143,8 @@ def test_ablation_workers_train_points_in_parallel_into_runs_the_sequential_runn
     def refuse(*a, **k):
         raise AssertionError("re-ran finished work")
 
-    monkeypatch.setattr("plaml_lab.train.pretrain", refuse)
-    monkeypatch.setattr("plaml_lab.evaluate.evaluate", refuse)
+    monkeypatch.setattr(A, "pretrain", refuse)
+    monkeypatch.setattr(A, "evaluate", refuse)
     before = res.read_text()
     assert _main(tmp_path, "--probes", "knn") == 0
     assert res.read_text() == before
