@@ -182,3 +182,57 @@ def dropdown(description: str, options, value=None) -> widgets.Dropdown:
     if value is not None:
         w.value = value
     return w
+
+
+class PollingApp(App):
+    """An App over files that change while a run trains (the training monitor, compare runs):
+    with auto refresh on, a daemon thread calls `refresh()` every `interval` seconds until
+    `polling_done()` says nothing more will change, then switches auto refresh off."""
+
+    def __init__(self, title: str, interval: float = 5.0):
+        super().__init__(title)
+        self.interval = float(interval)
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def refresh_controls(self, auto_refresh: bool) -> None:
+        """The 'auto refresh' checkbox (starts / stops the polling thread) and a 'refresh'
+        button (re-reads now, re-draws even when nothing changed)."""
+        self.control("auto_refresh", widgets.Checkbox(value=auto_refresh,
+                                                      description="auto refresh",
+                                                      indent=False), redraws=())
+        button = widgets.Button(description="refresh", icon="refresh")
+        button.on_click(lambda _b: self.refresh(force=True))
+        self.control("refresh", button)
+        self.controls["auto_refresh"].observe(lambda c: self._set_auto(c["new"]), names="value")
+
+    def refresh(self, force: bool = False) -> bool:  # pragma: no cover - each app's own
+        raise NotImplementedError
+
+    def polling_done(self) -> bool:  # pragma: no cover - each app's own
+        raise NotImplementedError
+
+    def _set_auto(self, on: bool) -> None:
+        if on and self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._poll, daemon=True,
+                                            name=f"plaml-{self.app_name}")
+            self._thread.start()
+        elif not on and self._thread is not None:
+            self._stop.set()
+            self._thread = None
+
+    def _poll(self) -> None:
+        stop = self._stop
+        while not stop.wait(self.interval):
+            try:
+                self.refresh()
+            except Exception:  # noqa: BLE001 - a half-written file: try again next tick
+                continue
+            if self.polling_done():
+                self.controls["auto_refresh"].value = False  # stops this thread
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        super().close()

@@ -7,13 +7,12 @@ side by side. See viz/app.py for the App contract and viz/runset.py for the data
 from __future__ import annotations
 
 import html
-import threading
 import time
 
 import ipywidgets as widgets
 import plotly.graph_objects as go
 
-from plaml_lab.viz.app import App, PlotlyView, build, dropdown, slider, wants
+from plaml_lab.viz.app import PlotlyView, PollingApp, build, dropdown, slider, wants
 from plaml_lab.viz.plots import TEMPLATE
 from plaml_lab.viz import runset as S
 
@@ -72,7 +71,7 @@ def diff_table_html(records: list, keys: list[str]) -> str:
             f"{head}</tr>{body}</table></div>")
 
 
-class CompareRuns(App):
+class CompareRuns(PollingApp):
     """state: runs (every run found), selected, diff_keys (config keys that differ between the
     selected runs), curve_columns, metric, x, window, log_y, curves {run: (xs, ys)},
     figure_curves, result_metrics, grouped {group: {metric: (mean, std, n)}}, figure_bars,
@@ -86,7 +85,7 @@ class CompareRuns(App):
     def __init__(self, folder=None, dataset=None, selected=None, metric: str = "loss",
                  x: str = "step", window: int = 1, log_y: bool = False,
                  auto_refresh: bool = True, interval: float = 5.0):
-        super().__init__("Compare runs")
+        super().__init__("Compare runs", interval)
         if folder is None:
             self.unavailable("no folder: pass a folder of runs, e.g. "
                              "compare_runs('experiments/runs/ablation')")
@@ -98,9 +97,6 @@ class CompareRuns(App):
         if not names:
             self.unavailable(f"{folder}: no runs (folders with config.yaml or eval.json)")
             return
-        self.interval = float(interval)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         selected = list(selected) if selected else names[:MAX_DEFAULT_SELECTED]
         self.control("runs", widgets.SelectMultiple(
             options=names, value=[n for n in selected if n in names], description="runs",
@@ -112,12 +108,7 @@ class CompareRuns(App):
         self.control("smoothing", slider("smoothing (rows)", 1, 50, int(window)), ("curves",))
         self.control("log_y", widgets.Checkbox(value=log_y, description="log y",
                                                indent=False), ("curves",))
-        self.control("auto_refresh", widgets.Checkbox(value=auto_refresh,
-                                                      description="auto refresh",
-                                                      indent=False), redraws=())
-        refresh = widgets.Button(description="refresh", icon="refresh")
-        refresh.on_click(lambda _b: self.refresh(force=True))
-        self.control("refresh", refresh)
+        self.refresh_controls(auto_refresh)
         self.control("open_run", dropdown("open run", names, selected[0] if selected else
                                           names[0]), redraws=())
         self.control("dashboard", dropdown("dashboard", list(OPENABLE), OPENABLE[0]),
@@ -130,7 +121,6 @@ class CompareRuns(App):
         self.bars = self.view("bars", PlotlyView("bars"))
         self.opened_box = self.view("opened", widgets.VBox())
         self.state["opened"] = None
-        self.controls["auto_refresh"].observe(lambda c: self._set_auto(c["new"]), names="value")
         self.finish([self.table, self.curves, self.bars, self.opened_box])
         self._set_auto(auto_refresh and not all(r.finished for r in self.records()))
 
@@ -154,31 +144,8 @@ class CompareRuns(App):
                 self.render(("all",))
         return changed
 
-    def _set_auto(self, on: bool) -> None:
-        if on and self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._poll, daemon=True,
-                                            name="plaml-compare-runs")
-            self._thread.start()
-        elif not on and self._thread is not None:
-            self._stop.set()
-            self._thread = None
-
-    def _poll(self) -> None:
-        stop = self._stop
-        while not stop.wait(self.interval):
-            try:
-                self.refresh()
-            except Exception:  # noqa: BLE001 - a half-written file: try again next tick
-                continue
-            if all(r.finished for r in self.records()):
-                self.controls["auto_refresh"].value = False  # stops this thread
-                return
-
-    def close(self) -> None:
-        if hasattr(self, "_stop"):
-            self._stop.set()
-        super().close()
+    def polling_done(self) -> bool:
+        return all(r.finished for r in self.records())
 
     def open_run(self):
         """Open the chosen dashboard on the chosen run below the comparison (the 'click on a

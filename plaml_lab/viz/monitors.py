@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -17,7 +16,8 @@ from plaml_lab.method import PLAML
 from plaml_lab.probes import nmi_ari
 from plaml_lab.runs import Run, read_metrics
 from plaml_lab.viz import canvas as C, figures as F, inspect as I, plots as P
-from plaml_lab.viz.app import App, ImageView, PlotlyView, build, dropdown, slider, wants
+from plaml_lab.viz.app import (App, ImageView, PlotlyView, PollingApp, build, dropdown, slider,
+                               wants)
 
 
 def _run_dir(run) -> Path | None:
@@ -31,7 +31,7 @@ def _run_dir(run) -> Path | None:
 
 # --- 5. training monitor -------------------------------------------------------------------
 
-class TrainingMonitor(App):
+class TrainingMonitor(PollingApp):
     """state: rows (the metrics rows shown), steps, figure (the plotly Figure: loss parts,
     lr, momenta), parts, window, log_y, total_steps, finished (summary.json is newer than the
     last metrics row).
@@ -44,12 +44,9 @@ class TrainingMonitor(App):
 
     def __init__(self, run=None, parts=F.LOSS_PARTS, window: int = 1, log_y: bool = False,
                  auto_refresh: bool = True, interval: float = 5.0):
-        super().__init__("Training monitor")
+        super().__init__("Training monitor", interval)
         self.dir = _run_dir(run)
-        self.interval = float(interval)
         self._sig = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
         self.rows: list[dict] = []
         if self.dir is None or not (self.dir / "config.yaml").exists():
             self.unavailable("no run folder (a random-init model has no metrics): pass the "
@@ -65,13 +62,7 @@ class TrainingMonitor(App):
         self.control("smoothing", slider("smoothing (rows)", 1, 50, int(window)))
         self.control("log_y", widgets.Checkbox(value=log_y, description="log loss axis",
                                                indent=False))
-        self.control("auto_refresh", widgets.Checkbox(value=auto_refresh,
-                                                      description="auto refresh",
-                                                      indent=False), redraws=())
-        button = widgets.Button(description="refresh", icon="refresh")
-        button.on_click(lambda _b: self.refresh(force=True))
-        self.control("refresh", button)
-        self.controls["auto_refresh"].observe(lambda c: self._set_auto(c["new"]), names="value")
+        self.refresh_controls(auto_refresh)
         self.plot = self.view("metrics", PlotlyView("metrics"))
         self.finish([self.plot])
         self._set_auto(auto_refresh)
@@ -112,30 +103,8 @@ class TrainingMonitor(App):
             self.render(("all",))
         return True
 
-    def _set_auto(self, on: bool) -> None:
-        if on and self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._poll, daemon=True,
-                                            name="plaml-training-monitor")
-            self._thread.start()
-        elif not on and self._thread is not None:
-            self._stop.set()
-            self._thread = None
-
-    def _poll(self) -> None:
-        stop = self._stop
-        while not stop.wait(self.interval):
-            try:
-                self.refresh()
-            except Exception:  # noqa: BLE001 - a half-written file: try again next tick
-                continue
-            if self.finished:
-                self.controls["auto_refresh"].value = False  # stops this thread
-                return
-
-    def close(self) -> None:
-        self._stop.set()
-        super().close()
+    def polling_done(self) -> bool:
+        return self.finished
 
     # -- drawing -------------------------------------------------------------------------------
     def _render(self, parts: set[str]) -> None:
