@@ -16,6 +16,7 @@ from typing import Literal
 
 from plaml_lab import typed_tree
 from plaml_lab.errors import ConfigError
+from plaml_lab.variants import unread_keys
 # diff, load_yaml, save_yaml: part of the config API (`from plaml_lab.config import ...`)
 from plaml_lab.typed_tree import (build, check_ranges, diff, knob, load_yaml,  # noqa: F401
                                   parse_override, save_yaml)
@@ -131,25 +132,30 @@ class MethodConfig:
 @dataclass
 class PseudoLabelConfig:
     num_prototypes: int = knob(256, 2)  # K
-    shared_head: bool = False  # class-token and patch pseudo labels from one head
+    shared_head: bool = True  # one head for cls and patch pseudo labels (iBOT's recipes)
+    # dino: nn.Linear's default init, as DINO/iBOT create the prototype layer after apply(init)
+    prototype_init: Literal["dino", "trunc_normal"] = "dino"
     head_hidden_dim: int = knob(512, 1)  # ViT-B: 2048
     head_bottleneck_dim: int = knob(128, 1)  # ViT-B: 256
     head_layers: int = knob(3, 1)
     assignment: Literal["centering", "sinkhorn"] = "centering"
     student_temp: float = knob(0.1, 0, open_lo=True)
-    teacher_temp: float = knob(0.07, 0, open_lo=True)  # after warm-up
-    warmup_teacher_temp: float = knob(0.04, 0, open_lo=True)
-    warmup_teacher_temp_epochs: float = knob(0.0, 0)
+    teacher_temp: float = knob(0.04, 0, open_lo=True)  # after any warm-up (DINO: 0.04, flat)
+    patch_teacher_temp: float = knob(0.0, 0)  # patch targets (iBOT's own); 0 = pl.teacher_temp
+    warmup_teacher_temp: float = knob(0.04, 0, open_lo=True)  # start of the optional warm-up
+    warmup_teacher_temp_epochs: float = knob(0.0, 0)  # 0 = flat (no warm-up)
     center_momentum: float = knob(0.9, 0, 1)  # centering only
     sinkhorn_iters: int = knob(3, 1)  # sinkhorn only
-    freeze_prototypes_epochs: float = knob(0.0, 0)  # DINO freezes the last layer early on
+    freeze_prototypes_epochs: float = knob(1.0, 0)  # DINO/iBOT freeze the last layer 1 epoch
 
 
 @dataclass
 class RecConfig:
     loss: Literal["mse", "smooth_l1", "cosine"] = "mse"  # token mode
     target_layers: int = knob(1, 1)  # average of the reconstruction teacher's last k (<= depth)
-    target_norm: Literal["layer", "instance", "none"] = "layer"  # per layer, before averaging
+    # per layer, before averaging; instance = each channel over an image's tokens (data2vec 2.0)
+    target_norm: Literal["layer", "instance", "none"] = "instance"
+    loss_scale: Literal["mean", "sqrt_dim"] = "sqrt_dim"  # over D: mean, or sum / sqrt(D) (d2v)
     norm_pix_loss: bool = True  # pixel mode: per-patch normalised target (MAE)
 
 
@@ -157,6 +163,10 @@ class RecConfig:
 class TeacherConfig:
     momentum: float = knob(0.996, 0, 1)
     momentum_end: float = knob(1.0, 0, 1)
+    # > 0: the EMA window 1/(1-m) at the start (end) as a fraction of the run's steps, in place
+    # of momentum (momentum_end), so short and long runs average the same share of training
+    window: float = knob(0.0, 0, 1)
+    window_end: float = knob(0.0, 0, 1)
 
 
 @dataclass
@@ -183,7 +193,8 @@ class OptimConfig:
     weight_decay: float = knob(0.05, 0)
     beta1: float = knob(0.9, 0, 1, open_hi=True)
     beta2: float = knob(0.95, 0, 1, open_hi=True)
-    clip_grad: float = knob(0.0, 0)  # max grad norm; 0 = off
+    clip_grad: float = knob(3.0, 0)  # max grad norm; 0 = off (DINO/iBOT: 3.0)
+    clip_mode: Literal["per_param", "global"] = "per_param"  # DINO's per parameter, or one norm
     accum_steps: int = knob(1, 1)
 
 
@@ -384,32 +395,3 @@ class ConfigWarning(UserWarning):
     """A key was set that the chosen variant never reads (it changes nothing)."""
 
 
-def unread_keys(cfg: PretrainConfig, keys: list[str]) -> list[str]:
-    """Those of `keys` (dotted) that cfg's variant never reads, each with the reason: e.g.
-    teachers.reconstruction.* when one teacher serves both roles."""
-    roles = cfg.teacher_roles
-    pl, target = cfg.uses_pseudo_labels, cfg.method.target
-    rules = [
-        ("teachers.labelling.", "labelling" not in roles,
-         f"there is no labelling teacher (teachers: {', '.join(roles) or 'none'})"),
-        ("teachers.reconstruction.", "reconstruction" not in roles,
-         "there is no reconstruction teacher" + (" (method.teachers=single: the labelling teacher "
-                                                 "serves both roles)" if roles else "")),
-        ("pl.", not pl, "method.pseudo_labels=none"),
-        ("pl.center_momentum", cfg.pl.assignment != "centering", "pl.assignment=sinkhorn"),
-        ("pl.sinkhorn_iters", cfg.pl.assignment != "sinkhorn", "pl.assignment=centering"),
-        ("rec.norm_pix_loss", target != "pixels", f"method.target={target}"),
-        ("rec.", target != "tokens" and target != "pixels", f"method.target={target}"),
-        ("rec.loss", target == "pixels", "method.target=pixels"),
-        ("rec.target_", target == "pixels", "method.target=pixels"),
-        ("loss.w_rec", target == "none", "method.target=none"),
-        ("loss.w_cls", not cfg.pl_cls, f"method.pseudo_labels={cfg.method.pseudo_labels}"),
-        ("loss.w_patch", not cfg.pl_patch, f"method.pseudo_labels={cfg.method.pseudo_labels}"),
-        ("mask.block_size", cfg.mask.strategy != "block", "mask.strategy=random"),
-    ]
-    out = []
-    for key in keys:
-        why = next((w for prefix, unread, w in rules if unread and key.startswith(prefix)), None)
-        if why:
-            out.append(f"{key} is not read: {why}")
-    return out

@@ -201,6 +201,11 @@ def run_probes(enc: torch.nn.Module, run, probes, *, device="cpu", progress: boo
                                                        progress=progress)
             labels = labels if labelled else None
             result.update(probes_lib.cluster_metrics(assign, labels, cfg.pl.num_prototypes))
+            if has_masks:  # what else the pseudo labels follow: NMI per nuisance factor
+                n = len(assign)
+                factors = probes_lib.nuisance_factors(val_set.images[:n], val_set.masks[:n])
+                result["nmi_nuisance"] = {name: probes_lib.nmi_ari(assign, f)["nmi"]
+                                          for name, f in factors.items()}
             if labels is None:
                 notes["clusters"] = "no labels: NMI / ARI left out"
     if notes:

@@ -84,17 +84,27 @@ def token_targets(layers: list[torch.Tensor], norm: str) -> torch.Tensor:
     return torch.stack([normalize_target_layer(x, norm) for x in layers]).mean(0)
 
 
-def token_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "mse") -> torch.Tensor:
-    """pred, target (N, M, D) at hidden positions -> scalar, averaged over tokens."""
+def token_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "mse", scale: str = "mean"
+               ) -> torch.Tensor:
+    """pred, target (N, M, D) at hidden positions -> scalar, averaged over tokens.
+
+    scale: 'mean' averages the per-channel error over D; 'sqrt_dim' sums it over D and divides
+    by sqrt(D), as data2vec does (mse / smooth_l1; the cosine loss is per token already)."""
     pred = pred.float()
     target = target.float()
     if kind == "mse":
-        return ((pred - target) ** 2).mean()
-    if kind == "smooth_l1":
-        return F.smooth_l1_loss(pred, target, beta=1.0)
-    if kind == "cosine":
+        loss = ((pred - target) ** 2).mean()
+    elif kind == "smooth_l1":
+        loss = F.smooth_l1_loss(pred, target, beta=1.0)
+    elif kind == "cosine":
         return (1 - F.cosine_similarity(pred, target, dim=-1)).mean()
-    raise ValueError(f"rec.loss={kind!r}: allowed values are mse|smooth_l1|cosine")
+    else:
+        raise ValueError(f"rec.loss={kind!r}: allowed values are mse|smooth_l1|cosine")
+    if scale == "sqrt_dim":
+        return loss * pred.shape[-1] ** 0.5  # mean over D x D / sqrt(D)
+    if scale != "mean":
+        raise ValueError(f"rec.loss_scale={scale!r}: allowed values are mean|sqrt_dim")
+    return loss
 
 
 # --- pseudo labels ---------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from plaml_lab import losses
+from plaml_lab import collapse, losses
 from plaml_lab.config import PretrainConfig
 from plaml_lab.model.mae import Student
 from plaml_lab.model.masking import random_masking
@@ -18,6 +18,9 @@ from plaml_lab.model.teachers import Teacher
 from plaml_lab.model.vit import set_attention
 
 LOSS_KEYS = ("loss", "loss_rec", "loss_cls", "loss_patch")
+# forward(monitor=True)'s collapse statistics (plaml_lab.collapse), logged in metrics.jsonl
+MONITOR_KEYS = ("pl_entropy_cls", "pl_used_cls", "pl_entropy_patch", "pl_used_patch", "cls_std",
+                "cls_erank")
 
 
 def _gather_tokens(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -91,7 +94,13 @@ class PLAML(nn.Module):
         the target distribution training forms from them (at the final pl.teacher_temp; with
         Sinkhorn, balanced over these N). The one definition behind `plaml-lab eval`'s
         clusters probe, the cluster explorer and the demo's figure."""
-        return self.target_distribution(scores.float(), which, self.cfg.pl.teacher_temp).argmax(-1)
+        return self.target_distribution(scores.float(), which, self.final_temp(which)).argmax(-1)
+
+    def final_temp(self, which: str = "cls") -> float:
+        """The teacher temperature of `which` ('cls' | 'patch') pseudo labels after any warm-up:
+        pl.teacher_temp, or pl.patch_teacher_temp for patches when it is set (iBOT)."""
+        pl = self.cfg.pl
+        return pl.patch_teacher_temp if which == "patch" and pl.patch_teacher_temp > 0 else pl.teacher_temp
 
     def _pseudo_label_targets(self, scores: torch.Tensor, which: str, temp: float) -> torch.Tensor:
         """target_distribution(), then (in training, with centering) the center moves towards
@@ -104,8 +113,8 @@ class PLAML(nn.Module):
         return targets
 
     @torch.no_grad()
-    def teacher_targets(self, x: torch.Tensor, ids_masked: torch.Tensor, teacher_temp: float
-                        ) -> dict[str, torch.Tensor]:
+    def teacher_targets(self, x: torch.Tensor, ids_masked: torch.Tensor, teacher_temp: float,
+                        patch_teacher_temp: float | None = None) -> dict[str, torch.Tensor]:
         """Full views x (VB, C, H, W), hidden positions ids_masked (VB, M) ->
         rec (VB, M, D) token targets; cls (VB, K) and patch (VB, M, K) pseudo-label targets,
         plus the raw teacher scores (for dashboards and cluster metrics)."""
@@ -127,17 +136,35 @@ class PLAML(nn.Module):
                 if cfg.pl_patch:
                     masked = _gather_tokens(tokens[:, 1:], ids_masked)
                     out["patch_scores"] = heads["patch"](masked).float()
-                    out["patch"] = self._pseudo_label_targets(out["patch_scores"], "patch",
-                                                              teacher_temp)
+                    out["patch"] = self._pseudo_label_targets(
+                        out["patch_scores"], "patch",
+                        teacher_temp if patch_teacher_temp is None else patch_teacher_temp)
+        return out
+
+    @torch.no_grad()
+    def collapse_stats(self, targets: dict[str, torch.Tensor], cls_features: torch.Tensor
+                       ) -> dict[str, torch.Tensor]:
+        """The step's collapse statistics (plaml_lab.collapse): of the pseudo-label targets
+        training formed, and of the student's class-token features (VB, D)."""
+        out = {}
+        for which in ("cls", "patch"):
+            if which in targets:
+                out[f"pl_entropy_{which}"], out[f"pl_used_{which}"] = collapse.target_stats(
+                    targets[which])
+        out["cls_std"], out["cls_erank"] = collapse.feature_stats(cls_features)
         return out
 
     # -- the step -------------------------------------------------------------------------------
-    def forward(self, views: list[torch.Tensor], teacher_temp: float = 0.07, *,
-                mask_ratio: float | None = None, generator: torch.Generator | None = None,
-                noise: torch.Tensor | None = None, return_details: bool = False
+    def forward(self, views: list[torch.Tensor], teacher_temp: float = 0.04, *,
+                patch_teacher_temp: float | None = None, mask_ratio: float | None = None,
+                generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
+                return_details: bool = False, monitor: bool = False
                 ) -> dict[str, torch.Tensor]:
-        """views: V augmented, normalised images, each (B, C, H, W); mask_ratio: the fraction of
-        data tokens hidden (default mask.ratio of the config the model was built from).
+        """views: V augmented, normalised images, each (B, C, H, W); teacher_temp and
+        patch_teacher_temp (None = teacher_temp): this step's teacher temperatures; mask_ratio:
+        the fraction of data tokens hidden (default mask.ratio of the config the model was built
+        from). monitor: also return the collapse statistics of plaml_lab.collapse (0-dim
+        tensors: pl_entropy_*, pl_used_*, cls_std, cls_erank).
 
         Returns loss, loss_rec, loss_cls, loss_patch (scalar tensors; 0 for parts that are off),
         and with return_details also mask (VB, L), ids_masked (VB, M), the student's predicted
@@ -162,7 +189,8 @@ class PLAML(nn.Module):
         if decoded is not None and hasattr(s, "token_pred"):
             p_tok = s.token_pred(_gather_tokens(decoded, ids_masked))  # (VB, M, D)
 
-        targets = self.teacher_targets(x, ids_masked, teacher_temp) if self.teachers else {}
+        targets = (self.teacher_targets(x, ids_masked, teacher_temp, patch_teacher_temp)
+                   if self.teachers else {})
 
         if cfg.method.target == "pixels":
             pred = s.decoder_pred(decoded)
@@ -170,7 +198,8 @@ class PLAML(nn.Module):
                                                 cfg.rec.norm_pix_loss)
             details["pred_pixels"] = pred
         elif cfg.method.target == "tokens":
-            out["loss_rec"] = losses.token_loss(p_tok, targets["rec"], cfg.rec.loss)
+            out["loss_rec"] = losses.token_loss(p_tok, targets["rec"], cfg.rec.loss,
+                                                cfg.rec.loss_scale)
 
         st = cfg.pl.student_temp
         if cfg.pl_cls:
@@ -184,6 +213,8 @@ class PLAML(nn.Module):
             out["loss_patch"] = losses.pl_cross_entropy(targets["patch"], s_patch, st).mean()
             details["student_patch_scores"] = s_patch
 
+        if monitor:
+            out.update(self.collapse_stats(targets, latent[:, 0]))
         w = cfg.loss
         out["loss"] = w.w_rec * out["loss_rec"] + w.w_cls * out["loss_cls"] + w.w_patch * out["loss_patch"]
         if return_details:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -117,6 +118,36 @@ def cluster_metrics(assignments: torch.Tensor, labels: torch.Tensor | None = Non
     return out
 
 
+def nuisance_factors(images: torch.Tensor, masks: torch.Tensor, bins: int = 5
+                     ) -> dict[str, torch.Tensor]:
+    """What a shapes image shows besides its class, from its pixels and object mask:
+    images uint8 or float (N, 3, H, W), masks (N, H, W) (> 0 = object) -> {factor: (N,) int}.
+    fg_grey / bg_grey: mean luma of the object / the background; polarity: object brighter
+    than the background; area: object fraction of the image; x / y: object centroid. Continuous
+    factors are cut into `bins` equal-count bins, so an NMI against them reads like the NMI
+    against a `bins`-class label."""
+    x = images.float()
+    if images.dtype == torch.uint8:
+        x = x / 255.0
+    luma = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).flatten(1)
+    obj = (masks > 0).flatten(1).float()
+    area = obj.mean(1)
+    fg = (luma * obj).sum(1) / obj.sum(1).clamp_min(1)
+    bg = (luma * (1 - obj)).sum(1) / (1 - obj).sum(1).clamp_min(1)
+    h, w = masks.shape[-2:]
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
+                            indexing="ij")
+    cx = (obj * xs.flatten()).sum(1) / obj.sum(1).clamp_min(1)
+    cy = (obj * ys.flatten()).sum(1) / obj.sum(1).clamp_min(1)
+
+    def binned(v: torch.Tensor) -> torch.Tensor:
+        edges = torch.quantile(v, torch.linspace(0, 1, bins + 1)[1:-1])
+        return torch.bucketize(v, edges)
+
+    return {"fg_grey": binned(fg), "bg_grey": binned(bg), "polarity": (fg > bg).long(),
+            "area": binned(area), "x": binned(cx), "y": binned(cy)}
+
+
 def nmi_ari(assignments, labels) -> dict[str, float]:
     """NMI and ARI (scikit-learn) between assignments (N,) and labels (N,), both int arrays or
     tensors; items with label < 0 (unlabelled) are left out; {} when fewer than 2 remain."""
@@ -127,8 +158,15 @@ def nmi_ari(assignments, labels) -> dict[str, float]:
     keep = y >= 0
     if keep.sum() < 2:
         return {}
-    return {"nmi": float(normalized_mutual_info_score(y[keep], a[keep])),
-            "ari": float(adjusted_rand_score(y[keep], a[keep]))}
+    # NMI is not corrected for chance: many small clusters score above 0 against any labels.
+    # nmi_shuffled (the same clusters against permuted labels) is that floor; ami corrects it.
+    from sklearn.metrics import adjusted_mutual_info_score
+    a, y = a[keep], y[keep]
+    shuffled = y[np.random.default_rng(0).permutation(len(y))]
+    return {"nmi": float(normalized_mutual_info_score(y, a)),
+            "ari": float(adjusted_rand_score(y, a)),
+            "ami": float(adjusted_mutual_info_score(y, a)),
+            "nmi_shuffled": float(normalized_mutual_info_score(shuffled, a))}
 
 
 # --------------------------------------------------------------------------------------------

@@ -58,8 +58,21 @@ class Schedule:
         return linear_warmup(step, self.temp_warmup, pl.warmup_teacher_temp,
                                        pl.teacher_temp)
 
+    def patch_teacher_temp(self, step: int) -> float:
+        """iBOT's separate patch temperature (pl.patch_teacher_temp; 0 = pl.teacher_temp), on
+        the same warm-up."""
+        pl = self.cfg.pl
+        end = pl.patch_teacher_temp if pl.patch_teacher_temp > 0 else pl.teacher_temp
+        return linear_warmup(step, self.temp_warmup, pl.warmup_teacher_temp, end)
+
     def momenta(self, step: int) -> dict[str, float]:
         return teacher_momenta(self.cfg, step, self.total)
+
+
+def window_momentum(window: float, total_steps: int) -> float:
+    """The EMA momentum whose window 1/(1-m) is `window` x total_steps optimiser steps (at
+    least one step: m = 0 copies the student)."""
+    return 1.0 - 1.0 / max(1.0, window * total_steps)
 
 
 def teacher_momenta(cfg, step: int, total: int) -> dict[str, float]:
@@ -68,5 +81,7 @@ def teacher_momenta(cfg, step: int, total: int) -> dict[str, float]:
     out = {}
     for name, sched in cfg.teacher_roles.items():
         t = getattr(cfg.teachers, sched)
-        out[name] = momentum(step, total, t.momentum, t.momentum_end)
+        start = window_momentum(t.window, total) if t.window > 0 else t.momentum
+        end = window_momentum(t.window_end, total) if t.window_end > 0 else t.momentum_end
+        out[name] = momentum(step, total, start, end)
     return out

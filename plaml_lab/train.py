@@ -18,6 +18,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
 from plaml_lab import schedules
+from plaml_lab.collapse import CollapseMonitor, rows_per_step
 from plaml_lab.config import (PretrainConfig, apply_overrides, from_dict, load_config, save_yaml,
                               to_dict)
 from plaml_lab.data import build_dataset, epoch_batches, make_views, steps_per_epoch
@@ -26,7 +27,8 @@ from plaml_lab.errors import (CheckpointError, ConfigError, DatasetError, NonFin
 from plaml_lab.evaluate import knn_eval
 from plaml_lab.hardware import (Precision, autocast, resolve_device, resolve_precision, try_compile,
                                 warn_if_emulated)
-from plaml_lab.method import LOSS_KEYS, PLAML
+from plaml_lab.method import LOSS_KEYS, MONITOR_KEYS, PLAML
+from plaml_lab.optim import clip_gradients, make_optimizer
 from plaml_lab.model.masking import sample_noise
 from plaml_lab.model.pretrained import init_from
 from plaml_lab.runs import distributed as du, read_metrics
@@ -38,31 +40,6 @@ from plaml_lab.runs.folder import (RUN_FILES, check_run_dir, dated_aside, prune_
 from plaml_lab.variants import variant_name
 
 # --- the run folder ---------------------------------------------------------------------------
-
-
-# --- optimiser --------------------------------------------------------------------------------
-
-def param_groups(model: PLAML, weight_decay: float) -> list[dict]:
-    """AdamW groups: no weight decay on 1-D tensors (norms, biases), tokens, position
-    embeddings; frozen tensors (fixed position embeddings, teachers) are left out."""
-    skip = model.student.no_weight_decay()
-    decay, no_decay = [], []
-    for name, p in model.student.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim <= 1 or name in skip else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
-
-
-def make_optimizer(model: PLAML, cfg: PretrainConfig, lr: float,
-                   device: torch.device) -> torch.optim.AdamW:
-    """AdamW over `param_groups`, fused on CPU and CUDA: one kernel for all parameters instead of
-    torch's per-tensor loop on CPU (7x faster optimiser step at the lab preset, 74 -> 11 ms;
-    benchmarks/README.md, fp32 profile)."""
-    fused = device.type in ("cpu", "cuda")
-    return torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=lr,
-                             betas=(cfg.optim.beta1, cfg.optim.beta2), fused=fused)
 
 
 def _step_generator(device: torch.device, seed: int, step: int) -> torch.Generator:
@@ -255,6 +232,8 @@ def _loop(cfg, out, device, precision: Precision, model, step_module, optimizer,
         main and cfg.run.tensorboard and end > start_step) else None
 
     protos = [p for n, p in model.student.named_parameters() if n.endswith("prototypes.weight")]
+    params = [p for p in model.student.parameters() if p.requires_grad]
+    monitor = CollapseMonitor(cfg.pl.num_prototypes, rows_per_step(cfg))
     model.train()
     sums = {k: torch.zeros((), device=device) for k in LOSS_KEYS}
     n_logged = 0
@@ -281,6 +260,9 @@ def _loop(cfg, out, device, precision: Precision, model, step_module, optimizer,
         for group in optimizer.param_groups:
             group["lr"] = lr
         temp = sched.teacher_temp(step)
+        patch_temp = sched.patch_teacher_temp(step)
+        # the collapse statistics are taken on the step that ends a log interval only
+        watch = (step + 1) % cfg.run.log_every == 0 or step + 1 == end
 
         out_parts = None
         for micro in range(accum):
@@ -293,7 +275,8 @@ def _loop(cfg, out, device, precision: Precision, model, step_module, optimizer,
                 sync = step_module.no_sync()
             with sync:
                 with autocast(device, precision.name):
-                    out_parts = step_module(views, temp, noise=noise)
+                    out_parts = step_module(views, temp, patch_teacher_temp=patch_temp,
+                                            noise=noise, monitor=watch)
                 scaler.scale(out_parts["loss"] / accum).backward()
 
         parts = torch.stack([out_parts[k].detach().float() for k in LOSS_KEYS])
@@ -317,7 +300,7 @@ def _loop(cfg, out, device, precision: Precision, model, step_module, optimizer,
         else:
             if cfg.optim.clip_grad > 0:
                 scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.student.parameters(), cfg.optim.clip_grad)
+                clip_gradients(params, cfg.optim.clip_grad, cfg.optim.clip_mode)
             if step < sched.freeze_protos:
                 for p in protos:
                     p.grad = None  # DINO: prototypes stay fixed while the heads settle
@@ -342,6 +325,7 @@ def _loop(cfg, out, device, precision: Precision, model, step_module, optimizer,
             row = {"step": step, "epoch": round(step / spe, 4)}
             for k in LOSS_KEYS:  # None when every step of the interval was skipped
                 row[k] = float(sums[k] / n_logged) if n_logged else None
+            row.update({k: float(v) for k, v in out_parts.items() if k in MONITOR_KEYS})
             row.update(lr=lr, teacher_temp=temp,
                        imgs_per_s=round(steps_since_log * cfg.optim.batch_size * accum * world
                                         / max(dt, 1e-9), 2),
@@ -352,6 +336,7 @@ def _loop(cfg, out, device, precision: Precision, model, step_module, optimizer,
             if main:
                 with open(metrics_path, "a") as f:
                     f.write(json.dumps(row) + "\n")
+                monitor.warn(row)
                 if bar and row["loss"] is not None:
                     bar.set_postfix(loss=f"{row['loss']:.4f}")
                 if callback:

@@ -78,6 +78,16 @@ BAD = [
     (["data.aug.invert_p=1.5"], "data.aug.invert_p"),
     (["data.aug.channel_shuffle_p=-0.1"], "data.aug.channel_shuffle_p"),
     (["data.aug.shared_crop=sometimes"], "data.aug.shared_crop"),
+    (["pl.prototype_init=xavier"], "pl.prototype_init"),
+    (["pl.patch_teacher_temp=-0.1"], "pl.patch_teacher_temp"),
+    (["pl.teacher_temp=0"], "pl.teacher_temp"),
+    (["pl.freeze_prototypes_epochs=-1"], "pl.freeze_prototypes_epochs"),
+    (["optim.clip_mode=layer"], "optim.clip_mode"),
+    (["optim.clip_grad=-1"], "optim.clip_grad"),
+    (["rec.loss_scale=sum"], "rec.loss_scale"),
+    (["rec.target_norm=batch"], "rec.target_norm"),
+    (["teachers.labelling.window=1.5"], "teachers.labelling.window"),
+    (["teachers.reconstruction.window_end=-0.2"], "teachers.reconstruction.window_end"),
     (["mask"], "mask"),  # not key=value
     (["mask=0.5"], "mask"),  # a section, not a key
 ]

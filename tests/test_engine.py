@@ -188,25 +188,28 @@ def test_accumulation_matches_one_big_batch(tmp_path, quick_yaml):
 
 def test_clip_grad_clips_the_student_and_compile_compiles_the_step(tmp_path, quick_yaml,
                                                                    monkeypatch):
-    """optim.clip_grad reaches clip_grad_norm_ (with the student's parameters) on every step,
-    and run.compile=true hands the step module to torch.compile (stood in for by a spy: a real
-    compile takes minutes on a CPU); with both off, neither is called."""
+    """optim.clip_grad reaches the clipping (with the student's trainable parameters and
+    optim.clip_mode) on every step, and run.compile=true hands the step module to
+    torch.compile (stood in for by a spy: a real compile takes minutes on a CPU); with both
+    off, neither is called."""
+    import plaml_lab.train as train_mod
     compiled, clipped = [], []
     monkeypatch.setattr(torch, "compile", lambda m, *a, **k: compiled.append(m) or m)
-    real_clip = torch.nn.utils.clip_grad_norm_
+    real_clip = train_mod.clip_gradients
 
-    def clip(params, max_norm, *a, **k):
+    def clip(params, max_norm, mode):
         params = list(params)
-        clipped.append((len(params), max_norm))
-        return real_clip(params, max_norm, *a, **k)
+        clipped.append((len(params), max_norm, mode))
+        return real_clip(params, max_norm, mode)
 
-    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
+    monkeypatch.setattr(train_mod, "clip_gradients", clip)
     s = pretrain(quick_yaml, tmp_path / "c", ["run.max_steps=3", "run.eval_knn=false",
                                               "optim.clip_grad=0.5", "run.compile=true"])
     assert torch.isfinite(torch.tensor(s["loss"]))
     assert [type(m).__name__ for m in compiled] == ["PLAML"]
-    n_student = len(list(load_run(tmp_path / "c").model.student.parameters()))
-    assert clipped == [(n_student, 0.5)] * 3
+    n_student = len([p for p in load_run(tmp_path / "c").model.student.parameters()
+                     if p.requires_grad])
+    assert clipped == [(n_student, 0.5, "per_param")] * 3  # DINO's clipping is the default
     compiled.clear(), clipped.clear()
     pretrain(quick_yaml, tmp_path / "off", ["run.max_steps=2", "run.eval_knn=false",
                                             "optim.clip_grad=0", "run.compile=false"])

@@ -9,7 +9,7 @@ import torch
 from plaml_lab.config import load_config
 from plaml_lab.method import PLAML
 from plaml_lab.model import PLHead, Student, ViTEncoder, ema_update, get_2d_sincos_pos_embed
-from plaml_lab.train import param_groups
+from plaml_lab.optim import param_groups
 
 
 def test_encoder_uses_timm_parameter_names():

@@ -308,7 +308,7 @@ def test_cluster_explorer_embedding_and_colour_controls_change_the_scatter(clust
     s = ok(app)
     assert s["embedding"] == "tsne" and s["xy"].shape == pca["xy"].shape
     assert not np.allclose(s["xy"], pca["xy"])
-    assert set(s["scores"]) == {"nmi", "ari"}
+    assert set(s["scores"]) == {"nmi", "ari", "ami", "nmi_shuffled"}
 
 
 # --- 4. attention ----------------------------------------------------------------------------

@@ -64,6 +64,18 @@ live.finish(run_dir)
 # NBVAL_CHECK_OUTPUT
 print(nb.metrics_text(summary, ["variant", "steps", "loss", "loss_rec", "loss_cls", "loss_patch"]))
 
+# %% [markdown] id=collapse-md
+# ## Are the pseudo labels collapsing?
+# At every logged step training records how the labelling teacher's targets (after centering or
+# Sinkhorn) use the prototypes and how spread the student's class token is
+# (`plaml_lab.collapse`, docs/method.md "Collapse"). Collapse shows as few prototypes in use
+# (top), targets flattening towards uniform (second), or a class token whose spread or effective
+# rank falls (bottom two); the dashed lines are where training prints its one-line collapse
+# warning.
+
+# %% id=collapse
+nb.show(nb.collapse_figure(run_dir))
+
 # %% [markdown] id=knn-md
 # ## A quick kNN readout
 # Weighted kNN (k=`eval.knn_k`) on the frozen features of the held-out split: the class token and

@@ -50,7 +50,7 @@ from plaml_lab.lab.bench_table import (BenchResult, format_table, iqr, median, p
 from plaml_lab.lab.measure import (PeakMemory, default_matmul_n, exact_rss, matmul_rate,
                                    release_cpu_memory, synchronize)
 from plaml_lab.method import PLAML
-from plaml_lab.train import make_optimizer
+from plaml_lab.optim import make_optimizer
 from plaml_lab.variants import VARIANTS
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")

@@ -15,7 +15,7 @@ class PLHead(nn.Module):
     which keeps the teacher's softmax temperature meaningful."""
 
     def __init__(self, in_dim: int, num_prototypes: int, hidden_dim: int = 512,
-                 bottleneck_dim: int = 128, num_layers: int = 3):
+                 bottleneck_dim: int = 128, num_layers: int = 3, prototype_init: str = "dino"):
         super().__init__()
         if num_layers == 1:
             self.mlp = nn.Linear(in_dim, bottleneck_dim)
@@ -25,8 +25,16 @@ class PLHead(nn.Module):
                 layers += [nn.Linear(hidden_dim, hidden_dim), nn.GELU()]
             layers.append(nn.Linear(hidden_dim, bottleneck_dim))
             self.mlp = nn.Sequential(*layers)
-        self.prototypes = nn.Linear(bottleneck_dim, num_prototypes, bias=False)
         self.apply(self._init)
+        # Created after apply(), as DINO's and iBOT's DINOHead create last_layer: the prototypes
+        # keep nn.Linear's default (kaiming-uniform) init unless asked for trunc_normal(0.02).
+        # The scores use unit-norm prototypes, so an Adam step turns a prototype by about
+        # lr / |w|: the default init's larger norm (~3.6x at 64-d) keeps them steadier early on.
+        self.prototypes = nn.Linear(bottleneck_dim, num_prototypes, bias=False)
+        if prototype_init == "trunc_normal":
+            self._init(self.prototypes)
+        elif prototype_init != "dino":
+            raise ValueError(f"pl.prototype_init={prototype_init!r}: allowed values are dino|trunc_normal")
 
     @staticmethod
     def _init(m: nn.Module) -> None:

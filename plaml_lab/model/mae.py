@@ -82,7 +82,8 @@ class Student(nn.Module):
                    decoder_num_heads=m.decoder_num_heads, target=cfg.method.target,
                    pl_cls=cfg.pl_cls, pl_patch=cfg.pl_patch, shared_head=pl.shared_head,
                    head=dict(num_prototypes=pl.num_prototypes, hidden_dim=pl.head_hidden_dim,
-                             bottleneck_dim=pl.head_bottleneck_dim, num_layers=pl.head_layers))
+                             bottleneck_dim=pl.head_bottleneck_dim, num_layers=pl.head_layers,
+                             prototype_init=pl.prototype_init))
 
     def set_attention(self, device: torch.device | str, precision: str) -> None:
         """Pick the attention kernel of every block for a step on `device` under `precision`."""

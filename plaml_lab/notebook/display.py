@@ -11,12 +11,14 @@ import matplotlib.pyplot as plt
 import PIL.Image
 from IPython.display import Image, display
 
+from plaml_lab.collapse import rows_per_step
+from plaml_lab.config import load_config
 from plaml_lab.notebook.params import repo_path, shown_path
 from plaml_lab.runs import read_metrics
 from plaml_lab.variants import variant_name
 from plaml_lab.viz import figures as F, inspect as I
 from plaml_lab.viz.figures import loss_curves
-from plaml_lab.viz.plots import plotly_bundle
+from plaml_lab.viz.plots import collapse_figure as plotly_collapse, plotly_bundle, to_matplotlib
 
 PLOTLY_MAX_BYTES = 150_000  # larger plotly snapshots are left out of saved notebooks
 
@@ -244,3 +246,14 @@ def loss_figure(rows: list[dict], title: str = ""):
     if title and fig.axes:
         fig.axes[0].set_title(title, fontsize=9)
     return fig
+
+
+def collapse_figure(run_dir: str | Path, width: float = 9.0):
+    """The collapse statistics a run logged (plaml_lab.collapse: prototypes used by the
+    targets, their entropy, the class token's spread and effective rank) as a static figure,
+    with the warning's thresholds dashed: the training monitor's collapse panels, for reports."""
+
+    cfg = load_config(Path(run_dir) / "config.yaml")
+    fig = plotly_collapse(read_metrics(run_dir), cfg.pl.num_prototypes, rows_per_step(cfg))
+    return to_matplotlib(fig, width=width, height=7.0)
+

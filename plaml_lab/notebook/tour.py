@@ -49,7 +49,8 @@ def one_batch(run: Run, num_images: int = 4, seed: int = 0, split: str = "val") 
     g = torch.Generator().manual_seed(seed)
     views = make_views(images, cfg.data.aug, cfg.data.views, cfg.model.img_size, generator=g)
     model = run.model.eval()
-    out = model(views, cfg.pl.teacher_temp, generator=g, return_details=True)
+    out = model(views, cfg.pl.teacher_temp, patch_teacher_temp=model.final_temp("patch"),
+                generator=g, return_details=True)
     return Tour(run=run, images=images, labels=batch["label"], views=[unnormalize(v) for v in views],
                 out={k: v.detach() for k, v in out.items()})
 

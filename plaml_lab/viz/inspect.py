@@ -84,7 +84,8 @@ def reconstruct(run: Run, image: torch.Tensor, ratio: float, strategy: str = "ra
     s = model.student
     x = normalize(image[None].float())
     noise = mask_noise(s.num_patches, strategy, seed, cfg.mask.block_size)
-    out = model([x], cfg.pl.teacher_temp, mask_ratio=float(ratio), noise=noise,
+    out = model([x], cfg.pl.teacher_temp, patch_teacher_temp=model.final_temp("patch"),
+                mask_ratio=float(ratio), noise=noise,
                 return_details=True)
     res = {"mask": out["mask"][0], "ids_masked": out["ids_masked"][0]}
     res.update({k: float(out[k]) for k in ("loss", "loss_rec", "loss_cls", "loss_patch")})

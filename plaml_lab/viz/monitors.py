@@ -11,6 +11,7 @@ from pathlib import Path
 import ipywidgets as widgets
 import torch
 
+from plaml_lab.collapse import rows_per_step
 from plaml_lab.config import load_config
 from plaml_lab.method import PLAML
 from plaml_lab.probes import nmi_ari
@@ -64,7 +65,9 @@ class TrainingMonitor(PollingApp):
                                                indent=False))
         self.refresh_controls(auto_refresh)
         self.plot = self.view("metrics", PlotlyView("metrics"))
-        self.finish([self.plot])
+        # collapse statistics (plaml_lab.collapse), when the run logs them
+        self.collapse_plot = self.view("collapse", PlotlyView("collapse"))
+        self.finish([self.plot, self.collapse_plot])
         self._set_auto(auto_refresh)
 
     # -- data ----------------------------------------------------------------------------------
@@ -113,10 +116,15 @@ class TrainingMonitor(PollingApp):
         window, log_y = c["smoothing"].value, c["log_y"].value
         fig = P.metrics_figure(self.rows, shown, window, log_y)
         self.plot.show(fig)
+        collapse_fig = None
+        if any("pl_used_cls" in r or "cls_std" in r for r in self.rows):
+            collapse_fig = P.collapse_figure(self.rows, self.cfg.pl.num_prototypes,
+                                             rows_per_step(self.cfg))
+            self.collapse_plot.show(collapse_fig)
         last = self.rows[-1] if self.rows else {}
         step = last.get("step", 0)
         self.state.update(rows=list(self.rows), steps=[r.get("step") for r in self.rows],
-                          figure=fig, parts=shown, window=window, log_y=log_y,
+                          figure=fig, collapse_figure=collapse_fig, parts=shown, window=window, log_y=log_y,
                           total_steps=self.total, finished=self.finished)
         self.set_readout({"step": f"{step} / {self.total}",
                           "loss": last.get("loss", float("nan")),

@@ -222,3 +222,53 @@ def to_matplotlib(fig: go.Figure, width: float = 9.0, height: float | None = Non
         out.suptitle(layout.title.text, fontsize=10)
     out.tight_layout()
     return out
+
+
+def collapse_figure(rows: Sequence[dict], num_prototypes: int, rows_per_step: dict | None = None
+                    ) -> go.Figure:
+    """Four stacked panels over the optimiser step from metrics.jsonl's collapse statistics
+    (plaml_lab.collapse): prototypes used by the class-token / patch targets, their mean
+    entropy as a fraction of log K, the student class token's spread (std x sqrt(D)) and its
+    effective rank. Dashed lines are the thresholds of the collapse warning; rows_per_step
+    ({'cls': targets per step, ...}) places the prototypes-used threshold."""
+    from plaml_lab import collapse as C  # torch: the other figure builders do not need it
+
+    fig = make_subplots(rows=4, cols=1, shared_xaxes=True, vertical_spacing=0.07,
+                        subplot_titles=("prototypes used by the targets (per step)",
+                                        "target entropy / log K (1 = uniform)",
+                                        "student class token: std x sqrt(D) (0 = one point)",
+                                        "student class token: effective rank"))
+    steps = [r.get("step") for r in rows]
+    colours = {"cls": "#1f77b4", "patch": "#ff7f0e"}
+    log_k = float(np.log(num_prototypes))
+    for which in ("cls", "patch"):
+        if not any(f"pl_used_{which}" in r for r in rows):
+            continue
+        name = "class token" if which == "cls" else "patches"
+        fig.add_trace(go.Scatter(x=steps, y=[r.get(f"pl_used_{which}", np.nan) for r in rows],
+                                 name=f"{name}: prototypes used", mode="lines",
+                                 line={"color": colours[which]}), 1, 1)
+        if rows_per_step and which in rows_per_step and steps:
+            floor = C.MIN_USED_FRACTION * min(num_prototypes, rows_per_step[which])
+            fig.add_trace(go.Scatter(x=[steps[0], steps[-1]], y=[floor, floor], mode="lines",
+                                     name=f"{name}: collapse below",
+                                     line={"color": colours[which], "dash": "dash", "width": 1}),
+                          1, 1)
+        fig.add_trace(go.Scatter(x=steps, y=[r.get(f"pl_entropy_{which}", np.nan) / log_k
+                                             for r in rows],
+                                 name=f"{name}: entropy / log K", mode="lines",
+                                 line={"color": colours[which]}), 2, 1)
+    if steps:
+        fig.add_trace(go.Scatter(x=[steps[0], steps[-1]], y=[C.MAX_ENTROPY_FRACTION] * 2,
+                                 mode="lines", name="collapse above (uniform)",
+                                 line={"color": "#555", "dash": "dash", "width": 1}), 2, 1)
+    fig.add_trace(go.Scatter(x=steps, y=[r.get("cls_std", np.nan) for r in rows],
+                             name="class-token std x sqrt(D)", mode="lines",
+                             line={"color": "#2ca02c"}), 3, 1)
+    fig.add_trace(go.Scatter(x=steps, y=[r.get("cls_erank", np.nan) for r in rows],
+                             name="class-token effective rank", mode="lines",
+                             line={"color": "#9467bd"}), 4, 1)
+    fig.update_xaxes(title_text="step", row=4, col=1)
+    fig.update_layout(template=TEMPLATE, height=680, margin={"l": 50, "r": 20, "t": 40, "b": 40},
+                      legend={"orientation": "h", "y": -0.12})
+    return fig

@@ -27,7 +27,8 @@ def model_figures(model, cfg, images: torch.Tensor) -> dict[str, Figure]:
     model.eval()
     try:
         device = next(model.parameters()).device
-        out = model([normalize(images.to(device))], cfg.pl.teacher_temp, return_details=True,
+        out = model([normalize(images.to(device))], cfg.pl.teacher_temp,
+                    patch_teacher_temp=model.final_temp("patch"), return_details=True,
                     generator=torch.Generator(device).manual_seed(0))
     finally:
         model.train(was_training)

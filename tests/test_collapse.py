@@ -1,0 +1,160 @@
+"""Collapse diagnostics (plaml_lab.collapse) and the reference-faithful knobs of issue 14:
+per-parameter clipping, DINO's prototype init, the token-loss scale, EMA windows that scale with
+the run, the patch teacher temperature."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+
+from plaml_lab import collapse, losses, schedules
+from plaml_lab.config import load_config
+from plaml_lab.method import PLAML
+from plaml_lab.model.heads import PLHead
+from plaml_lab.optim import clip_gradients
+from plaml_lab.train import pretrain
+
+
+# --- statistics ------------------------------------------------------------------------------
+
+def test_target_stats_count_argmax_prototypes_and_entropy():
+    one_hot = torch.zeros(8, 16)
+    one_hot[:, 3] = 1.0
+    entropy, used = collapse.target_stats(one_hot)
+    assert used.item() == 1 and entropy.item() == pytest.approx(0.0, abs=1e-6)
+    spread = torch.eye(16)[torch.arange(8) % 5]  # 5 distinct prototypes
+    assert collapse.target_stats(spread)[1].item() == 5
+    uniform = torch.full((4, 16), 1 / 16)
+    assert collapse.target_stats(uniform)[0].item() == pytest.approx(math.log(16), rel=1e-5)
+
+
+def test_feature_stats_separate_spread_from_collapsed_features():
+    g = torch.Generator().manual_seed(0)
+    spread = torch.randn(512, 16, generator=g)
+    std, erank = collapse.feature_stats(spread)
+    assert 0.8 < std.item() < 1.2 and erank.item() > 12
+    one_point = torch.ones(512, 16) + 1e-4 * torch.randn(512, 16, generator=g)
+    std, _ = collapse.feature_stats(one_point)
+    assert std.item() < 0.01
+    line = torch.randn(512, 1, generator=g) * torch.randn(1, 16, generator=g)  # rank 1
+    assert collapse.feature_stats(line)[1].item() < 1.5
+
+
+def test_monitor_warns_once_after_collapse_persists_and_never_on_healthy_rows():
+    healthy = {"pl_used_cls": 60.0, "pl_entropy_cls": 2.0}
+    dead = {"pl_used_cls": 2.0, "pl_entropy_cls": 0.1}
+    flat = {"pl_used_cls": 60.0, "pl_entropy_cls": 0.99 * math.log(128)}
+    m = collapse.CollapseMonitor(128, {"cls": 256})
+    assert [m.check({"step": s, **healthy}) for s in range(5)] == [None] * 5
+    assert m.check({"step": 6, **dead}) is None  # one bad batch is not a collapse
+    msg = m.check({"step": 7, **dead})
+    assert msg and "step 7" in msg and "2 of 128" in msg and "\n" not in msg
+    assert m.check({"step": 8, **dead}) is None  # once per run
+    m = collapse.CollapseMonitor(128, {"cls": 256})
+    m.check({"step": 1, **flat})
+    assert "uniform" in m.check({"step": 2, **flat})
+
+
+# --- in training -------------------------------------------------------------------------------
+
+def _collapse_warnings(quick_yaml, tmp_path, overrides):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pretrain(quick_yaml, tmp_path / "run", ["run.max_steps=20", "run.log_every=5",
+                                                "run.eval_knn=false", "run.progress=false",
+                                                *overrides])
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    return [w for w in caught if issubclass(w.category, collapse.CollapseWarning)], rows
+
+
+def test_training_records_collapse_statistics_and_stays_quiet_when_healthy(quick_yaml, tmp_path):
+    caught, rows = _collapse_warnings(quick_yaml, tmp_path, [])
+    assert caught == []
+    for key in ("pl_entropy_cls", "pl_used_cls", "pl_entropy_patch", "pl_used_patch", "cls_std",
+                "cls_erank"):
+        assert all(isinstance(r[key], float) for r in rows), key
+    assert rows[-1]["pl_used_cls"] > 3
+
+
+def test_training_warns_when_the_pseudo_labels_collapse(quick_yaml, tmp_path):
+    # DINO's "no sharpening" ablation: a teacher temperature of 1 makes every target ~uniform
+    caught, rows = _collapse_warnings(quick_yaml, tmp_path, ["pl.teacher_temp=1.0"])
+    assert len(caught) == 1
+    assert "class-token pseudo labels collapsed" in str(caught[0].message)
+
+
+def test_the_cli_prints_collapse_as_one_warning_line(quick_yaml, tmp_path):
+    res = subprocess.run([sys.executable, "-m", "plaml_lab", "pretrain", "--config", quick_yaml,
+                          "--out", str(tmp_path / "r"), "run.max_steps=10", "run.log_every=5",
+                          "run.eval_knn=false", "run.progress=false", "pl.teacher_temp=1.0"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if "collapsed" in ln]
+    assert len(lines) == 1 and lines[0].startswith("warning: step 10:")
+
+
+# --- knobs -------------------------------------------------------------------------------------
+
+def test_per_param_clipping_clips_each_gradient_alone_and_global_clips_the_total():
+    big, small = torch.nn.Parameter(torch.zeros(4)), torch.nn.Parameter(torch.zeros(4))
+    def grads():
+        big.grad = torch.tensor([10.0, 0, 0, 0])
+        small.grad = torch.tensor([0.0, 1.0, 0, 0])
+    grads()
+    clip_gradients([big, small], 3.0, "per_param")
+    assert big.grad.norm().item() == pytest.approx(3.0, rel=1e-5)
+    assert small.grad.norm().item() == pytest.approx(1.0)  # under the limit: untouched
+    grads()
+    clip_gradients([big, small], 3.0, "global")
+    total = math.hypot(10, 1)
+    assert small.grad.norm().item() == pytest.approx(3.0 / total, rel=1e-4)
+
+
+def test_dino_prototype_init_keeps_nn_linear_default_and_trunc_normal_is_smaller():
+    torch.manual_seed(0)
+    dino = PLHead(32, 128, 64, 64, prototype_init="dino").prototypes.weight
+    torch.manual_seed(0)
+    tn = PLHead(32, 128, 64, 64, prototype_init="trunc_normal").prototypes.weight
+    assert tn.std().item() == pytest.approx(0.02, rel=0.1)
+    bound = 1 / math.sqrt(64)  # nn.Linear: kaiming_uniform(a=sqrt(5)) = U(-1/sqrt(in), 1/sqrt(in))
+    assert dino.abs().max().item() <= bound and dino.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.1)
+    assert dino.norm(dim=1).mean() / tn.norm(dim=1).mean() > 3.5
+
+
+def test_token_loss_sqrt_dim_is_the_sum_over_channels_over_sqrt_d():
+    pred, target = torch.randn(2, 5, 64), torch.randn(2, 5, 64)
+    summed = ((pred - target) ** 2).sum(-1).mean() / 8.0
+    assert losses.token_loss(pred, target, "mse", "sqrt_dim").item() == pytest.approx(summed.item(), rel=1e-5)
+    assert losses.token_loss(pred, target, "mse", "mean").item() == pytest.approx(summed.item() / 8, rel=1e-5)
+
+
+def test_ema_windows_scale_with_the_run_length(quick_cfg):
+    cfg = load_config(None, ["teachers.labelling.window=0.1", "teachers.labelling.window_end=0.5"])
+    short, long = schedules.teacher_momenta(cfg, 0, 100), schedules.teacher_momenta(cfg, 0, 10000)
+    assert 1 / (1 - short["labelling"]) == pytest.approx(10)  # 10% of 100 steps
+    assert 1 / (1 - long["labelling"]) == pytest.approx(1000)  # 10% of 10,000
+    end = schedules.teacher_momenta(cfg, 10000, 10000)["labelling"]
+    assert 1 / (1 - end) == pytest.approx(5000)
+    # without windows the momenta are the configured ones, whatever the length
+    plain = load_config(None, [])
+    assert schedules.teacher_momenta(plain, 0, 100)["labelling"] == plain.teachers.labelling.momentum
+
+
+def test_patch_teacher_temperature_sharpens_only_the_patch_targets(quick_cfg):
+    torch.manual_seed(0)
+    model = PLAML(quick_cfg).eval()
+    x = torch.randn(4, 3, quick_cfg.model.img_size, quick_cfg.model.img_size)
+    ids = torch.arange(6).repeat(4, 1)
+    a = model.teacher_targets(x, ids, 0.1, 0.1)
+    b = model.teacher_targets(x, ids, 0.1, 0.02)
+    torch.testing.assert_close(a["cls"], b["cls"])
+    ent = lambda t: collapse.target_stats(t)[0].item()  # noqa: E731
+    assert ent(b["patch"]) < ent(a["patch"])
+    sched = schedules.Schedule(load_config(None, ["pl.patch_teacher_temp=0.07"]), 10, 128)
+    assert sched.patch_teacher_temp(0) == 0.07 and sched.teacher_temp(0) == 0.04
