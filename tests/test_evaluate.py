@@ -298,3 +298,36 @@ def test_eval_cli_bad_input_exits_2_with_one_line(argv, needle, capsys):
     code, err = _eval(argv, capsys)
     assert code == 2 and err.startswith("error:") and needle in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_nmi_is_reported_with_its_chance_floor_and_ami_corrects_it():
+    from plaml_lab.probes import nmi_ari
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 10, (2000,), generator=g)
+    perfect = nmi_ari(labels, labels)
+    assert perfect["nmi"] == pytest.approx(1.0) and perfect["ami"] == pytest.approx(1.0)
+    assert perfect["nmi_shuffled"] < 0.05
+    # 128 clusters that know nothing of the labels still score an NMI well above 0 ...
+    noise = nmi_ari(torch.randint(0, 128, (2000,), generator=g), labels)
+    assert noise["nmi"] > 0.04 and abs(noise["nmi"] - noise["nmi_shuffled"]) < 0.02
+    assert abs(noise["ami"]) < 0.01  # ... which AMI does not
+
+
+def test_nuisance_factors_read_polarity_grey_level_and_area_off_the_pixels():
+    from plaml_lab.probes import nuisance_factors
+    n, size = 40, 16
+    masks = torch.zeros(n, size, size, dtype=torch.long)
+    for i in range(n):
+        r = 2 + i % 6  # object half-width grows with i % 6
+        masks[i, 8 - r:8 + r, 8 - r:8 + r] = 1
+    fg_level = torch.linspace(0.05, 0.95, n)[torch.randperm(n, generator=torch.Generator().manual_seed(0))]
+    fg, bg = fg_level.view(n, 1, 1), (1 - fg_level).view(n, 1, 1)  # object brighter iff fg > 0.5
+    grey = torch.where(masks > 0, fg, bg)
+    images = (grey[:, None].expand(-1, 3, -1, -1) * 255).round().to(torch.uint8)
+    f = nuisance_factors(images, masks)
+    assert torch.equal(f["polarity"], (fg_level > 0.5).long())
+    for name, value in (("fg_grey", fg_level), ("bg_grey", 1 - fg_level),
+                        ("area", (masks > 0).flatten(1).float().mean(1))):
+        order = torch.argsort(value)
+        assert torch.all(f[name][order].diff() >= 0), name  # equal-count bins follow the value
+    assert f["fg_grey"].unique().numel() == 5  # 5 bins
