@@ -15,14 +15,14 @@ BASELINE = "random_init"
 
 # Columns of the CSV, in order (those a probe did not produce are left empty).
 METRICS = ("knn_top1", "knn_top1_mean", "linear_top1", "linear_top1_mean", "finetune_top1",
-           "nmi", "ari",
+           "nmi", "ari", "ami", "nmi_shuffled",
            "prototypes_used", "assignment_perplexity", "seg_miou", "seg_pixel_acc",
            "box_mean_iou", "box_iou50")
 
 
 # Columns of the markdown table and panels of the plot.
 TABLE_METRICS = ("knn_top1", "knn_top1_mean", "linear_top1", "linear_top1_mean", "finetune_top1",
-                 "nmi",
+                 "nmi", "ami", "nmi_shuffled",
                  "prototypes_used",
                  "assignment_perplexity", "seg_miou", "box_mean_iou", "box_iou50")
 
