@@ -26,6 +26,8 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+from plaml_lab.model.masking import num_visible
+
 # Thresholds of `diagnose` (docs/method.md, "Collapse"): the targets use fewer than
 # MIN_USED_FRACTION of the prototypes a batch could use (min(K, rows)), or their mean entropy
 # is above MAX_ENTROPY_FRACTION of log K. Both must hold at PERSIST consecutive log steps, so a
@@ -82,7 +84,7 @@ def rows_per_step(cfg) -> dict[str, int]:
     PretrainConfig's pseudo labels: batch x views, and x hidden patches for 'patch'."""
     batch = cfg.optim.batch_size * cfg.data.views
     patches = (cfg.model.img_size // cfg.model.patch_size) ** 2
-    hidden = patches - int(patches * (1 - cfg.mask.ratio))  # as model.masking keeps them
+    hidden = patches - num_visible(patches, cfg.mask.ratio)
     out = {}
     if cfg.pl_cls:
         out["cls"] = batch

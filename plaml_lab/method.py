@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from plaml_lab import collapse, losses
+from plaml_lab.schedules import final_teacher_temp
 from plaml_lab.config import PretrainConfig
 from plaml_lab.model.mae import Student
 from plaml_lab.model.masking import random_masking
@@ -97,10 +98,8 @@ class PLAML(nn.Module):
         return self.target_distribution(scores.float(), which, self.final_temp(which)).argmax(-1)
 
     def final_temp(self, which: str = "cls") -> float:
-        """The teacher temperature of `which` ('cls' | 'patch') pseudo labels after any warm-up:
-        pl.teacher_temp, or pl.patch_teacher_temp for patches when it is set (iBOT)."""
-        pl = self.cfg.pl
-        return pl.patch_teacher_temp if which == "patch" and pl.patch_teacher_temp > 0 else pl.teacher_temp
+        """schedules.final_teacher_temp of this model's config."""
+        return final_teacher_temp(self.cfg.pl, which)
 
     def _pseudo_label_targets(self, scores: torch.Tensor, which: str, temp: float) -> torch.Tensor:
         """target_distribution(), then (in training, with centering) the center moves towards

@@ -59,14 +59,21 @@ class Schedule:
                                        pl.teacher_temp)
 
     def patch_teacher_temp(self, step: int) -> float:
-        """iBOT's separate patch temperature (pl.patch_teacher_temp; 0 = pl.teacher_temp), on
-        the same warm-up."""
+        """iBOT's separate patch temperature, on the same warm-up."""
         pl = self.cfg.pl
-        end = pl.patch_teacher_temp if pl.patch_teacher_temp > 0 else pl.teacher_temp
-        return linear_warmup(step, self.temp_warmup, pl.warmup_teacher_temp, end)
+        return linear_warmup(step, self.temp_warmup, pl.warmup_teacher_temp,
+                             final_teacher_temp(pl, "patch"))
 
     def momenta(self, step: int) -> dict[str, float]:
         return teacher_momenta(self.cfg, step, self.total)
+
+
+def final_teacher_temp(pl, which: str = "cls") -> float:
+    """The teacher temperature of `which` ('cls' | 'patch') pseudo labels after any warm-up:
+    pl.teacher_temp, or pl.patch_teacher_temp for patches when it is set (> 0; iBOT)."""
+    if which == "patch" and pl.patch_teacher_temp > 0:
+        return pl.patch_teacher_temp
+    return pl.teacher_temp
 
 
 def window_momentum(window: float, total_steps: int) -> float:
