@@ -76,6 +76,10 @@ class AugConfig:
     # Colour as a nuisance the pseudo labels cannot use (see data.transforms.color_nuisance):
     channel_shuffle_p: float = knob(0.0, 0, 1)  # random RGB permutation per view
     invert_p: float = knob(0.0, 0, 1)  # colour negative per view
+    # Grey level as a nuisance (data.transforms.tone_remap): a random piecewise-linear tone
+    # curve per view with this probability; knots = its segments (1 = a random line)
+    tone_remap_p: float = knob(0.0, 0, 1)
+    tone_remap_knots: int = knob(4, 1, 64)
     shared_crop: bool = False  # one crop for all views: they differ in colour only
 
 

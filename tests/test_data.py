@@ -11,7 +11,7 @@ import torch
 from plaml_lab.config import AugConfig, DataConfig, ShapesConfig
 from plaml_lab.data import (IMAGENET_MEAN, IMAGENET_STD, SHAPE_NAMES, ArrayDataset, DatasetError, FolderDataset, build_dataset,
                             color_jitter, color_nuisance, epoch_batches, make_views, normalize, random_resized_crop,
-                            render_shapes, steps_per_epoch)
+                            render_shapes, steps_per_epoch, tone_remap)
 from plaml_lab.data.datasets import SHAPES_VAL_OFFSET, _fixed_split
 
 
@@ -365,6 +365,56 @@ def test_color_nuisance_permutes_channels_and_inverts():
     assert torch.equal(color_nuisance(x, 0.0, 0.0), x)
 
 
+def _grey_images(levels: torch.Tensor) -> torch.Tensor:
+    """(B,) grey levels -> (B, 3, 2, 2) flat grey images."""
+    return levels.view(-1, 1, 1, 1).expand(-1, 3, 2, 2).clone()
+
+
+def test_tone_remap_leaves_two_views_no_shared_grey_level():
+    """Two tone-remapped views of the same flat grey images: across the batch neither their
+    grey levels nor their distances from mid-grey are correlated (knots 1 and 4); brightness/
+    contrast jitter with negatives keeps the distance from mid-grey (a negative only mirrors
+    it), the cue the pseudo labels clustered by."""
+    g = torch.Generator().manual_seed(0)
+    x = _grey_images(torch.rand(4000, generator=g))
+
+    def shared(a, b):
+        a, b = a[:, 0, 0, 0], b[:, 0, 0, 0]
+        return max(abs(torch.corrcoef(torch.stack([u, v]))[0, 1].item())
+                   for u, v in ((a, b), ((a - 0.5).abs(), (b - 0.5).abs())))
+
+    for knots in (1, 4):
+        assert shared(*(tone_remap(x, 1.0, knots, generator=g) for _ in range(2))) < 0.06, knots
+    jittered = (color_nuisance(color_jitter(x, 0.8, p=1.0, grayscale_p=0.0, generator=g), 0.0, 0.5,
+                               generator=g) for _ in range(2))
+    assert shared(*jittered) > 0.3
+
+
+def test_tone_remap_curves():
+    """knots=1 is a straight line per sample (f(1/2) is the mean of f(0) and f(1)); every curve
+    maps into [0, 1], keeps grey grey, and with knots=K passes through its K+1 knot values at
+    i/K; p=0 leaves the images alone and p=0.5 remaps about half of them."""
+    g = torch.Generator().manual_seed(1)
+    ends = tone_remap(_grey_images(torch.tensor([0.0, 0.5, 1.0]).repeat(1)), 1.0, 1,
+                      generator=torch.Generator().manual_seed(3))
+    line = [tone_remap(_grey_images(torch.tensor([v])), 1.0, 1,
+                       generator=torch.Generator().manual_seed(3))[0, 0, 0, 0] for v in (0.0, 0.5, 1.0)]
+    torch.testing.assert_close(line[1], (line[0] + line[2]) / 2)
+    assert ends.shape == (3, 3, 2, 2)
+    x = torch.rand(64, 3, 8, 8, generator=g)
+    x[:, 1:] = x[:, :1]
+    y = tone_remap(x, 1.0, 5, generator=g)
+    assert y.min() >= 0 and y.max() <= 1 and torch.equal(y[:, 1], y[:, 0])
+    knots = torch.arange(6) / 5
+    curve = [tone_remap(_grey_images(knots[i:i + 1]), 1.0, 5,
+                        generator=torch.Generator().manual_seed(7))[0, 0, 0, 0] for i in range(6)]
+    values = torch.rand(1, 7, generator=torch.Generator().manual_seed(7))[0, :6]
+    torch.testing.assert_close(torch.stack(curve), values)
+    assert torch.equal(tone_remap(x, 0.0, 4, generator=g), x)
+    changed = (tone_remap(x, 0.5, 4, generator=g) != x).flatten(1).any(1).float().mean()
+    assert 0.3 < changed < 0.7
+
+
 def test_make_views_without_nuisance_draws_as_before():
     """Zero channel_shuffle_p / invert_p draw no random numbers, so runs from before the knobs
     existed resume with identical views."""
@@ -372,12 +422,14 @@ def test_make_views_without_nuisance_draws_as_before():
                 color_jitter_p=0.8, grayscale_p=0.2)
     x = torch.rand(6, 3, 16, 16)
     a = make_views(x, AugConfig(**base), 2, 12, generator=torch.Generator().manual_seed(5))
-    b = make_views(x, AugConfig(**base, channel_shuffle_p=0.0, invert_p=0.0), 2, 12,
+    b = make_views(x, AugConfig(**base, channel_shuffle_p=0.0, invert_p=0.0, tone_remap_p=0.0), 2, 12,
                    generator=torch.Generator().manual_seed(5))
     c = make_views(x, AugConfig(**base, channel_shuffle_p=1.0, invert_p=0.5), 2, 12,
                    generator=torch.Generator().manual_seed(5))
+    d = make_views(x, AugConfig(**base, tone_remap_p=1.0), 2, 12,
+                   generator=torch.Generator().manual_seed(5))
     assert all(torch.equal(u, v) for u, v in zip(a, b))
-    assert not torch.equal(a[0], c[0])
+    assert not torch.equal(a[0], c[0]) and not torch.equal(a[0], d[0])
 
 
 def test_shared_crop_views_differ_in_colour_only():

@@ -156,6 +156,31 @@ def color_nuisance(images: torch.Tensor, shuffle_p: float = 0.0, invert_p: float
     return torch.where(view(r[:, 4] < invert_p), 1 - x, x)
 
 
+def tone_remap(images: torch.Tensor, p: float = 0.0, knots: int = 4,
+               generator: torch.Generator | None = None, rows=None) -> torch.Tensor:
+    """(B, C, H, W) in [0, 1] -> images passed through a random tone curve, per sample.
+
+    With probability p a sample's intensities go through a random piecewise-linear curve with
+    `knots` equal segments whose knot values are uniform in [0, 1] (the same curve for every
+    channel, so grey stays grey). knots=1 is a random line: contrast, brightness and polarity at
+    once. With knots >= 4 two grey levels a segment apart land on independent values, so the
+    grey levels of two views of one image share nothing: on the embedded shapes, where the
+    object and background grey are drawn at random per image, that is the cue the class-token
+    pseudo labels otherwise cluster by (docs/results.md), and brightness/contrast jitter or
+    negatives keep it (both are monotone, up to a sign). DINO's solarisation is one fixed
+    curve of this family.
+    """
+    B = images.shape[0]
+    r = _uniform((B, knots + 2), generator, images.device, images.dtype, rows)
+    values, apply = r[:, :knots + 1], r[:, knots + 1] < p
+    pos = images.clamp(0, 1).reshape(B, -1) * knots
+    lo = pos.floor().clamp(max=knots - 1)
+    frac = pos - lo
+    lo = lo.long()
+    curve = torch.lerp(values.gather(1, lo), values.gather(1, lo + 1), frac).view_as(images)
+    return torch.where(apply.view(B, 1, 1, 1), curve, images)
+
+
 def make_views(images: torch.Tensor, aug_cfg, num_views: int, out_size: int,
                generator: torch.Generator | None = None, rows=None) -> list[torch.Tensor]:
     """(B, 3, H, W) in [0, 1] -> num_views independently augmented, ImageNet-normalised views,
@@ -163,7 +188,8 @@ def make_views(images: torch.Tensor, aug_cfg, num_views: int, out_size: int,
 
     aug_cfg: an AugConfig (config.py): crop_scale_min, crop_scale_max, flip (bool), color_jitter (strength,
     0 = off), color_jitter_p, grayscale_p (applied even when color_jitter is 0), channel_shuffle_p
-    and invert_p (color_nuisance; nothing is drawn when both are 0), shared_crop (one crop+flip
+    and invert_p (color_nuisance; nothing is drawn when both are 0), tone_remap_p and
+    tone_remap_knots (tone_remap; nothing is drawn when p is 0), shared_crop (one crop+flip
     for all views, so views differ in colour only).
     rows: optional (ids (B,), total): draw for a global batch of `total` samples, keep rows ids.
     """
@@ -184,5 +210,8 @@ def make_views(images: torch.Tensor, aug_cfg, num_views: int, out_size: int,
         shuffle_p, invert_p = aug_cfg.channel_shuffle_p, aug_cfg.invert_p
         if shuffle_p > 0 or invert_p > 0:
             v = color_nuisance(v, shuffle_p, invert_p, generator=generator, rows=rows)
+        if aug_cfg.tone_remap_p > 0:
+            v = tone_remap(v, aug_cfg.tone_remap_p, aug_cfg.tone_remap_knots, generator=generator,
+                           rows=rows)
         views.append(normalize(v))
     return views
