@@ -34,6 +34,7 @@ from plaml_lab.model.pretrained import init_from
 from plaml_lab.runs import distributed as du, read_metrics
 from plaml_lab.runs.checkpoint import (FORMAT, VERSION, load_checkpoint, load_model_state,
                                        rng_state, save_atomic, set_rng_state, write_atomic)
+from plaml_lab.runs.lock import run_lock
 from plaml_lab.runs.tensorboard import TensorBoardSink
 from plaml_lab.runs.folder import (RUN_FILES, check_run_dir, dated_aside, prune_periodic,
                                    truncate_metrics)
@@ -93,7 +94,9 @@ def pretrain(cfg: PretrainConfig | str | Path | None = None, out_dir: str | Path
     device = resolve_device(cfg.run.device)
     created = du.setup(device.type)
     try:
-        return _pretrain(cfg, out, device, force_new, callback)
+        # rank 0 alone writes the folder, so it alone holds the lock
+        with run_lock(out) if du.rank() == 0 else contextlib.nullcontext():
+            return _pretrain(cfg, out, device, force_new, callback)
     finally:
         du.cleanup(created)
 

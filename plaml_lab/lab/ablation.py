@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
 import platform
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime
@@ -141,10 +143,24 @@ def random_init_evaluate(preset: str, overrides: list[str], out: Path, probes: l
     return result
 
 
-def _worker_init(threads: int) -> None:
-    """A pool worker's torch uses `threads` CPU threads, so N workers share the cores."""
+def _worker_init(threads: int, parent: int | None = None) -> None:
+    """A pool worker's torch uses `threads` CPU threads, so N workers share the cores; with
+    `parent` (a pid) the worker also exits once that process is gone."""
 
     torch.set_num_threads(threads)
+    if parent is not None:
+        threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int, poll_s: float = 0.5) -> None:
+    """End this process once `parent` has died (it is then re-parented). A pool worker outlives
+    a parent killed by a signal it cannot catch (SIGKILL, or SIGTERM's default action): it would
+    keep training its run folder, and a relaunched table would start a second trainer on it.
+    Checkpoints are written atomically, so stopping mid-step loses only the steps since the
+    last one."""
+    while os.getppid() == parent:
+        time.sleep(poll_s)
+    os._exit(1)
 
 
 def _attempt(fn, *args, **kwargs) -> tuple[dict | None, str | None]:
@@ -228,13 +244,31 @@ def _run_pool(jobs: list[tuple[str, int]], grid: Grid, preset: str, extra: list[
 
     threads = threads_per_worker(workers)
     log(f"pool: {workers} workers x {threads} torch thread(s) for {len(jobs)} runs")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                             initializer=_worker_init, initargs=(threads,)) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                               initializer=_worker_init, initargs=(threads, os.getpid()))
+    try:
         futures = {job: pool.submit(_pretrain_job, preset, run_overrides(grid, job[0], job[1], extra),
                                     run_dir(runs_root, *job), probes, device,
                                     f"{job[0]}-s{job[1]}")
                    for job in jobs}
-        return {job: f.result() for job, f in futures.items()}
+        results = {job: f.result() for job, f in futures.items()}
+    except BaseException:
+        # Ctrl-C or an error here: the executor's own shutdown would wait for the running
+        # points to finish training; stop them instead (their last checkpoint resumes them).
+        _terminate(pool)
+        raise
+    pool.shutdown()
+    return results
+
+
+def _terminate(pool: ProcessPoolExecutor) -> None:
+    """Stop a process pool now, its running jobs included."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        p.join(timeout=10)
 
 
 def _shown(path: str | Path) -> str:
