@@ -171,6 +171,10 @@ class TeacherConfig:
     # of momentum (momentum_end), so short and long runs average the same share of training
     window: float = knob(0.0, 0, 1)
     window_end: float = knob(0.0, 0, 1)
+    # the teacher's encoder starts from these weights instead of the student's (the forms of
+    # model.init_from); with momentum = momentum_end = 1 it stays there: a frozen teacher,
+    # e.g. a trained MAE as the reconstruction teacher (docs/method.md)
+    init_from: str = ""
 
 
 @dataclass

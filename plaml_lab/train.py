@@ -30,7 +30,7 @@ from plaml_lab.hardware import (Precision, autocast, resolve_device, resolve_pre
 from plaml_lab.method import LOSS_KEYS, MONITOR_KEYS, PLAML
 from plaml_lab.optim import clip_gradients, make_optimizer
 from plaml_lab.model.masking import sample_noise
-from plaml_lab.model.pretrained import init_from
+from plaml_lab.model.pretrained import init_from, init_teacher_from
 from plaml_lab.runs import distributed as du, read_metrics
 from plaml_lab.runs.checkpoint import (FORMAT, VERSION, load_checkpoint, load_model_state,
                                        rng_state, save_atomic, set_rng_state, write_atomic)
@@ -134,10 +134,14 @@ def _pretrain(cfg: PretrainConfig, out: Path, device: torch.device, force_new: b
         warn_if_emulated(precision, device)
 
     model = PLAML(cfg)
-    if cfg.model.init_from and not (decision == "resume"
-                                    and (out / "checkpoints" / "last.pt").exists()):
-        init_from(model, cfg.model.init_from)  # before the folder is touched: a bad file
-    model = model.to(device)                   # leaves nothing behind
+    if not (decision == "resume" and (out / "checkpoints" / "last.pt").exists()):
+        # before the folder is touched: a bad file leaves nothing behind
+        if cfg.model.init_from:
+            init_from(model, cfg.model.init_from)
+        for role in model.teachers:
+            if getattr(cfg.teachers, role).init_from:
+                init_teacher_from(model, role, getattr(cfg.teachers, role).init_from)
+    model = model.to(device)
     model.set_attention(device, precision.name)
     optimizer = make_optimizer(model, cfg, sched.base_lr, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.uses_scaler)

@@ -107,3 +107,35 @@ def test_a_timm_name_with_a_local_file_loads_through_timm(tmp_path):
     small = ViTEncoder(img_size=224, patch_size=16, embed_dim=192, depth=6, num_heads=3)
     with pytest.raises(ConfigError, match="unexpected tensors"):
         load_into_encoder(small, state, "vit_tiny")
+
+
+def test_a_frozen_reconstruction_teacher_starts_at_the_file_and_stays_there(exported, tmp_path):
+    """teachers.reconstruction.init_from with momentum 1: after training, the reconstruction
+    teacher's encoder is the file's, bit for bit, while the student (random init, seed 5) and
+    the labelling teacher (the student's EMA) are not; resuming does not read the file again."""
+    out = tmp_path / "run"
+    frozen = [f"teachers.reconstruction.init_from={exported}", "teachers.reconstruction.momentum=1",
+              "teachers.reconstruction.momentum_end=1", "run.seed=5"]
+    train.pretrain(QUICK, out, [*frozen, *FAST])
+    model = load_run(out).model
+    file = load_file(str(exported))
+    rec = model.teachers["reconstruction"].encoder.state_dict()
+    assert all(torch.equal(rec[k], file[k]) for k in file)
+    for encoder in (model.student.encoder, model.teachers["labelling"].encoder):
+        assert not torch.equal(encoder.state_dict()["cls_token"], file["cls_token"])
+    # a resumed run reads its checkpoint, not the file (here gone)
+    moved = exported.with_name("moved.safetensors")
+    exported.rename(moved)
+    try:
+        train.pretrain(QUICK, out, [*frozen, *FAST[1:], "run.max_steps=3"])
+    finally:
+        moved.rename(exported)
+
+
+def test_a_bad_teacher_init_from_is_a_one_line_error_naming_the_teacher_key(
+        exported, tmp_path, capsys):
+    code = cli_main(["pretrain", "--config", QUICK, "--out", str(tmp_path / "run"),
+                     f"teachers.labelling.init_from={exported}", "model.embed_dim=64", *FAST])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: teachers.labelling.init_from=")
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
