@@ -191,3 +191,15 @@ def test_nbval_reports_a_changed_mask_ratio(tmp_path):
     # nbval shows the committed text and the newly computed one
     assert "12 of 16 data tokens hidden" in out and "8 of 16 data tokens hidden" in out
     assert "mask.ratio=0.5" in out
+
+
+def test_the_config_summary_shows_a_teacher_schedule_given_as_windows():
+    """describe_config (01_pretrain's checked output) prints what the run uses: a window in place
+    of momentum when teachers.<role>.window is set, the momenta otherwise."""
+    from plaml_lab.config import load_config
+    from plaml_lab.notebook.display import describe_config
+
+    line = describe_config(load_config(None, ["teachers.labelling.window=0.1",
+                                              "teachers.reconstruction.window_end=0.5"])).splitlines()[1]
+    assert "labelling momentum window 0.1 of the run -> 1.0" in line
+    assert "reconstruction 0.999 -> window 0.5" in line

@@ -25,6 +25,13 @@ PLOTLY_MAX_BYTES = 150_000  # larger plotly snapshots are left out of saved note
 
 # --- text ---------------------------------------------------------------------------------------
 
+def _ema(t) -> str:
+    """A teacher's EMA schedule as given: momenta, or windows as shares of the run's steps."""
+    start = f"window {t.window:g} of the run" if t.window > 0 else f"{t.momentum}"
+    end = f"window {t.window_end:g}" if t.window_end > 0 else f"{t.momentum_end}"
+    return f"{start} -> {end}"
+
+
 def describe_config(cfg) -> str:
     """The knobs that say what a run is (method switches, masking, teachers, model, schedule)."""
     m, t = cfg.model, cfg.teachers
@@ -32,8 +39,7 @@ def describe_config(cfg) -> str:
         f"variant   : {variant_name(cfg)} (method.target={cfg.method.target}, "
         f"method.pseudo_labels={cfg.method.pseudo_labels}, method.teachers={cfg.method.teachers})",
         f"teachers  : {', '.join(cfg.teacher_roles) or 'none'}"
-        + (f" (labelling momentum {t.labelling.momentum} -> {t.labelling.momentum_end}, "
-           f"reconstruction {t.reconstruction.momentum} -> {t.reconstruction.momentum_end})"
+        + (f" (labelling momentum {_ema(t.labelling)}, reconstruction {_ema(t.reconstruction)})"
            if cfg.teacher_roles else ""),
         f"masking   : ratio {cfg.mask.ratio}, {cfg.mask.strategy}",
         f"model     : ViT {m.embed_dim}-d x {m.depth} blocks, {m.img_size}px images, "
