@@ -150,6 +150,27 @@ def test_ablation_workers_train_points_in_parallel_into_runs_the_sequential_runn
     assert res.read_text() == before
 
 
+def test_a_finished_run_is_reused_only_by_a_point_of_the_same_config(tmp_path, monkeypatch, capsys):
+    """After an edit to the preset, a finished run is reused only where the edit changes no key
+    its variant reads (teachers.labelling.* for the pixel MAE); the dual point fails in one
+    line naming the key, and its run is left as it was."""
+    assert _main(tmp_path, "--probes", "knn") == 0
+    dual = tmp_path / "runs" / "dual-s0"
+    before = (dual / "summary.json").read_text(), (dual / "eval.json").read_text()
+    capsys.readouterr()
+
+    def refuse(*a, **k):
+        raise AssertionError("re-ran finished work")
+
+    monkeypatch.setattr(A, "pretrain", refuse)
+    monkeypatch.setattr(A, "evaluate", refuse)
+    assert _main(tmp_path, "--probes", "knn", "teachers.labelling.window=0.1") == 1
+    err = capsys.readouterr().err
+    assert "error: 1 run(s) failed: dual-s0" in err and "re-ran" not in err
+    assert "dual-s0: finished with another config (differs in teachers.labelling.window)" in err
+    assert ((dual / "summary.json").read_text(), (dual / "eval.json").read_text()) == before
+
+
 def test_ablation_reports_a_failed_run_and_finishes_the_others(tmp_path, monkeypatch, capsys):
     real = A.pretrain_and_evaluate
 

@@ -21,6 +21,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import re
 import sys
 import threading
 import time
@@ -32,6 +33,7 @@ import torch
 import yaml
 
 from plaml_lab.config import PROBES, ConfigError, load_config, repo_root
+from plaml_lab.errors import RunError
 from plaml_lab.evaluate import evaluate
 from plaml_lab.finetune import finetune
 from plaml_lab.lab import submit
@@ -41,7 +43,7 @@ from plaml_lab.lab.cluster import (ClusterSettings, check_kind, cluster_settings
                                    split_cluster_overrides)
 from plaml_lab.lab.grids import Grid, load_grid, threads_per_worker
 from plaml_lab.runs.checkpoint import write_atomic
-from plaml_lab.runs.folder import read_json
+from plaml_lab.runs.folder import check_run_dir, read_json
 from plaml_lab.train import pretrain
 
 DEFAULT_GRID = "experiments/grids/paper_ablation.yaml"
@@ -107,6 +109,13 @@ def pretrain_and_evaluate(preset: str, overrides: list[str], out: Path, probes: 
     same probes). Returns the evaluation dict."""
 
     if is_finished(out):
+        # a finished run of another config (an edited preset or grid) is not this point's
+        try:
+            check_run_dir(out, load_config(preset, overrides))
+        except RunError as e:
+            differs = re.search(r"\(differs in [^)]*\)", str(e))
+            raise RunError(f"{out}: finished with another config{' ' + differs[0] if differs else ''}"
+                           "; move it aside or pass another --runs") from None
         log(f"  pretrain: finished before, skipped ({out})")
         summary = json.loads((out / "summary.json").read_text())
     else:
