@@ -91,11 +91,11 @@ def test_killing_the_ablation_stops_its_pool_workers(tmp_path, sig):
         workers = [int(p.read_text()) for p in locks]
         assert parent.pid not in workers and all(_alive(w) for w in workers)
         parent.send_signal(sig)
-        parent.wait(timeout=30)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 30
         while any(_alive(w) for w in workers) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not any(_alive(w) for w in workers), f"pool workers outlived the parent ({sig.name})"
+        assert not any(_alive(w) for w in workers), f"pool workers outlived the signal ({sig.name})"
+        parent.wait(timeout=120)  # and the runner itself ends (seconds when the CPU is free)
     finally:
         os.killpg(parent.pid, signal.SIGKILL) if parent.poll() is None else None
         for p in locks:
