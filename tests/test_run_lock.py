@@ -80,8 +80,11 @@ def test_killing_the_ablation_stops_its_pool_workers(tmp_path, sig):
            "--variants", "mae,dual", "--probes", "knn", "--workers", "2", "--runs", str(runs),
            "--out", str(tmp_path / "results"), "run.progress=false", "run.num_threads=1",
            "run.max_steps=100000", "optim.epochs=1000", "data.num_train=128", "data.num_val=64"]
+    # its own group, so the signal reaches it alone; SIGINT at its default, as for a command in
+    # a terminal (a shell's background job, e.g. a CI script, inherits it ignored)
     parent = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)  # its own group: the signal reaches it alone
+                              start_new_session=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     locks = [lock_path(runs / name) for name in names]
     workers = []
     try:
