@@ -31,6 +31,11 @@ def variant_name(cfg) -> str:
 def unread_keys(cfg, keys: list[str]) -> list[str]:
     """Those of `keys` (dotted) that cfg's variant never reads, each with the reason: e.g.
     teachers.reconstruction.* when one teacher serves both roles."""
+    return [f"{key} is not read: {why}" for key, why in unread_reasons(cfg, keys).items()]
+
+
+def unread_reasons(cfg, keys: list[str]) -> dict[str, str]:
+    """{key: why} for those of `keys` (dotted) that cfg's variant never reads."""
     roles = cfg.teacher_roles
     pl, target = cfg.uses_pseudo_labels, cfg.method.target
     rules = [
@@ -52,9 +57,9 @@ def unread_keys(cfg, keys: list[str]) -> list[str]:
         ("loss.w_patch", not cfg.pl_patch, f"method.pseudo_labels={cfg.method.pseudo_labels}"),
         ("mask.block_size", cfg.mask.strategy != "block", "mask.strategy=random"),
     ]
-    out = []
+    out = {}
     for key in keys:
         why = next((w for prefix, unread, w in rules if unread and key.startswith(prefix)), None)
         if why:
-            out.append(f"{key} is not read: {why}")
+            out[key] = why
     return out

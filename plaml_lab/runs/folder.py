@@ -15,7 +15,7 @@ from plaml_lab.config import (PretrainConfig, apply_overrides, diff, from_dict, 
                               load_yaml, to_dict)
 from plaml_lab.errors import ConfigError, RunError
 from plaml_lab.method import PLAML
-from plaml_lab.variants import unread_keys
+from plaml_lab.variants import unread_reasons
 from plaml_lab.runs.checkpoint import (CheckpointError, load_checkpoint, load_model_state,
                                        write_atomic)
 
@@ -169,7 +169,7 @@ def check_run_dir(out: Path, cfg: PretrainConfig, force_new: bool = False) -> st
     # never reads (teachers.labelling.* of a run without pseudo labels) trains the same run
     changed = [k for k in diff(old, to_dict(cfg))
                if k not in RESUMABLE_KEYS and not k.startswith("finetune.")]
-    unread = {line.split(" ", 1)[0] for line in unread_keys(cfg, changed)}
+    unread = unread_reasons(cfg, changed)
     changed = [k for k in changed if k not in unread]
     if changed:
         shown = ", ".join(changed[:6]) + (", ..." if len(changed) > 6 else "")
