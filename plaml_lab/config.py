@@ -62,7 +62,9 @@ class ShapesConfig:
     texture: float = knob(0.5, 0, 1)  # background gradient/texture amplitude
     rotation: bool = True
     jitter: float = knob(0.25, 0, 1)  # max centre offset, fraction of the free space
-    palette: Literal["colour", "grey"] = "colour"  # grey: colour cannot tell images apart
+    # grey: colour cannot tell images apart; mono: neither can grey level (one level each for
+    # background and object)
+    palette: Literal["colour", "grey", "mono"] = "colour"
 
 
 @dataclass

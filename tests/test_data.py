@@ -58,6 +58,25 @@ def test_grey_palette_keeps_geometry_and_removes_colour():
         render_shapes(idx, palette="sepia")
 
 
+def test_mono_palette_gives_every_image_the_same_two_grey_levels():
+    """palette='mono': the geometry of the grey palette, and with no texture, noise or
+    distractors every background pixel is MONO_BG and every object pixel MONO_FG, whatever
+    the image; the grey palette's levels do vary across images."""
+    from plaml_lab.data.synthetic import MONO_BG, MONO_FG
+    idx = torch.arange(64)
+    flat = dict(seed=3, noise=0.0, texture=0.0, clutter=0)
+    grey = render_shapes(idx, palette="grey", **flat)
+    mono = render_shapes(idx, palette="mono", **flat)
+    for key in ("label", "mask", "box"):
+        assert torch.equal(grey[key], mono[key])
+    img, inside = mono["image"], (mono["mask"] > 0)[:, None].expand(-1, 3, -1, -1)
+    # anti-aliased edge pixels lie between the two levels; the rest sit on them exactly
+    assert ((img - MONO_BG).abs() < 1e-6)[~inside].float().mean() > 0.9
+    assert ((img - MONO_FG).abs() < 1e-6)[inside].float().mean() > 0.75
+    bg_grey = (grey["image"] * ~inside).sum((1, 2, 3)) / (~inside).sum((1, 2, 3))
+    assert bg_grey.std() > 0.1
+
+
 def test_shapes_differs_across_seeds():
     a = render_shapes(torch.arange(32), seed=0)
     b = render_shapes(torch.arange(32), seed=1)

@@ -234,6 +234,11 @@ def _desaturate(colours: torch.Tensor) -> torch.Tensor:
     return colours.mean(dim=-1, keepdim=True).expand_as(colours)
 
 
+# palette="mono": a dark background and a light object, with room on both sides for the
+# texture, the illumination gradient and the noise before the clamp to [0, 1]
+MONO_BG, MONO_FG = 0.2, 0.8
+
+
 def render_shapes(indices: torch.Tensor, seed: int = 0, img_size: int = 32, *, num_classes: int = 10,
                   size_min: float = 0.5, size_max: float = 0.9, min_contrast: float = 0.3,
                   clutter: int = 1, noise: float = 0.02, texture: float = 0.5, rotation: bool = True,
@@ -252,10 +257,12 @@ def render_shapes(indices: torch.Tensor, seed: int = 0, img_size: int = 32, *, n
     noise = pixel noise std; texture = amplitude of background plaid texture and illumination
     gradient; rotation on/off; jitter = max centre offset as a fraction of the free space;
     palette = "colour" (random RGB colours) or "grey" (random grey levels: the same draws,
-    desaturated, so colour cannot tell images apart).
+    desaturated, so colour cannot tell images apart) or "mono" (one dark background level and
+    one light object level for every image, MONO_BG and MONO_FG; texture, gradient, noise and
+    distractors grey: grey level cannot tell images apart either).
     """
-    if palette not in ("colour", "grey"):
-        raise ValueError(f"palette={palette!r}: allowed values are colour|grey")
+    if palette not in ("colour", "grey", "mono"):
+        raise ValueError(f"palette={palette!r}: allowed values are colour|grey|mono")
     if not 1 <= num_classes <= len(SHAPE_NAMES):
         raise ValueError(f"num_classes={num_classes}: shapes has 1..{len(SHAPE_NAMES)} classes")
     if not 0.0 < size_min <= size_max:
@@ -282,10 +289,15 @@ def render_shapes(indices: torch.Tensor, seed: int = 0, img_size: int = 32, *, n
 
     # colours: uniform, independent of the label; fg at least min_contrast away from bg
     # grey: every colour drawn below (bg, fg candidates, texture, distractors) desaturated
-    tone = _desaturate if palette == "grey" else (lambda c: c)
+    # mono: the same draws are made (every other parameter of an index stays the same), then
+    # the two levels replace them
+    tone = (lambda c: c) if palette == "colour" else _desaturate
     bg = tone(p[:, _P_BG:_P_BG + 3])
     fg = _pick_foreground(tone(p[:, _P_FG:_P_FG + 3 * _FG_CANDIDATES].view(B, _FG_CANDIDATES, 3)),
                           bg, min_contrast)
+    if palette == "mono":
+        bg = torch.full_like(bg, MONO_BG)
+        fg = torch.full_like(fg, MONO_FG)
 
     # background: flat colour + coloured plaid texture (separable product of two cosines)
     fx = math.pi * (1.0 + 3.0 * p[:, _P_TEX_FX])
