@@ -171,6 +171,41 @@ def test_a_finished_run_is_reused_only_by_a_point_of_the_same_config(tmp_path, m
     assert ((dual / "summary.json").read_text(), (dual / "eval.json").read_text()) == before
 
 
+def test_a_random_init_baseline_is_reused_only_by_a_config_it_would_evaluate_the_same():
+    """Training-only keys (optimiser, losses, masks, augmentation, the teachers' momenta, run.*
+    but the seed) leave a random-init evaluation as it was; data, model, pseudo-label settings
+    and the seed do not."""
+    from plaml_lab.config import load_config, to_dict
+    old = to_dict(load_config(QUICK))
+    same = load_config(QUICK, ["optim.blr=1e-3", "loss.w_cls=0.25", "mask.ratio=0.5",
+                               "data.aug.color_jitter=0.8", "teachers.labelling.momentum=0.99",
+                               "teachers.reconstruction.window=0.2", "run.max_steps=7"])
+    assert A.random_init_changes(old, same) == []
+    other = load_config(QUICK, ["data.shapes.palette=mono", "model.depth=3",
+                                "pl.num_prototypes=48", "run.seed=5"])
+    assert sorted(A.random_init_changes(old, other)) == [
+        "data.shapes.palette", "model.depth", "pl.num_prototypes", "run.seed"]
+
+
+def test_a_random_init_baseline_of_another_config_fails_in_one_line(tmp_path, monkeypatch, capsys):
+    """Editing the data of a grid whose table exists: the random-init row is not reused (its
+    eval.json was of other images); the error names the key and leaves the files as they were."""
+    assert _main(tmp_path, "--probes", "knn", "--variants", "mae") == 0
+    base = tmp_path / "runs" / "random_init-s0"
+    before = (base / "eval.json").read_text()
+    capsys.readouterr()
+    monkeypatch.setattr(A, "evaluate", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-ran")))
+    monkeypatch.setattr(A, "pretrain", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-ran")))
+    _main(tmp_path, "--probes", "knn", "--variants", "mae", "optim.blr=1e-3")
+    err = capsys.readouterr().err
+    # the baseline never reads optim.*: its row is reused (whatever the pretrained point does)
+    assert err.split("random_init seed 0 -> ")[1].splitlines()[1] == "  eval: reused eval.json"
+    assert _main(tmp_path, "--probes", "knn", "--variants", "mae", "data.shapes.palette=mono") == 1
+    err = capsys.readouterr().err
+    assert "random_init-s0: evaluated with another config (differs in data.shapes.palette)" in err
+    assert (base / "eval.json").read_text() == before
+
+
 def test_ablation_reports_a_failed_run_and_finishes_the_others(tmp_path, monkeypatch, capsys):
     real = A.pretrain_and_evaluate
 
