@@ -176,14 +176,15 @@ def test_a_random_init_baseline_is_reused_only_by_a_config_it_would_evaluate_the
     but the seed) leave a random-init evaluation as it was; data, model, pseudo-label settings
     and the seed do not."""
     from plaml_lab.config import load_config, to_dict
+    from plaml_lab.runs.folder import random_init_changes
     old = to_dict(load_config(QUICK))
     same = load_config(QUICK, ["optim.blr=1e-3", "loss.w_cls=0.25", "mask.ratio=0.5",
                                "data.aug.color_jitter=0.8", "teachers.labelling.momentum=0.99",
                                "teachers.reconstruction.window=0.2", "run.max_steps=7"])
-    assert A.random_init_changes(old, same) == []
+    assert random_init_changes(old, same) == []
     other = load_config(QUICK, ["data.shapes.palette=mono", "model.depth=3",
                                 "pl.num_prototypes=48", "run.seed=5"])
-    assert sorted(A.random_init_changes(old, other)) == [
+    assert sorted(random_init_changes(old, other)) == [
         "data.shapes.palette", "model.depth", "pl.num_prototypes", "run.seed"]
 
 

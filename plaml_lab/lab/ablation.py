@@ -32,8 +32,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from plaml_lab.config import (PROBES, ConfigError, diff, load_config, load_yaml, repo_root,
-                              to_dict)
+from plaml_lab.config import PROBES, ConfigError, load_config, repo_root
 from plaml_lab.errors import RunError
 from plaml_lab.evaluate import evaluate
 from plaml_lab.finetune import finetune
@@ -44,7 +43,8 @@ from plaml_lab.lab.cluster import (ClusterSettings, check_kind, cluster_settings
                                    split_cluster_overrides)
 from plaml_lab.lab.grids import Grid, load_grid, threads_per_worker
 from plaml_lab.runs.checkpoint import write_atomic
-from plaml_lab.runs.folder import check_run_dir, read_json
+from plaml_lab.runs.folder import (EVAL_CONFIG, check_random_init_dir, check_run_dir, read_json,
+                                   save_eval_config)
 from plaml_lab.train import pretrain
 
 DEFAULT_GRID = "experiments/grids/paper_ablation.yaml"
@@ -134,42 +134,15 @@ def pretrain_and_evaluate(preset: str, overrides: list[str], out: Path, probes: 
     return result
 
 
-# What a random-init evaluation reads: the model it builds, the data it probes, the probes'
-# settings and run.seed. The optimiser, the losses, the masks and augmentations of training and
-# the teachers' momenta are never used, so a grid that differs only there reuses the baseline.
-_RANDOM_INIT_UNREAD = ("optim.", "loss.", "mask.", "data.aug.", "run.")
-_RANDOM_INIT_EMA = (".momentum", ".momentum_end", ".window")
-RANDOM_INIT_CONFIG = "eval_config.yaml"  # beside a random-init baseline's eval.json
-
-
-def random_init_changes(old: dict, cfg) -> list[str]:
-    """The config keys, read by a random-init evaluation, in which `old` (a config dict)
-    differs from `cfg`."""
-    changed = diff(old, to_dict(cfg))
-    return [k for k in changed
-            if k == "run.seed" or not (k.startswith(_RANDOM_INIT_UNREAD)
-                                       or (k.startswith("teachers.") and k.endswith(_RANDOM_INIT_EMA)))]
-
-
 def random_init_evaluate(preset: str, overrides: list[str], out: Path, probes: list[str],
                          device: str = "cpu", log=print) -> dict:
     """Evaluate a random-init model of the baseline point's config (eval.json in `out`, its
     config beside it). An eval.json of another config is an error naming the keys, not reused."""
-
     cfg = load_config(preset, overrides)
     cached = _cached_eval(out, probes)
     if cached is not None:
-        saved = out / RANDOM_INIT_CONFIG
-        if saved.exists():
-            changed = random_init_changes(load_yaml(saved), cfg)
-            if changed:
-                shown = ", ".join(changed[:6]) + (", ..." if len(changed) > 6 else "")
-                raise RunError(f"{out}: evaluated with another config (differs in {shown}); "
-                               "move it aside or pass another --runs")
-            log("  eval: reused eval.json")
-        else:
-            # written before the baseline's config was kept beside it: nothing to compare
-            log(f"  eval: reused eval.json (no {RANDOM_INIT_CONFIG} to check it against)")
+        checked = check_random_init_dir(out, cfg)  # RunError when of another config
+        log("  eval: reused eval.json" + ("" if checked else f" (no {EVAL_CONFIG} to check)"))
         return cached
     result = evaluate(None, [p for p in probes if p != FINETUNE], random_init=True,
                       config=preset, overrides=overrides, device=device)
@@ -178,8 +151,7 @@ def random_init_evaluate(preset: str, overrides: list[str], out: Path, probes: l
             None, config=preset, random_init=True, overrides=[*overrides, *FINETUNE_BUDGET],
             out=out / "finetune", device=device, progress=False)["finetune_top1"]
     result["probes"] = list(probes)
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / RANDOM_INIT_CONFIG, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    save_eval_config(out, cfg)
     _save_eval(out, result)
     return result
 

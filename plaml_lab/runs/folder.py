@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
+import yaml
 
 from plaml_lab.config import (PretrainConfig, apply_overrides, diff, from_dict, load_config,
                               load_yaml, to_dict)
@@ -189,3 +190,40 @@ def prune_periodic(ckpt_dir: Path, keep: int) -> None:
     periodic = sorted(ckpt_dir.glob("step_*.pt"))
     for p in periodic[:max(0, len(periodic) - keep)]:
         p.unlink(missing_ok=True)
+
+
+# A random-init baseline (the ablation's random_init rows) keeps its config beside its
+# eval.json. What such an evaluation reads: the model it builds, the data it probes, the
+# probes' settings and run.seed. The optimiser, the losses, the masks and augmentations of
+# training and the teachers' momenta are never used, so a grid that differs only there reuses it.
+EVAL_CONFIG = "eval_config.yaml"
+_RANDOM_INIT_UNREAD = ("optim.", "loss.", "mask.", "data.aug.", "run.")
+_RANDOM_INIT_EMA = (".momentum", ".momentum_end", ".window")
+
+
+def random_init_changes(old: dict, cfg: PretrainConfig) -> list[str]:
+    """The keys, read by a random-init evaluation, in which `old` (a config dict) differs from
+    `cfg`."""
+    return [k for k in diff(old, to_dict(cfg))
+            if k == "run.seed" or not (k.startswith(_RANDOM_INIT_UNREAD)
+                                       or (k.startswith("teachers.") and k.endswith(_RANDOM_INIT_EMA)))]
+
+
+def check_random_init_dir(out: Path, cfg: PretrainConfig) -> bool:
+    """True when `out`'s random-init evaluation was of a config that evaluates as `cfg` does;
+    False when it kept no config (written before they were kept); RunError naming the keys when
+    it was of another config."""
+    saved = out / EVAL_CONFIG
+    if not saved.exists():
+        return False
+    changed = random_init_changes(load_yaml(saved), cfg)
+    if changed:
+        shown = ", ".join(changed[:6]) + (", ..." if len(changed) > 6 else "")
+        raise RunError(f"{out}: evaluated with another config (differs in {shown}); "
+                       "move it aside or pass another --runs")
+    return True
+
+
+def save_eval_config(out: Path, cfg: PretrainConfig) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / EVAL_CONFIG, yaml.safe_dump(to_dict(cfg), sort_keys=False))
