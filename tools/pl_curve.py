@@ -26,7 +26,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from plaml_lab.evaluate import evaluate  # noqa: E402
-from plaml_lab.runs import load_run, read_metrics  # noqa: E402
+from plaml_lab.config import load_yaml  # noqa: E402
+from plaml_lab.runs import read_metrics  # noqa: E402
+from plaml_lab.runs.checkpoint import write_atomic  # noqa: E402
 
 PROBES = ("knn", "clusters")
 COLUMNS = ("prototypes_used", "nmi", "ami", "knn_top1", "knn_top1_mean")
@@ -37,16 +39,14 @@ def _cached(path: Path, compute) -> dict:
     if path.is_file():
         return json.loads(path.read_text())
     result = compute()
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1, default=float))
-    tmp.replace(path)
+    write_atomic(path, json.dumps(result, indent=1, default=float))
     return result
 
 
 def _encoder(run: Path) -> str:
     """kNN readout: the student, except where nothing trains its features besides the pseudo
     labels' cross-view task seen through a mask (the DINO control): its labelling teacher."""
-    return "labelling" if load_run(run).cfg.method.target == "none" else "student"
+    return "labelling" if load_yaml(run / "config.yaml")["method"]["target"] == "none" else "student"
 
 
 def curve(runs_root: Path, out: Path, log=print) -> dict[str, list[dict]]:

@@ -21,7 +21,6 @@ import json
 import multiprocessing as mp
 import os
 import platform
-import re
 import sys
 import threading
 import time
@@ -32,7 +31,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from plaml_lab.config import PROBES, ConfigError, load_config, repo_root
+from plaml_lab.config import (PROBES, ConfigError, from_dict, load_config, load_yaml, repo_root,
+                              to_dict)
 from plaml_lab.errors import RunError
 from plaml_lab.evaluate import evaluate
 from plaml_lab.finetune import finetune
@@ -43,8 +43,8 @@ from plaml_lab.lab.cluster import (ClusterSettings, check_kind, cluster_settings
                                    split_cluster_overrides)
 from plaml_lab.lab.grids import Grid, load_grid, threads_per_worker
 from plaml_lab.runs.checkpoint import write_atomic
-from plaml_lab.runs.folder import (EVAL_CONFIG, check_random_init_dir, check_run_dir, read_json,
-                                   save_eval_config)
+from plaml_lab.runs.folder import (EVAL_CONFIG, check_random_init_dir, read_json,
+                                   run_config_changes, save_eval_config, shown_keys)
 from plaml_lab.train import pretrain
 
 DEFAULT_GRID = "experiments/grids/paper_ablation.yaml"
@@ -111,12 +111,11 @@ def pretrain_and_evaluate(preset: str, overrides: list[str], out: Path, probes: 
 
     if is_finished(out):
         # a finished run of another config (an edited preset or grid) is not this point's
-        try:
-            check_run_dir(out, load_config(preset, overrides))
-        except RunError as e:
-            differs = re.search(r"\(differs in [^)]*\)", str(e))
-            raise RunError(f"{out}: finished with another config{' ' + differs[0] if differs else ''}"
-                           "; move it aside or pass another --runs") from None
+        old = to_dict(from_dict(load_yaml(out / "config.yaml")))
+        changed = run_config_changes(old, load_config(preset, overrides))
+        if changed:
+            raise RunError(f"{out}: finished with another config (differs in "
+                           f"{shown_keys(changed)}); move it aside or pass another --runs")
         log(f"  pretrain: finished before, skipped ({out})")
         summary = json.loads((out / "summary.json").read_text())
     else:

@@ -166,17 +166,28 @@ def check_run_dir(out: Path, cfg: PretrainConfig, force_new: bool = False) -> st
     except ConfigError as e:
         raise RunError(f"{cfg_path}: unreadable run config ({e}); use --force-new to move the run "
                        "aside") from None
+    changed = run_config_changes(old, cfg)
+    if changed:
+        raise RunError(f"--out {out}: holds a run with a different config (differs in "
+                       f"{shown_keys(changed)}); choose another --out, or --force-new to move the "
+                       "old run aside")
+    return "resume"
+
+
+def run_config_changes(old: dict, cfg: PretrainConfig) -> list[str]:
+    """The keys in which a run's config `old` (a full config dict) differs from `cfg` so that
+    resuming it as `cfg` would train another run."""
     # finetune.* is read only by `plaml-lab finetune`, never by pretraining; a key the variant
     # never reads (teachers.labelling.* of a run without pseudo labels) trains the same run
     changed = [k for k in diff(old, to_dict(cfg))
                if k not in RESUMABLE_KEYS and not k.startswith("finetune.")]
     unread = unread_reasons(cfg, changed)
-    changed = [k for k in changed if k not in unread]
-    if changed:
-        shown = ", ".join(changed[:6]) + (", ..." if len(changed) > 6 else "")
-        raise RunError(f"--out {out}: holds a run with a different config (differs in {shown}); "
-                       "choose another --out, or --force-new to move the old run aside")
-    return "resume"
+    return [k for k in changed if k not in unread]
+
+
+def shown_keys(keys: list[str], most: int = 6) -> str:
+    """Dotted keys for a one-line error: the first `most`, then '...'."""
+    return ", ".join(keys[:most]) + (", ..." if len(keys) > most else "")
 
 
 def truncate_metrics(path: Path, step: int) -> None:
@@ -218,8 +229,7 @@ def check_random_init_dir(out: Path, cfg: PretrainConfig) -> bool:
         return False
     changed = random_init_changes(load_yaml(saved), cfg)
     if changed:
-        shown = ", ".join(changed[:6]) + (", ..." if len(changed) > 6 else "")
-        raise RunError(f"{out}: evaluated with another config (differs in {shown}); "
+        raise RunError(f"{out}: evaluated with another config (differs in {shown_keys(changed)}); "
                        "move it aside or pass another --runs")
     return True
 
