@@ -47,3 +47,22 @@ def test_each_checkpoint_is_probed_once_in_step_order_with_its_epoch(quick_run, 
     md = (out / "curve.md").read_text().splitlines()
     assert len(md) == 2 + 1 + len(steps) and "| quick_dual |" in md[-1]
     assert (out / "curve.png").stat().st_size > 0
+
+
+def test_two_seeds_of_a_point_keep_their_own_rows_and_cache(quick_run, tmp_path, monkeypatch):
+    tool = _tool()
+    calls = []
+
+    def fake_evaluate(ckpt, probes, encoder="student", random_init=False):
+        calls.append(Path(ckpt).parent.parent.name)
+        return {"nmi": 0.5 if "-s1" in calls[-1] else 0.1, "knn_top1": 0.3}
+
+    monkeypatch.setattr(tool, "evaluate", fake_evaluate)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "quick_dual-s0").symlink_to(quick_run)
+    (runs / "quick_dual-s1").symlink_to(quick_run)
+    table = tool.curve(runs, tmp_path / "out", log=lambda *_: None)
+    assert set(table) == {"random_init", "quick_dual", "quick_dual-s1"}
+    assert {r["nmi"] for r in table["quick_dual"]} == {0.1}
+    assert {r["nmi"] for r in table["quick_dual-s1"]} == {0.5}  # probed, not read from seed 0's cache

@@ -61,7 +61,9 @@ def curve(runs_root: Path, out: Path, log=print) -> dict[str, list[dict]]:
         first, PROBES, random_init=True, encoder="labelling"))
     table["random_init"] = [{"epoch": 0.0, "step": 0, **base}]
     for run in runs:
-        name = re.sub(r"-s\d+$", "", run.name)
+        # seed 0 keeps the bare point name (the cache files of the first curves); other seeds
+        # keep their suffix, so two seeds of a point neither share a cache file nor a row
+        name = re.sub(r"-s0$", "", run.name)
         logged = [r for r in read_metrics(run) if r.get("step") and "epoch" in r]
         per_step = logged[-1]["epoch"] / logged[-1]["step"] if logged else float("nan")
         encoder = _encoder(run)
