@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One prepared GPU session (docs/gpu.md): the miniature ablation and the lab calibration grid on
 # the GPU (runs in parallel processes), the engine checks, and the ViT-B/16 benchmark.
-# Since 2026-11-26 the lab preset draws grey shapes: add data.shapes.palette=colour to the
-# ablation commands to reproduce the colour-palette table of that session (docs/results.md, round 1).
+# Since 2026-11-30 the lab preset draws mono shapes (grey from 2026-11-26): add
+# data.shapes.palette=colour to the ablation commands to reproduce the colour-palette table of
+# that session (docs/results.md, round 1). The budget study is benchmarks/gpu_budget.sh.
 # Usage on a CUDA machine with torch + timm, from the repo root: OUT=/some/dir bash benchmarks/gpu_session.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
