@@ -21,17 +21,21 @@ T0=$(date +%s); stamp() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 # the seeds of one budget go to one table: "0 1 2" -> 0,1,2
 seed_list=$(echo $SEEDS | tr ' ' ',')
 fail=0
+# ablate EPOCHS SEEDS RUNS OUT: the grid at one budget; the pretraining runs and the tables
+# must see the same overrides, or the tables would refuse the runs as of another config
+ablate() {
+  $PY -m plaml_lab ablation --grid $GRID --seeds "$2" --probes knn,linear,clusters --device "$DEVICE" \
+      --runs "$3" --out "$4" optim.epochs="$1" run.keep_ckpts=10 run.device="$DEVICE" \
+      run.progress=false $EXTRA
+}
 
 stamp "pretrain: budgets ($EPOCHS) x seeds ($SEEDS), one process each, on $DEVICE"
 pids=()
 for ep in $EPOCHS; do
   for s in $SEEDS; do
     # one process per seed, each with its own --out, so none waits for another's table;
-    # the keep_ckpts covers 16 epochs of checkpoints every 2
-    $PY -m plaml_lab ablation --grid $GRID --seeds "$s" --probes knn,linear,clusters --device "$DEVICE" \
-        --runs "$OUT/runs_ep$ep" --out "$OUT/seed_tables/ep${ep}_s$s" \
-        optim.epochs="$ep" run.keep_ckpts=10 run.device="$DEVICE" run.progress=false $EXTRA \
-        > "$OUT/logs/ep${ep}_s$s.log" 2>&1 &
+    # keep_ckpts=10 covers 16 epochs of checkpoints every 2
+    ablate "$ep" "$s" "$OUT/runs_ep$ep" "$OUT/seed_tables/ep${ep}_s$s" > "$OUT/logs/ep${ep}_s$s.log" 2>&1 &
     pids+=($!)
   done
 done
@@ -40,10 +44,7 @@ for p in "${pids[@]}"; do wait "$p" || fail=1; done
 
 for ep in $EPOCHS; do
   stamp "epochs $ep: the table over seeds $seed_list (finished runs reused) and the curve"
-  $PY -m plaml_lab ablation --grid $GRID --seeds "$seed_list" --probes knn,linear,clusters --device "$DEVICE" \
-      --runs "$OUT/runs_ep$ep" --out "$OUT/results_ep$ep" \
-      optim.epochs="$ep" run.keep_ckpts=10 run.device="$DEVICE" run.progress=false $EXTRA \
-      > "$OUT/logs/table_ep$ep.log" 2>&1 || fail=1
+  ablate "$ep" "$seed_list" "$OUT/runs_ep$ep" "$OUT/results_ep$ep" > "$OUT/logs/table_ep$ep.log" 2>&1 || fail=1
   sed -n '/^| variant/,/^$/p' "$OUT/results_ep$ep/ablation_shapes.md"
   $PY tools/pl_curve.py --runs "$OUT/runs_ep$ep" --out "$OUT/curve_ep$ep" > "$OUT/logs/curve_ep$ep.log" 2>&1 || fail=1
   tail -n +1 "$OUT/curve_ep$ep/curve.md" 2>/dev/null
