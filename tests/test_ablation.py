@@ -207,6 +207,25 @@ def test_a_random_init_baseline_of_another_config_fails_in_one_line(tmp_path, mo
     assert (base / "eval.json").read_text() == before
 
 
+def test_the_random_init_row_is_of_the_grids_baseline_whatever_variants_selects(tmp_path,
+                                                                               monkeypatch):
+    """A table of a subset of points that leaves out the baseline (`dual` in the paper grid) still
+    builds its random-init row from the baseline's config, so it reuses the full table's row
+    instead of failing on it as of another config."""
+    from plaml_lab.lab.grids import load_grid
+    seen = {}
+
+    def fake_random_init(preset, overrides, out, *a, **k):
+        seen["overrides"] = overrides
+        return {"knn_top1": 0.5}
+
+    monkeypatch.setattr(A, "random_init_evaluate", fake_random_init)
+    monkeypatch.setattr(A, "pretrain_and_evaluate", lambda *a, **k: {"knn_top1": 0.6})
+    assert _main(tmp_path, "--probes", "knn", "--variants", "mae") == 0
+    grid = load_grid(A.DEFAULT_GRID)
+    assert seen["overrides"] == A.run_overrides(grid, "dual", 0, TINY)
+
+
 def test_ablation_reports_a_failed_run_and_finishes_the_others(tmp_path, monkeypatch, capsys):
     real = A.pretrain_and_evaluate
 

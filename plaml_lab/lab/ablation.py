@@ -11,8 +11,8 @@ evaluation in eval.json. Re-running resumes: a run whose summary.json says it fi
 pretrained again (an unfinished one resumes from its last checkpoint), and an eval.json with the
 same probes is reused. A point that fails is reported and does not stop the others (exit 1).
 
-The grid is read by lab/grids.py (the sweep's parser): `seeds` (default [0]) and `baseline` (the
-point whose config builds the random-init model; default the last point) matter here. Outputs: OUT/ablation_<dataset>.csv, .md and .png.
+Grid keys read (lab/grids.py): `seeds` ([0]) and `baseline` (the point, default the last, whose
+config builds the random-init model whatever --variants selects). Out: OUT/ablation_<dataset>.*
 """
 
 from __future__ import annotations
@@ -329,10 +329,11 @@ def run_ablation(grid_path: str | Path = DEFAULT_GRID, *, preset: str | None = N
             raise ConfigError(f"--variants: '{unknown[0]}' is not a point of {grid.path} "
                               f"({', '.join(names)})")
         names = [n for n in names if n in variants]
-    baseline = grid.baseline if grid.baseline in names else names[-1]
+    baseline = grid.baseline or list(grid.variants)[-1]  # one random-init row for any --variants
     seeds = grid.seeds
     # Check every point's config before the first (long) run starts.
-    cfgs = {n: load_config(preset, run_overrides(grid, n, seeds[0], extra)) for n in names}
+    cfgs = {n: load_config(preset, run_overrides(grid, n, seeds[0], extra))
+            for n in dict.fromkeys([*names, baseline])}
     dataset = cfgs[names[0]].data.dataset
 
     rows, failed = [], {}
