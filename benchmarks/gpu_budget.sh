@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The mono lab preset's budget study on one GPU, the step the 2-core CPU cannot take
 # (docs/results.md, "Where the pseudo labels form on the mono shapes"; docs/gpu.md): the
-# paper's variant, the token-only MAE and the DINO control of experiments/grids/pl_mono_curve.yaml
-# for every seed at every budget, one process per (budget, seed) at once, then per budget the
-# 3-seed table (the runner reuses the finished runs) and tools/pl_curve.py over the checkpoints
-# kept every 2 epochs. Run folders keep the grid's point names (dual_ep8, ...) whatever the
-# budget; the budget is in the folder above them (runs_ep16/dual_ep8-s0 trained 16 epochs).
+# paper's variant, the token-only MAE, pseudo labels only and the DINO control of
+# experiments/grids/pl_mono_curve.yaml for every seed at every budget, one process per
+# (budget, seed) at once, then per budget the 3-seed table (the runner reuses the finished runs)
+# and tools/pl_curve.py over the checkpoints kept every 2 epochs. Run folders keep the grid's
+# point names (dual_ep8, ...) whatever the budget; the budget is in the folder above them
+# (runs_ep16/dual_ep8-s0 trained 16 epochs).
 # Usage on a CUDA machine with torch + timm, from the repo root:
 #   OUT=/some/dir bash benchmarks/gpu_budget.sh
 # A dry run of the plumbing on a CPU (minutes):
