@@ -66,3 +66,27 @@ def test_two_seeds_of_a_point_keep_their_own_rows_and_cache(quick_run, tmp_path,
     assert set(table) == {"random_init", "quick_dual", "quick_dual-s1"}
     assert {r["nmi"] for r in table["quick_dual"]} == {0.1}
     assert {r["nmi"] for r in table["quick_dual-s1"]} == {0.5}  # probed, not read from seed 0's cache
+
+
+def test_seed_means_average_a_points_seeds_at_the_steps_all_of_them_reached(tmp_path):
+    """Runs P and P-sN are seeds of point P: their rows are averaged step by step (sample std),
+    only over steps every seed has a checkpoint for; a point with one seed has std 0."""
+    tool = _tool()
+
+    def row(step, nmi):
+        return {"epoch": step / 4, "step": step, "nmi": nmi, "knn_top1": 0.8}
+
+    table = {"random_init": [{"epoch": 0.0, "step": 0, "nmi": 0.2}],
+             "dual": [row(4, 0.1), row(8, 0.2)], "dual-s1": [row(4, 0.5)],
+             "token": [row(4, None), row(8, None)]}
+    means = tool.seed_means(table)
+    assert set(means) == {"dual", "token"}
+    assert [r["step"] for r in means["dual"]] == [4]  # seed 1 has not reached step 8
+    m, sd = means["dual"][0]["nmi"]
+    assert (m, sd, means["dual"][0]["seeds"]) == (pytest.approx(0.3), pytest.approx(0.2828, abs=1e-4), 2)
+    assert means["token"][1]["knn_top1"] == (pytest.approx(0.8), 0.0)
+    tool.write_mean_markdown(means, tmp_path / "curve_mean.md")
+    md = (tmp_path / "curve_mean.md").read_text()
+    assert "| dual | 2 | 1.00 | - | 0.300 ± 0.283 |" in md and "| token | 1 | 2.00 | - | - |" in md
+    tool.plot(table, tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").stat().st_size > 0

@@ -7,8 +7,10 @@ scores the labelling teacher's class-token pseudo labels (clusters: prototypes i
 AMI, the nuisance NMIs) and kNN on the held-out split (the student's class token, or the
 labelling teacher's for runs without a reconstruction target: the DINO control). Each result
 is cached as OUT/<run>_step<N>.json, so the command can run while the runs train, and again.
-A random-init encoder of the first run's shape is the step-0 row. Writes OUT/curve.md (one
-table) and OUT/curve.png (NMI, AMI and kNN against epochs). Made for
+A random-init encoder of the first run's shape is the step-0 row. Writes OUT/curve.md (one row
+per run and checkpoint), OUT/curve_mean.md (per grid point, mean +- sample std over its seeds:
+runs P-s0, P-s1, ... are seeds of point P) and OUT/curve.png (NMI, AMI and kNN against epochs,
+the seed mean with a +-std band). Made for
 experiments/grids/pl_curve.yaml (docs/results.md, "Where the pseudo labels start to form").
 """
 
@@ -26,6 +28,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from plaml_lab.evaluate import evaluate  # noqa: E402
+from plaml_lab.lab.ablation_table import mean_std  # noqa: E402
 from plaml_lab.config import load_yaml  # noqa: E402
 from plaml_lab.runs import read_metrics  # noqa: E402
 from plaml_lab.runs.checkpoint import write_atomic  # noqa: E402
@@ -78,6 +81,22 @@ def curve(runs_root: Path, out: Path, log=print) -> dict[str, list[dict]]:
     return table
 
 
+def seed_means(table: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """{grid point: rows (epoch, step, seeds, metric: (mean, std))} over the point's seeds, at
+    the steps every seed has reached (a run still training does not pull the mean down)."""
+    groups: dict[str, list[dict[int, dict]]] = {}
+    for name, rows in table.items():
+        if name != "random_init":
+            groups.setdefault(re.sub(r"-s\d+$", "", name), []).append({r["step"]: r for r in rows})
+    means = {}
+    for point, runs in groups.items():
+        steps = sorted(set.intersection(*(set(r) for r in runs)))
+        means[point] = [{"epoch": runs[0][step]["epoch"], "step": step, "seeds": len(runs),
+                         **{k: mean_std([r[step].get(k) for r in runs]) for k in COLUMNS}}
+                        for step in steps]
+    return means
+
+
 def _nuisance(row: dict) -> str:
     nmi = row.get("nmi_nuisance") or {}
     return " / ".join(f"{nmi[k]:.2f}" if k in nmi else "-" for k in NUISANCE)
@@ -96,15 +115,34 @@ def write_markdown(table: dict[str, list[dict]], path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def write_mean_markdown(means: dict[str, list[dict]], path: Path) -> None:
+    def cell(pair, digits=3):
+        m, sd = pair
+        return "-" if m != m else f"{m:.{digits}f} ± {sd:.{digits}f}"
+
+    lines = ["| point | seeds | epoch | prototypes used | NMI | AMI | kNN cls | kNN mean |",
+             "|---|---|---|---|---|---|---|---|"]
+    for point, rows in means.items():
+        for r in rows:
+            lines.append(f"| {point} | {r['seeds']} | {r['epoch']:.2f} | "
+                         f"{cell(r['prototypes_used'], 0)} | {cell(r['nmi'])} | {cell(r['ami'])} | "
+                         f"{cell(r['knn_top1'])} | {cell(r['knn_top1_mean'])} |")
+    path.write_text("\n".join(lines) + "\n")
+
+
 def plot(table: dict[str, list[dict]], path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
     for ax, key, title in zip(axes, ("nmi", "ami", "knn_top1"),
                               ("NMI of the pseudo labels", "AMI (chance-corrected)", "kNN top-1 (class token)")):
-        for name, rows in table.items():
-            if name == "random_init":
-                ax.axhline(rows[0].get(key, float("nan")), color="grey", ls=":", label="random init")
-                continue
-            ax.plot([r["epoch"] for r in rows], [r.get(key, float("nan")) for r in rows], "o-", label=name)
+        ax.axhline(table["random_init"][0].get(key, float("nan")), color="grey", ls=":",
+                   label="random init")
+        for point, rows in seed_means(table).items():
+            x = [r["epoch"] for r in rows]
+            m, sd = zip(*(r[key] for r in rows)) if rows else ((), ())
+            line, = ax.plot(x, m, "o-", label=f"{point} ({rows[0]['seeds']} seeds)" if rows
+                            and rows[0]["seeds"] > 1 else point)
+            ax.fill_between(x, [a - b for a, b in zip(m, sd)], [a + b for a, b in zip(m, sd)],
+                            color=line.get_color(), alpha=0.2)
         if key == "nmi":
             ax.axhline(0.20, color="red", lw=0.8, ls="--", label="target 0.20")
         ax.set_title(title, fontsize=10)
@@ -127,8 +165,9 @@ def main(argv=None) -> int:
         return 2
     table = curve(runs_root, Path(args.out))
     write_markdown(table, Path(args.out) / "curve.md")
+    write_mean_markdown(seed_means(table), Path(args.out) / "curve_mean.md")
     plot(table, Path(args.out) / "curve.png")
-    print((Path(args.out) / "curve.md").read_text())
+    print((Path(args.out) / "curve_mean.md").read_text())
     return 0
 
 
