@@ -60,6 +60,21 @@ def test_claim_verdicts_compare_difference_of_means_with_seed_spread():
     assert all(x["verdict"].startswith("no verdict") for x in T.claim_verdicts(one))
 
 
+def test_a_tagged_point_stands_for_its_variant_only_when_it_is_the_only_one():
+    """A budget grid's dual_ep8 and token_ep8 are scored as dual and token; two dual_* points
+    (pl_mono's dual_w025, dual_k32) are not one variant, so no claim is scored for them."""
+    def stats(mean):
+        return {m: (mean, 0.01, 3) for m in T.METRICS}
+
+    v = {(x["better"], x["worse"], x["metric"]): x["verdict"]
+         for x in T.claim_verdicts({"dual_ep8": stats(0.9), "token_ep8": stats(0.8),
+                                    "dino_ep8": stats(0.5), "random_init": stats(0.6)})}
+    assert v[("dual_ep8", "token_ep8", "knn_top1")] == "held"
+    assert len(v) == 2  # knn and linear of that one claim; dino_ep8 stands for none
+    two = T.claim_verdicts({"dual_w025": stats(0.9), "dual_k32": stats(0.9), "token": stats(0.8)})
+    assert two == []
+
+
 # --- end to end ---------------------------------------------------------------------------------
 
 def _main(tmp_path, *extra):

@@ -111,12 +111,22 @@ def compare(agg: dict, better: str, worse: str, metric: str) -> dict | None:
             "spread": spread, "seeds": min(na, nb), "verdict": verdict}
 
 
+def stand_in(agg: dict, variant: str) -> str:
+    """The point of `agg` that stands for a CLAIMS variant: the point of that name, else the only
+    point named `<variant>_<tag>` (a budget grid's dual_ep8); `variant` itself when there is
+    none, or more than one (pl_mono's dual_w025 and dual_k32 are not one variant)."""
+    if variant in agg:
+        return variant
+    tagged = [p for p in agg if p.startswith(variant + "_")]
+    return tagged[0] if len(tagged) == 1 else variant
+
+
 def claim_verdicts(agg: dict) -> list[dict]:
-    """Each CLAIMS comparison present in `agg`, scored by `compare`."""
+    """Each CLAIMS comparison present in `agg` (by name or by `stand_in`), scored by `compare`."""
     out = []
     for claim, better, worse, metrics in CLAIMS:
         for m in metrics:
-            v = compare(agg, better, worse, m)
+            v = compare(agg, stand_in(agg, better), stand_in(agg, worse), m)
             if v is not None:
                 out.append({"claim": claim, **v})
     return out
