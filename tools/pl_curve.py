@@ -27,9 +27,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from plaml_lab.config import load_yaml  # noqa: E402
 from plaml_lab.evaluate import evaluate  # noqa: E402
 from plaml_lab.lab.ablation_table import mean_std  # noqa: E402
-from plaml_lab.config import load_yaml  # noqa: E402
 from plaml_lab.runs import read_metrics  # noqa: E402
 from plaml_lab.runs.checkpoint import write_atomic  # noqa: E402
 
@@ -139,8 +139,8 @@ def plot(table: dict[str, list[dict]], path: Path) -> None:
         for point, rows in seed_means(table).items():
             x = [r["epoch"] for r in rows]
             m, sd = zip(*(r[key] for r in rows)) if rows else ((), ())
-            line, = ax.plot(x, m, "o-", label=f"{point} ({rows[0]['seeds']} seeds)" if rows
-                            and rows[0]["seeds"] > 1 else point)
+            seeds = rows[0]["seeds"] if rows else 1
+            line, = ax.plot(x, m, "o-", label=point if seeds == 1 else f"{point} ({seeds} seeds)")
             ax.fill_between(x, [a - b for a, b in zip(m, sd)], [a + b for a, b in zip(m, sd)],
                             color=line.get_color(), alpha=0.2)
         if key == "nmi":
