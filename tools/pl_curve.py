@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -118,7 +119,7 @@ def write_markdown(table: dict[str, list[dict]], path: Path) -> None:
 def write_mean_markdown(means: dict[str, list[dict]], path: Path) -> None:
     def cell(pair, digits=3):
         m, sd = pair
-        return "-" if m != m else f"{m:.{digits}f} ± {sd:.{digits}f}"
+        return "-" if math.isnan(m) else f"{m:.{digits}f} ± {sd:.{digits}f}"
 
     lines = ["| point | seeds | epoch | prototypes used | NMI | AMI | kNN cls | kNN mean |",
              "|---|---|---|---|---|---|---|---|"]
