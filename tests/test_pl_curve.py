@@ -43,7 +43,7 @@ def test_each_checkpoint_is_probed_once_in_step_order_with_its_epoch(quick_run, 
     tool.curve(runs, out, log=lambda *_: None)
     assert len(calls) == n  # all cached
     tool.write_markdown(table, out / "curve.md")
-    tool.plot(table, out / "curve.png")
+    tool.plot(table["random_init"][0], tool.seed_means(table), out / "curve.png")
     md = (out / "curve.md").read_text().splitlines()
     assert len(md) == 2 + 1 + len(steps) and "| quick_dual |" in md[-1]
     assert (out / "curve.png").stat().st_size > 0
@@ -88,5 +88,5 @@ def test_seed_means_average_a_points_seeds_at_the_steps_all_of_them_reached(tmp_
     tool.write_mean_markdown(means, tmp_path / "curve_mean.md")
     md = (tmp_path / "curve_mean.md").read_text()
     assert "| dual | 2 | 1.00 | - | 0.300 ± 0.283 |" in md and "| token | 1 | 2.00 | - | - |" in md
-    tool.plot(table, tmp_path / "curve.png")
+    tool.plot(table["random_init"][0], means, tmp_path / "curve.png")
     assert (tmp_path / "curve.png").stat().st_size > 0
