@@ -1,6 +1,6 @@
 """One typed config tree for plaml_lab: dataclasses, YAML load/save, dotted overrides, validation.
 
-Every knob of the method (METHOD.md) is a field here; a dotted path into the tree
+Every knob of the method (docs/method.md) is a field here; a dotted path into the tree
 (`teachers.labelling.momentum=0.99`) names it on the CLI, in a notebook's `overrides`
 parameter and in a sweep grid alike. Validation errors name the key, the value and what is
 allowed, in one line, so the CLI can print them as `error: ...`.

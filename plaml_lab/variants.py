@@ -1,4 +1,4 @@
-"""METHOD.md's variant grid: each name and the method switches that make it (the one list that
+"""The method's variant grid (docs/method.md, 'The variants'): each name and the method switches that make it (the one list that
 bench, ablation, evaluate, the notebooks and the tests use). No torch: `plaml-lab --help` lists
 these names."""
 
@@ -14,7 +14,7 @@ VARIANTS: dict[str, list[str]] = {
 
 
 def variant_name(cfg) -> str:
-    """METHOD.md's grid name for a PretrainConfig (mae, token, single, dual, plonly), or a
+    """The variant grid's name for a PretrainConfig (mae, token, single, dual, plonly), or a
     description of its switches (e.g. `pixels+pl_cls+dual`) for a point off the grid."""
     t, p, te = cfg.method.target, cfg.method.pseudo_labels, cfg.method.teachers
     if t == "pixels" and p == "none":

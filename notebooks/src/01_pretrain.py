@@ -3,7 +3,7 @@
 # # Pretrain one configuration
 #
 # **What you will see.** One pretraining run of plaml-lab: the resolved configuration (any
-# variant of METHOD.md's grid by `overrides`), the loss terms drawn live while the student
+# variant of docs/method.md's grid by `overrides`), the loss terms drawn live while the student
 # learns to reconstruct the reconstruction teacher's tokens and to predict the labelling
 # teacher's pseudo labels, a quick kNN readout of the frozen student against a random-init
 # encoder of the same shape, and the run folder it leaves behind (which
@@ -42,7 +42,7 @@ run_dir = nb.run_dir(out_dir, SMOKE)
 # %% [markdown] id=config-md
 # ## The configuration
 # The variant follows from three switches (`method.target`, `method.pseudo_labels`,
-# `method.teachers`); every other knob of METHOD.md is a dotted key too.
+# `method.teachers`); every other knob of docs/method.md is a dotted key too.
 
 # %% id=config
 # NBVAL_CHECK_OUTPUT

@@ -1,12 +1,12 @@
 """Source of notebooks/02_ablations.ipynb (tools/make_notebooks.py; `make notebooks`)."""
 # %% [markdown] id=title
-# # Ablations: METHOD.md's variants side by side
+# # Ablations: the method's variants side by side
 #
 # **What you will see.** A grid of pretraining runs executed through `plaml-lab sweep`: each point
 # is one papermill run of `01_pretrain.ipynb` with its own overrides, written to
 # `<out_dir>/<point>/` (the executed notebook and the run folder). Then the comparison table and
 # plots from `results.csv`: loss terms, kNN accuracy of each frozen student, loss curves.
-# The default grid is METHOD.md's five variants (pixel MAE, token MAE, token + pseudo labels with
+# The default grid is the five variants of docs/method.md (pixel MAE, token MAE, token + pseudo labels with
 # one or two teachers, pseudo labels only) on the demo preset with a shortened schedule; the
 # full-length, multi-seed table with every probe is `make ablation`.
 #

@@ -101,7 +101,7 @@ nb.show_app(monitor_app, shelf, "training_monitor")
 # Over the run's checkpoints: each teacher's parameter distance to the student, how often the two
 # teachers' encoders give the same pseudo labels, and each teacher's momentum schedule. In the
 # dual-teacher variant the labelling teacher follows the student more closely than the
-# reconstruction teacher (see METHOD.md: two EMA copies with one schedule would be one model).
+# reconstruction teacher (see docs/method.md: two EMA copies with one schedule would be one model).
 
 # %% id=teachers
 teacher_app = viz.teacher_compare(run or None, dataset)

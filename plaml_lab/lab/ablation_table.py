@@ -1,4 +1,4 @@
-"""The ablation table: mean +- std over seeds of each variant, METHOD.md's claims as
+"""The ablation table: mean +- std over seeds of each variant, the claims (docs/method.md) as
 comparisons between variants (verdicts that allow for the seed spread), and the CSV, markdown
 and bar-plot outputs. Pure functions of the rows ablation.py collects."""
 
@@ -30,7 +30,7 @@ TABLE_METRICS = ("knn_top1", "knn_top1_mean", "linear_top1", "linear_top1_mean",
 PLOT_METRICS = ("knn_top1", "linear_top1", "finetune_top1", "nmi", "seg_miou", "box_mean_iou")
 
 
-# METHOD.md's claims as comparisons between grid points: (claim, better, worse, metrics).
+# The paper's claims (docs/method.md, 'The claims') as comparisons between grid points: (claim, better, worse, metrics).
 CLAIMS = (
     ("pseudo labels improve a token-reconstructing MAE", "dual", "token",
      ("knn_top1", "linear_top1")),
