@@ -1,4 +1,5 @@
-"""`plaml-lab` command line: pretrain, eval, export, finetune, sweep, bench, ablation, demo.
+"""`plaml-lab` command line: pretrain, eval, export, finetune, sweep, bench, ablation, demo,
+config.
 
 Every sub-command's arguments are defined here with argparse alone, and each names the function
 that runs it as "module:function"; the module is imported only when its sub-command runs, so
@@ -217,7 +218,21 @@ def _demo(sub) -> None:
     p.set_defaults(run="plaml_lab.notebook.demo:cmd_demo")
 
 
-SUBCOMMANDS = (_pretrain, _eval, _export, _finetune, _sweep, _bench, _ablation, _demo)
+def _config(sub) -> None:
+    p = sub.add_parser(
+        "config", help="list config keys: type, value, allowed values, one-line help",
+        description="List the config keys (every one, or those under PREFIX, e.g. pl or "
+        "teachers.labelling) with type, default, allowed values and help; with PRESET (a YAML "
+        "file) the preset's values, and the defaults beside them. The same dataclasses "
+        "validate every run.")
+    p.add_argument("preset", nargs="?", metavar="PRESET",
+                   help="YAML preset, e.g. experiments/configs/lab.yaml (optional)")
+    p.add_argument("prefix", nargs="?", metavar="PREFIX",
+                   help="a section or key, e.g. pl, teachers.labelling, mask.ratio")
+    p.set_defaults(run="plaml_lab.config_doc:cmd_config")
+
+
+SUBCOMMANDS = (_pretrain, _eval, _export, _finetune, _sweep, _bench, _ablation, _demo, _config)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,7 +19,7 @@ from plaml_lab.errors import ConfigError
 from plaml_lab.variants import unread_keys
 # diff, load_yaml, save_yaml: part of the config API (`from plaml_lab.config import ...`)
 from plaml_lab.typed_tree import (build, check_ranges, diff, knob, load_yaml,  # noqa: F401
-                                  parse_override, save_yaml)
+                                  opt, parse_override, save_yaml)
 
 # --------------------------------------------------------------------------------------------
 # The tree. A field's allowed values sit beside it: Literal[...] for choices, knob(default,
@@ -29,154 +29,158 @@ from plaml_lab.typed_tree import (build, check_ranges, diff, knob, load_yaml,  #
 
 @dataclass
 class RunConfig:
-    name: str = "run"
-    seed: int = 0  # seeds init, data order, augmentation and masking
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # auto: cuda, then mps, then cpu
+    name: str = opt("run", "run name; the default run folder is experiments/runs/<name>")
+    seed: int = opt(0, "seeds init, data order, augmentation and masking")
+    device: Literal["auto", "cpu", "cuda", "mps"] = opt("auto", "auto: cuda, then mps, then cpu")
     # auto: bf16 on GPUs that have it (else fp16 + GradScaler), bf16 on CPUs with native bf16
     # (AVX512-BF16/AMX), fp32 on every other CPU (plaml_lab.hardware)
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    max_steps: int = knob(0, 0)  # stop after N optimiser steps; 0 = the full schedule
-    ckpt_every: int = knob(200, 0)  # optimiser steps between checkpoints; 0 = only at the end
-    keep_ckpts: int = knob(2, 0)  # periodic step_XXXXXXX.pt checkpoints kept besides last.pt
-    log_every: int = knob(10, 1)  # optimiser steps between metrics.jsonl lines
-    num_threads: int = knob(0, 0)  # torch CPU threads; 0 = torch's default
-    compile: bool = False  # torch.compile the step (falls back with a warning if unavailable)
-    deterministic: bool = False  # torch.use_deterministic_algorithms (bitwise resume on CPU)
-    on_nonfinite: Literal["stop", "skip"] = "stop"  # what a NaN/inf loss does
-    progress: bool = True  # tqdm progress bar
-    eval_knn: bool = True  # kNN accuracy on the held-out split in summary.json
-    tensorboard: bool = False  # also write RUN/tensorboard/ events (metrics.jsonl stays the truth)
-    tensorboard_images: int = knob(32, 0)  # held-out images in the logged figures; 0 = none
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = opt(
+        "auto", "autocast; auto: bf16 where native, else fp16 (GPU) or fp32 (CPU)")
+    max_steps: int = knob(0, 0, help="stop after N optimiser steps; 0 = the full schedule")
+    ckpt_every: int = knob(200, 0, help="optimiser steps between checkpoints; 0 = only at the end")
+    keep_ckpts: int = knob(2, 0, help="periodic step_XXXXXXX.pt checkpoints kept besides last.pt")
+    log_every: int = knob(10, 1, help="optimiser steps between metrics.jsonl lines")
+    num_threads: int = knob(0, 0, help="torch CPU threads; 0 = torch's default")
+    compile: bool = opt(False, "torch.compile the step (falls back to eager with a warning)")
+    deterministic: bool = opt(False, "torch.use_deterministic_algorithms (bitwise resume on CPU)")
+    on_nonfinite: Literal["stop", "skip"] = opt("stop", "a NaN/inf loss: stop (exit 3) or skip")
+    progress: bool = opt(True, "tqdm progress bar")
+    eval_knn: bool = opt(True, "kNN accuracy on the held-out split in summary.json")
+    tensorboard: bool = opt(False, "also write RUN/tensorboard/ (metrics.jsonl stays the truth)")
+    tensorboard_images: int = knob(32, 0, help="held-out images in TensorBoard figures; 0 = none")
 
 
 @dataclass
 class ShapesConfig:
     """Difficulty knobs of the embedded `shapes` dataset (see docs/data.md)."""
 
-    num_classes: int = knob(10, 2, 12)
-    size_min: float = knob(0.5, 0, 1, open_lo=True)  # object radius / half image width
-    size_max: float = knob(0.9, "size_min", 1)
-    min_contrast: float = knob(0.3, 0, 1)  # minimum fg/bg colour distance
-    clutter: int = knob(1, 0, 16)  # distractor blobs/lines
-    noise: float = knob(0.02, 0, 1)  # pixel noise std
-    texture: float = knob(0.5, 0, 1)  # background gradient/texture amplitude
-    rotation: bool = True
-    jitter: float = knob(0.25, 0, 1)  # max centre offset, fraction of the free space
-    # grey: colour cannot tell images apart; mono: neither can grey level (one level each for
-    # background and object)
-    palette: Literal["colour", "grey", "mono"] = "colour"
+    num_classes: int = knob(10, 2, 12, help="shape classes drawn (of 12)")
+    size_min: float = knob(0.5, 0, 1, open_lo=True, help="object radius / half image width, min")
+    size_max: float = knob(0.9, "size_min", 1, help="object radius / half image width, max")
+    min_contrast: float = knob(0.3, 0, 1, help="minimum object/background colour distance")
+    clutter: int = knob(1, 0, 16, help="distractor blobs and lines per image")
+    noise: float = knob(0.02, 0, 1, help="pixel noise std")
+    texture: float = knob(0.5, 0, 1, help="background gradient/texture amplitude")
+    rotation: bool = opt(True, "rotate each object by a random angle")
+    jitter: float = knob(0.25, 0, 1, help="max centre offset, fraction of the free space")
+    # grey: colour cannot tell images apart; mono: neither can grey level
+    palette: Literal["colour", "grey", "mono"] = opt(
+        "colour", "random colours, random grey levels, or one grey level each (mono)")
 
 
 @dataclass
 class AugConfig:
-    crop_scale_min: float = knob(0.2, 0, 1, open_lo=True)  # RandomResizedCrop (MAE: 0.2-1)
-    crop_scale_max: float = knob(1.0, "crop_scale_min", 1)
-    flip: bool = True
-    color_jitter: float = knob(0.4, 0, 1)  # strength; 0 = off. Colour as a nuisance for labels
-    color_jitter_p: float = knob(0.8, 0, 1)
-    grayscale_p: float = knob(0.2, 0, 1)
+    crop_scale_min: float = knob(0.2, 0, 1, open_lo=True, help="RandomResizedCrop min (MAE: 0.2)")
+    crop_scale_max: float = knob(1.0, "crop_scale_min", 1, help="RandomResizedCrop max")
+    flip: bool = opt(True, "random horizontal flip")
+    color_jitter: float = knob(0.4, 0, 1, help="colour jitter strength; 0 = off")
+    color_jitter_p: float = knob(0.8, 0, 1, help="probability of colour jitter per view")
+    grayscale_p: float = knob(0.2, 0, 1, help="probability of greyscale per view")
     # Colour as a nuisance the pseudo labels cannot use (see data.transforms.color_nuisance):
-    channel_shuffle_p: float = knob(0.0, 0, 1)  # random RGB permutation per view
-    invert_p: float = knob(0.0, 0, 1)  # colour negative per view
-    # Grey level as a nuisance (data.transforms.tone_remap): a random piecewise-linear tone
-    # curve per view with this probability; knots = its segments (1 = a random line)
-    tone_remap_p: float = knob(0.0, 0, 1)
-    tone_remap_knots: int = knob(4, 1, 64)
-    shared_crop: bool = False  # one crop for all views: they differ in colour only
+    channel_shuffle_p: float = knob(0.0, 0, 1, help="random RGB permutation per view, probability")
+    invert_p: float = knob(0.0, 0, 1, help="colour negative per view, probability")
+    # Grey level as a nuisance (data.transforms.tone_remap)
+    tone_remap_p: float = knob(0.0, 0, 1, help="random piecewise-linear tone curve, probability")
+    tone_remap_knots: int = knob(4, 1, 64, help="segments of the tone curve (1 = a random line)")
+    shared_crop: bool = opt(False, "one crop for all views: they differ in colour only")
 
 
 @dataclass
 class DataConfig:
-    dataset: Literal["shapes", "digits", "cifar10", "folder"] = "shapes"
-    root: str = ""  # cifar10 / folder root
-    download: bool = False  # cifar10: allow torchvision to download
-    views: Literal[1, 2] = 2  # 2: cross-view class-token targets (DINO); 1: same-view only
-    num_train: int = knob(20000, 1)  # shapes: generated training images
-    num_val: int = knob(2000, 1)  # shapes: generated held-out images
-    val_fraction: float = knob(0.2, 0, 1, open_lo=True, open_hi=True)  # digits / folder
-    num_workers: int = knob(0, 0)  # DataLoader workers for file datasets
-    on_bad_image: Literal["skip", "error"] = "skip"  # a corrupt image in a folder dataset
-    seed_data: int = 0  # generation seed of the embedded dataset (fixed across runs)
+    dataset: Literal["shapes", "digits", "cifar10", "folder"] = opt(
+        "shapes", "shapes (embedded), digits, cifar10, or folder (ImageNet layout)")
+    root: str = opt("", "cifar10 / folder root (folder: one sub-folder of images per class)")
+    download: bool = opt(False, "cifar10: allow torchvision to download")
+    views: Literal[1, 2] = opt(2, "2: cross-view class-token targets (DINO); 1: same-view only")
+    num_train: int = knob(20000, 1, help="shapes: generated training images")
+    num_val: int = knob(2000, 1, help="shapes: generated held-out images")
+    val_fraction: float = knob(0.2, 0, 1, open_lo=True, open_hi=True,
+                               help="digits / folder: fraction of images held out")
+    num_workers: int = knob(0, 0, help="DataLoader workers for file datasets")
+    on_bad_image: Literal["skip", "error"] = opt("skip", "a corrupt image: skip (counted) or stop")
+    seed_data: int = opt(0, "generation seed of the embedded dataset (fixed across runs)")
     shapes: ShapesConfig = field(default_factory=ShapesConfig)
     aug: AugConfig = field(default_factory=AugConfig)
 
 
 @dataclass
 class ModelConfig:
-    img_size: int = knob(32, 1)
-    patch_size: int = knob(4, 1)
-    in_chans: int = knob(3, 1)
-    embed_dim: int = knob(192, 1)
-    depth: int = knob(6, 1)
-    num_heads: int = knob(3, 1)
-    mlp_ratio: float = knob(4.0, 0, open_lo=True)
-    decoder_embed_dim: int = knob(128, 1)
-    decoder_depth: int = knob(2, 1)
-    decoder_num_heads: int = knob(4, 1)
-    drop_path: float = knob(0.0, 0, 1, open_hi=True)
-    # auto: math on CPU in bf16/fp16, else SDPA (the resolved run.precision decides)
-    attn_impl: Literal["auto", "sdpa", "math"] = "auto"
-    # start the student (and so the teachers) from a timm ViT: FILE.safetensors (ours from
-    # `plaml-lab export`, or anyone's of this shape) or TIMM_NAME@LOCAL_FILE; '' = random init
-    init_from: str = ""
+    img_size: int = knob(32, 1, help="input image side in pixels")
+    patch_size: int = knob(4, 1, help="ViT patch side in pixels")
+    in_chans: int = knob(3, 1, help="image channels")
+    embed_dim: int = knob(192, 1, help="encoder width D (ViT-S: 384, ViT-B: 768)")
+    depth: int = knob(6, 1, help="encoder blocks")
+    num_heads: int = knob(3, 1, help="encoder attention heads")
+    mlp_ratio: float = knob(4.0, 0, open_lo=True, help="MLP hidden width / embed_dim")
+    decoder_embed_dim: int = knob(128, 1, help="MAE decoder width (ViT-B in MAE: 512)")
+    decoder_depth: int = knob(2, 1, help="MAE decoder blocks (ViT-B in MAE: 8)")
+    decoder_num_heads: int = knob(4, 1, help="MAE decoder attention heads")
+    drop_path: float = knob(0.0, 0, 1, open_hi=True, help="stochastic depth rate")
+    attn_impl: Literal["auto", "sdpa", "math"] = opt(
+        "auto", "auto: plain matmul attention on CPU in bf16/fp16, else SDPA")
+    init_from: str = opt("", "start the student (and teachers) from FILE.safetensors or "
+                         "TIMM_NAME@FILE; '' = random")
 
 
 @dataclass
 class MaskConfig:
-    ratio: float = knob(0.75, 0, 1, open_lo=True, open_hi=True)  # fraction of data tokens hidden
-    strategy: Literal["random", "block"] = "random"
-    block_size: int = knob(2, 1)  # block strategy: blob scale in patches
+    ratio: float = knob(0.75, 0, 1, open_lo=True, open_hi=True,
+                        help="fraction of data tokens hidden from the student (MAE: 0.75)")
+    strategy: Literal["random", "block"] = opt("random", "hide random tokens, or blobs of them")
+    block_size: int = knob(2, 1, help="block strategy: blob scale in patches")
 
 
 @dataclass
 class MethodConfig:
-    target: Literal["pixels", "tokens", "none"] = "tokens"  # what the decoder reconstructs
-    pseudo_labels: Literal["none", "cls", "patch", "both"] = "both"
-    teachers: Literal["single", "dual"] = "dual"
+    target: Literal["pixels", "tokens", "none"] = opt(
+        "tokens", "what the decoder reconstructs: pixels (MAE), teacher tokens, or nothing")
+    pseudo_labels: Literal["none", "cls", "patch", "both"] = opt(
+        "both", "which tokens predict pseudo labels: class token, data tokens, both")
+    teachers: Literal["single", "dual"] = opt(
+        "dual", "dual: labelling + reconstruction teacher; single: one EMA teacher for both")
 
 
 @dataclass
 class PseudoLabelConfig:
-    num_prototypes: int = knob(256, 2)  # K
-    shared_head: bool = True  # one head for cls and patch pseudo labels (iBOT's recipes)
-    # dino: nn.Linear's default init, as DINO/iBOT create the prototype layer after apply(init)
-    prototype_init: Literal["dino", "trunc_normal"] = "dino"
-    head_hidden_dim: int = knob(512, 1)  # ViT-B: 2048
-    head_bottleneck_dim: int = knob(128, 1)  # ViT-B: 256
-    head_layers: int = knob(3, 1)
-    assignment: Literal["centering", "sinkhorn"] = "centering"
-    student_temp: float = knob(0.1, 0, open_lo=True)
-    teacher_temp: float = knob(0.04, 0, open_lo=True)  # after any warm-up (DINO: 0.04, flat)
-    patch_teacher_temp: float = knob(0.0, 0)  # patch targets (iBOT's own); 0 = pl.teacher_temp
-    warmup_teacher_temp: float = knob(0.04, 0, open_lo=True)  # start of the optional warm-up
-    warmup_teacher_temp_epochs: float = knob(0.0, 0)  # 0 = flat (no warm-up)
-    center_momentum: float = knob(0.9, 0, 1)  # centering only
-    sinkhorn_iters: int = knob(3, 1)  # sinkhorn only
-    freeze_prototypes_epochs: float = knob(1.0, 0)  # DINO/iBOT freeze the last layer 1 epoch
+    num_prototypes: int = knob(256, 2, help="K: the prototypes (clusters) of the pseudo labels")
+    shared_head: bool = opt(True, "one head for class-token and patch pseudo labels (iBOT)")
+    prototype_init: Literal["dino", "trunc_normal"] = opt(
+        "dino", "prototype layer: nn.Linear's default (DINO/iBOT) or trunc_normal (std 0.02)")
+    head_hidden_dim: int = knob(512, 1, help="head MLP hidden width (ViT-B: 2048)")
+    head_bottleneck_dim: int = knob(128, 1, help="head's L2-normalised bottleneck (ViT-B: 256)")
+    head_layers: int = knob(3, 1, help="head MLP layers")
+    assignment: Literal["centering", "sinkhorn"] = opt(
+        "centering", "teacher outputs -> targets: centering + sharpening (DINO) or Sinkhorn-Knopp")
+    student_temp: float = knob(0.1, 0, open_lo=True, help="student softmax temperature")
+    teacher_temp: float = knob(0.04, 0, open_lo=True, help="teacher temperature after any warm-up")
+    patch_teacher_temp: float = knob(0.0, 0, help="patch targets' (iBOT); 0 = pl.teacher_temp")
+    warmup_teacher_temp: float = knob(0.04, 0, open_lo=True, help="teacher temperature at start")
+    warmup_teacher_temp_epochs: float = knob(0.0, 0, help="temperature warm-up; 0 = flat")
+    center_momentum: float = knob(0.9, 0, 1, help="centering: EMA momentum of the center")
+    sinkhorn_iters: int = knob(3, 1, help="sinkhorn: Sinkhorn-Knopp iterations")
+    freeze_prototypes_epochs: float = knob(1.0, 0, help="prototypes frozen this long (DINO: 1)")
 
 
 @dataclass
 class RecConfig:
-    loss: Literal["mse", "smooth_l1", "cosine"] = "mse"  # token mode
-    target_layers: int = knob(1, 1)  # average of the reconstruction teacher's last k (<= depth)
-    # per layer, before averaging; instance = each channel over an image's tokens (data2vec 2.0)
-    target_norm: Literal["layer", "instance", "none"] = "instance"
-    loss_scale: Literal["mean", "sqrt_dim"] = "sqrt_dim"  # over D: mean, or sum / sqrt(D) (d2v)
-    norm_pix_loss: bool = True  # pixel mode: per-patch normalised target (MAE)
+    loss: Literal["mse", "smooth_l1", "cosine"] = opt("mse", "token reconstruction loss")
+    target_layers: int = knob(1, 1, help="average the reconstruction teacher's last k blocks")
+    target_norm: Literal["layer", "instance", "none"] = opt(
+        "instance", "token targets, per block before averaging (instance: data2vec 2.0)")
+    loss_scale: Literal["mean", "sqrt_dim"] = opt(
+        "sqrt_dim", "over the D channels: mean, or sum / sqrt(D) (data2vec 2.0)")
+    norm_pix_loss: bool = opt(True, "pixel mode: per-patch normalised target (MAE)")
 
 
 @dataclass
 class TeacherConfig:
-    momentum: float = knob(0.996, 0, 1)
-    momentum_end: float = knob(1.0, 0, 1)
-    # > 0: the EMA window 1/(1-m) at the start (end) as a fraction of the run's steps, in place
-    # of momentum (momentum_end), so short and long runs average the same share of training
-    window: float = knob(0.0, 0, 1)
-    window_end: float = knob(0.0, 0, 1)
-    # the teacher's encoder starts from these weights instead of the student's (the forms of
-    # model.init_from); with momentum = momentum_end = 1 it stays there: a frozen teacher,
-    # e.g. a trained MAE as the reconstruction teacher (docs/method.md)
-    init_from: str = ""
+    momentum: float = knob(0.996, 0, 1, help="EMA momentum m at the start (cosine to the end)")
+    momentum_end: float = knob(1.0, 0, 1, help="EMA momentum at the end of training")
+    # > 0: in place of momentum (momentum_end), so short and long runs average the same share
+    window: float = knob(0.0, 0, 1, help="> 0: EMA window 1/(1-m) at the start, share of steps")
+    window_end: float = knob(0.0, 0, 1, help="> 0: EMA window at the end, share of steps")
+    # with momentum = momentum_end = 1 a frozen teacher, e.g. a trained MAE (docs/method.md)
+    init_from: str = opt("", "this teacher's encoder from a file (model.init_from's forms)")
 
 
 @dataclass
@@ -187,25 +191,26 @@ class TeachersConfig:
 
 @dataclass
 class LossConfig:
-    w_rec: float = knob(1.0, 0)
-    w_cls: float = knob(1.0, 0)
-    w_patch: float = knob(1.0, 0)
+    w_rec: float = knob(1.0, 0, help="weight of the reconstruction loss")
+    w_cls: float = knob(1.0, 0, help="weight of the class-token pseudo-label loss")
+    w_patch: float = knob(1.0, 0, help="weight of the data-token pseudo-label loss")
 
 
 @dataclass
 class OptimConfig:
-    batch_size: int = knob(128, 1)  # per device, per accumulation step
-    epochs: float = knob(10.0, 0, open_lo=True)
-    blr: float = knob(1.5e-4, 0)  # lr = blr * global_batch / 256
-    lr: float = knob(0.0, 0)  # absolute lr; overrides blr when > 0
-    min_lr: float = knob(0.0, 0)
-    warmup_epochs: float = knob(1.0, 0)
-    weight_decay: float = knob(0.05, 0)
-    beta1: float = knob(0.9, 0, 1, open_hi=True)
-    beta2: float = knob(0.95, 0, 1, open_hi=True)
-    clip_grad: float = knob(3.0, 0)  # max grad norm; 0 = off (DINO/iBOT: 3.0)
-    clip_mode: Literal["per_param", "global"] = "per_param"  # DINO's per parameter, or one norm
-    accum_steps: int = knob(1, 1)
+    batch_size: int = knob(128, 1, help="per device, per accumulation step")
+    epochs: float = knob(10.0, 0, open_lo=True, help="length of the schedule")
+    blr: float = knob(1.5e-4, 0, help="base learning rate: lr = blr * global_batch / 256")
+    lr: float = knob(0.0, 0, help="absolute learning rate; overrides blr when > 0")
+    min_lr: float = knob(0.0, 0, help="learning rate at the end of the cosine")
+    warmup_epochs: float = knob(1.0, 0, help="linear learning-rate warm-up")
+    weight_decay: float = knob(0.05, 0, help="AdamW weight decay")
+    beta1: float = knob(0.9, 0, 1, open_hi=True, help="AdamW beta1")
+    beta2: float = knob(0.95, 0, 1, open_hi=True, help="AdamW beta2 (MAE: 0.95)")
+    clip_grad: float = knob(3.0, 0, help="max gradient norm; 0 = off (DINO/iBOT: 3.0)")
+    clip_mode: Literal["per_param", "global"] = opt(
+        "per_param", "clip each parameter by its own norm (DINO), or all by one")
+    accum_steps: int = knob(1, 1, help="micro-batches per optimiser step")
 
 
 # What `plaml-lab eval --probes` and the ablation runner accept (evaluate.py runs them).
@@ -214,11 +219,11 @@ PROBES = ("knn", "linear", "clusters", "seg", "box")
 
 @dataclass
 class EvalConfig:
-    knn_k: int = knob(20, 1)
-    knn_t: float = knob(0.07, 0, open_lo=True)
-    max_train: int = knob(10000, 1)  # cap on the kNN memory bank / probe train set
-    max_val: int = knob(2000, 1)
-    batch_size: int = knob(256, 1)
+    knn_k: int = knob(20, 1, help="kNN neighbours (DINO's weighted vote)")
+    knn_t: float = knob(0.07, 0, open_lo=True, help="kNN vote temperature")
+    max_train: int = knob(10000, 1, help="cap on the kNN memory bank / probe train set")
+    max_val: int = knob(2000, 1, help="cap on the held-out images probed")
+    batch_size: int = knob(256, 1, help="feature extraction batch")
 
 
 @dataclass
@@ -227,25 +232,25 @@ class FinetuneConfig:
     scaled to CPU minutes (ViT-B in MAE: blr 5e-4, layer decay 0.65, drop path 0.1, mixup 0.8,
     cutmix 1.0, smoothing 0.1, 5 warm-up epochs of 100)."""
 
-    epochs: float = knob(10.0, 0, open_lo=True)
-    batch_size: int = knob(128, 1)  # even with mixing: mixup pairs each image with its mirror
-    blr: float = knob(1.0e-3, 0, open_lo=True)  # lr = blr * batch_size / 256
-    min_lr: float = knob(1.0e-6, 0)
-    warmup_epochs: float = knob(1.0, 0)
-    weight_decay: float = knob(0.05, 0)
-    layer_decay: float = knob(0.75, 0, 1, open_lo=True)  # lr x decay ** (blocks above)
-    drop_path: float = knob(0.1, 0, 1, open_hi=True)
-    mixup: float = knob(0.8, 0)  # Beta(alpha, alpha) of mixup; 0 = off
-    cutmix: float = knob(1.0, 0)  # Beta(alpha, alpha) of cutmix; 0 = off
-    mixup_prob: float = knob(1.0, 0, 1)  # probability that a batch is mixed at all
-    smoothing: float = knob(0.1, 0, 1, open_hi=True)  # label smoothing
-    crop_scale_min: float = knob(0.35, 0, 1, open_lo=True)  # RandomResizedCrop (min, 1); flips
-    pool: Literal["avg", "token"] = "avg"  # mean of the data tokens (MAE) or the class token
-    blocks: int = knob(-1, -1)  # fine-tune the last K blocks (+ norm + head); -1 all, 0 head
-    fraction: float = knob(1.0, 0, 1, open_lo=True)  # of the labelled training images, per class
-    seed: int = 0  # label subset, head init, augmentation, mixup
-    log_every: int = knob(10, 1)
-    ckpt_every: int = knob(100, 0)
+    epochs: float = knob(10.0, 0, open_lo=True, help="fine-tuning epochs")
+    batch_size: int = knob(128, 1, help="even with mixing: mixup pairs each image with its mirror")
+    blr: float = knob(1.0e-3, 0, open_lo=True, help="lr = blr * batch_size / 256")
+    min_lr: float = knob(1.0e-6, 0, help="learning rate at the end of the cosine")
+    warmup_epochs: float = knob(1.0, 0, help="linear learning-rate warm-up")
+    weight_decay: float = knob(0.05, 0, help="AdamW weight decay")
+    layer_decay: float = knob(0.75, 0, 1, open_lo=True, help="lr x decay ** (blocks above)")
+    drop_path: float = knob(0.1, 0, 1, open_hi=True, help="stochastic depth rate")
+    mixup: float = knob(0.8, 0, help="Beta(alpha, alpha) of mixup; 0 = off")
+    cutmix: float = knob(1.0, 0, help="Beta(alpha, alpha) of cutmix; 0 = off")
+    mixup_prob: float = knob(1.0, 0, 1, help="probability that a batch is mixed at all")
+    smoothing: float = knob(0.1, 0, 1, open_hi=True, help="label smoothing")
+    crop_scale_min: float = knob(0.35, 0, 1, open_lo=True, help="RandomResizedCrop min; flips")
+    pool: Literal["avg", "token"] = opt("avg", "mean of the data tokens (MAE) or the class token")
+    blocks: int = knob(-1, -1, help="fine-tune the last K blocks (+ norm + head); -1 all, 0 head")
+    fraction: float = knob(1.0, 0, 1, open_lo=True, help="of the labelled images, per class")
+    seed: int = opt(0, "label subset, head init, augmentation, mixup")
+    log_every: int = knob(10, 1, help="steps between metrics lines")
+    ckpt_every: int = knob(100, 0, help="steps between checkpoints; 0 = only at the end")
 
 
 @dataclass

@@ -18,10 +18,17 @@ import yaml
 from plaml_lab.errors import ConfigError
 
 
-def knob(default, lo=None, hi=None, *, open_lo: bool = False, open_hi: bool = False):
+def knob(default, lo=None, hi=None, *, open_lo: bool = False, open_hi: bool = False,
+         help: str = ""):
     """A numeric field with its range: [lo, hi], open at an end with open_lo / open_hi; lo/hi
-    None = unbounded, or the name of a sibling field."""
-    return field(default=default, metadata={"range": (lo, hi, open_lo, open_hi)})
+    None = unbounded, or the name of a sibling field. `help`: the key's one-line description
+    (`plaml-lab config` prints it)."""
+    return field(default=default, metadata={"range": (lo, hi, open_lo, open_hi), "help": help})
+
+
+def opt(default, help: str):
+    """A field without a range (a choice, a flag, a name) and its one-line help."""
+    return field(default=default, metadata={"help": help})
 
 
 def check_ranges(obj: Any, prefix: str = "") -> None:
@@ -92,6 +99,43 @@ def _known_keys(cls: type, prefix: str = "") -> list[str]:
         else:
             keys.append(prefix + name)
     return keys
+
+
+def _allowed(f: dataclasses.Field, tp: Any, prefix: str) -> str:
+    """What a field accepts, as the validation checks it: choices, or a range whose bound may
+    name a sibling key."""
+    if typing.get_origin(tp) is Literal:
+        return "|".join(map(str, typing.get_args(tp)))
+    if tp is bool:
+        return "true|false"
+    if "range" not in f.metadata:
+        return ""
+    lo, hi, open_lo, open_hi = f.metadata["range"]
+    lo = prefix + lo if isinstance(lo, str) else ("-inf" if lo is None else lo)
+    hi = prefix + hi if isinstance(hi, str) else ("inf" if hi is None else hi)
+    return f"{'(' if open_lo else '['}{lo}, {hi}{')' if open_hi else ']'}"
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        tp = type(typing.get_args(tp)[0])
+    return getattr(tp, "__name__", str(tp))
+
+
+def describe(obj: Any, default: Any, prefix: str = "") -> list[dict]:
+    """One row per leaf key of a config tree: key, type, value (in `obj`), default (in
+    `default`, the same tree at its defaults), allowed values and help, in field order."""
+    rows = []
+    hints = _field_types(type(obj))
+    for f in dataclasses.fields(obj):
+        value, tp = getattr(obj, f.name), hints[f.name]
+        if _is_dataclass_type(tp):
+            rows += describe(value, getattr(default, f.name), f"{prefix}{f.name}.")
+            continue
+        rows.append(dict(key=prefix + f.name, type=_type_name(tp), value=value,
+                         default=getattr(default, f.name), allowed=_allowed(f, tp, prefix),
+                         help=f.metadata.get("help", "")))
+    return rows
 
 
 def unknown_key_error(root: type, key: str) -> ConfigError:
