@@ -5,6 +5,8 @@ and what is checked cannot drift apart. No torch: the command answers instantly.
 from __future__ import annotations
 
 import difflib
+import os
+import sys
 from pathlib import Path
 
 from plaml_lab.config import PretrainConfig, load_config
@@ -71,5 +73,9 @@ def cmd_config(args) -> int:
     preset, prefix = split_args(rows, args.preset, args.prefix)
     if preset is not None:
         rows = describe(load_config(preset), PretrainConfig())
-    print(format_rows(select(rows, prefix), with_default=preset is not None))
+    text = format_rows(select(rows, prefix), with_default=preset is not None)
+    try:
+        print(text)
+    except BrokenPipeError:  # `plaml-lab config | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
