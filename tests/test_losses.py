@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from plaml_lab import losses
@@ -184,3 +185,10 @@ def test_schedules_hit_their_endpoints():
     assert abs(warmup_cosine(100, 10, 100, 1.0, 0.1) - 0.1) < 1e-12
     assert linear_warmup(0, 10, 0.04, 0.07) == 0.04 and linear_warmup(10, 10, 0.04, 0.07) == 0.07
     assert momentum(0, 10, 0.99, 1.0) == 0.99
+
+
+def test_token_loss_sqrt_dim_is_the_sum_over_channels_over_sqrt_d():
+    pred, target = torch.randn(2, 5, 64), torch.randn(2, 5, 64)
+    summed = ((pred - target) ** 2).sum(-1).mean() / 8.0
+    assert losses.token_loss(pred, target, "mse", "sqrt_dim").item() == pytest.approx(summed.item(), rel=1e-5)
+    assert losses.token_loss(pred, target, "mse", "mean").item() == pytest.approx(summed.item() / 8, rel=1e-5)

@@ -62,14 +62,24 @@ def test_loss_parts_present_exactly_when_switched_on():
         assert torch.allclose(out["loss"], total)
 
 
-def test_loss_weights_scale_their_parts():
+def test_the_total_loss_is_linear_in_the_three_weights_and_each_weight_scales_its_own_part():
+    """Only the total is read: with one weight at 1 and the others at 0 it is that part alone;
+    any weights give the same combination of those three totals, and the part it reports."""
     x = torch.randn(4, 3, 16, 16)
-    cfg = load_config("experiments/configs/quick.yaml", ["loss.w_rec=2", "loss.w_cls=0.5",
-                                                         "loss.w_patch=0"])
-    torch.manual_seed(0)
-    out = PLAML(cfg)([x, x], 0.04, generator=torch.Generator().manual_seed(0))
-    expected = 2 * out["loss_rec"] + 0.5 * out["loss_cls"]
-    assert torch.allclose(out["loss"], expected)
+
+    def total(w_rec, w_cls, w_patch, key="loss"):
+        cfg = load_config("experiments/configs/quick.yaml",
+                          [f"loss.w_rec={w_rec}", f"loss.w_cls={w_cls}", f"loss.w_patch={w_patch}"])
+        torch.manual_seed(0)  # the same weights for every model
+        model = PLAML(cfg).eval()  # eval: no center update between the calls
+        with torch.no_grad():
+            return model([x, x.flip(-1)], 0.04, generator=torch.Generator().manual_seed(0))[key]
+
+    rec, cls, patch = total(1, 0, 0), total(0, 1, 0), total(0, 0, 1)
+    assert min(float(rec), float(cls), float(patch)) > 0
+    assert len({float(rec), float(cls), float(patch)}) == 3  # three different parts
+    torch.testing.assert_close(total(2, 0.5, 3), 2 * rec + 0.5 * cls + 3 * patch)
+    torch.testing.assert_close(total(2, 0.5, 3, "loss_patch"), patch)  # parts are unweighted
 
 
 def test_pixel_mode_loss_is_the_mae_loss_of_the_decoder_output():

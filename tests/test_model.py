@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import math
 
+import pytest
 import torch
 
 from plaml_lab.config import load_config
@@ -39,8 +41,8 @@ def test_sincos_position_embedding_is_fixed_and_has_zero_class_slot():
     assert not enc.pos_embed.requires_grad
 
 
-def test_encoder_on_visible_subset_equals_full_encoder_on_same_tokens_for_one_block():
-    """Gathering visible tokens after adding positions = encoding the kept positions only."""
+def test_embed_of_the_visible_subset_equals_the_full_embed_at_the_kept_positions():
+    """Positions are added before the gather: a kept token carries its own position."""
     enc = ViTEncoder(16, 4, 3, 32, 1, 2).eval()
     x = torch.randn(2, 3, 16, 16)
     ids_keep = torch.tensor([[0, 5, 7], [3, 2, 15]])
@@ -49,6 +51,33 @@ def test_encoder_on_visible_subset_equals_full_encoder_on_same_tokens_for_one_bl
     for b in range(2):
         assert torch.allclose(emb[b, 1:], full[b, 1 + ids_keep[b]])
     assert torch.allclose(emb[:, 0], full[:, 0])
+
+
+def _patch_pixels(x: torch.Tensor, b: int, idx: int, p: int = 4, grid: int = 4) -> torch.Tensor:
+    r, c = divmod(idx, grid)
+    return x[b, :, r * p:(r + 1) * p, c * p:(c + 1) * p]
+
+
+def test_the_encoder_sees_only_visible_patches_and_follows_the_order_of_ids_keep():
+    """Through every block: new pixels in the hidden patches change nothing, new pixels in a
+    visible patch change the output, and permuting ids_keep permutes the data tokens out."""
+    torch.manual_seed(0)
+    enc = ViTEncoder(16, 4, 3, 32, 2, 2).eval()
+    x = torch.randn(2, 3, 16, 16)
+    ids_keep = torch.tensor([[0, 5, 7], [3, 2, 15]])
+    out, _ = enc.forward_features(x, ids_keep)
+    other = x.clone()
+    for b in range(2):
+        for idx in set(range(16)) - set(ids_keep[b].tolist()):
+            _patch_pixels(other, b, idx).normal_()
+    torch.testing.assert_close(enc.forward_features(other, ids_keep)[0], out)
+    seen = x.clone()
+    _patch_pixels(seen, 0, 5).normal_()
+    assert not torch.allclose(enc.forward_features(seen, ids_keep)[0][0], out[0])
+    perm = torch.tensor([2, 0, 1])
+    permuted, _ = enc.forward_features(x, ids_keep[:, perm])
+    torch.testing.assert_close(permuted[:, 1:], out[:, 1 + perm])
+    torch.testing.assert_close(permuted[:, 0], out[:, 0])
 
 
 def test_head_outputs_cosine_scores_to_unit_prototypes():
@@ -129,3 +158,14 @@ def test_variant_parts_follow_method_switches():
     assert parts("method.pseudo_labels=none") == (False, True, [])
     assert parts() == (False, True, ["cls", "patch"])
     assert parts("method.target=none", "method.pseudo_labels=cls") == (False, False, ["cls"])
+
+
+def test_dino_prototype_init_keeps_nn_linear_default_and_trunc_normal_is_smaller():
+    torch.manual_seed(0)
+    dino = PLHead(32, 128, 64, 64, prototype_init="dino").prototypes.weight
+    torch.manual_seed(0)
+    tn = PLHead(32, 128, 64, 64, prototype_init="trunc_normal").prototypes.weight
+    assert tn.std().item() == pytest.approx(0.02, rel=0.1)
+    bound = 1 / math.sqrt(64)  # nn.Linear: kaiming_uniform(a=sqrt(5)) = U(-1/sqrt(in), 1/sqrt(in))
+    assert dino.abs().max().item() <= bound and dino.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.1)
+    assert dino.norm(dim=1).mean() / tn.norm(dim=1).mean() > 3.5

@@ -16,7 +16,6 @@ import torch
 from plaml_lab import schedules
 from plaml_lab.data import normalize
 from plaml_lab.model.masking import mask_from_noise
-from plaml_lab.probes import nmi_ari
 from plaml_lab.runs import load_run, random_init_run
 from plaml_lab.viz import dashboards as D
 from plaml_lab.viz import figures as F
@@ -104,20 +103,6 @@ def test_to_matplotlib_copies_every_line_of_a_plotly_figure():
     assert len(fig.axes) == 3
     assert [len(ax.get_lines()) for ax in fig.axes] == [4, 1, 1]
     assert np.allclose(fig.axes[0].get_lines()[0].get_ydata(), [1 / s for s in range(1, 6)])
-
-
-def test_nmi_ari_leave_out_unlabelled_items():
-    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
-    rng = np.random.default_rng(0)
-    a = rng.integers(0, 6, 300)
-    b = (a + rng.integers(0, 3, 300)) % 8
-    labels = np.where(np.arange(300) % 5 == 0, -1, a)  # every fifth item unlabelled
-    keep = labels >= 0
-    s = nmi_ari(b, labels)
-    assert s["nmi"] == pytest.approx(normalized_mutual_info_score(a[keep], b[keep]), abs=1e-12)
-    assert s["ari"] == pytest.approx(adjusted_rand_score(a[keep], b[keep]), abs=1e-12)
-    assert s["nmi"] != pytest.approx(normalized_mutual_info_score(labels, b), abs=1e-6)
-    assert nmi_ari(b[:1], labels[1:2]) == {}
 
 
 # --- attention capture -----------------------------------------------------------------------
