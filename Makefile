@@ -15,6 +15,7 @@ NBVAL := -p no:cacheprovider --nbval-lax --nbval-sanitize-with notebooks/nbval_s
 help:
 	@echo "make demo      pretrain the paper's variant (demo preset) on the embedded dataset, evaluate, show figures"
 	@echo "make test      the whole test suite (unit, CLI, DDP, notebooks via nbval, browser)"
+	@echo "make test-fast the quick tier for the edit loop: no slow or browser tests (a few minutes)"
 	@echo "make lab       open JupyterLab on notebooks/"
 	@echo "make bench     benchmark table (benchmarks/README.md)"
 	@echo "make ablation  the miniature paper table (experiments/results/)"

@@ -98,6 +98,7 @@ def test_baseline_verdicts_score_every_pretrained_variant_against_random_init():
     assert v[("plonly", "knn_top1_mean")] == "reversed"
 
 
+@pytest.mark.slow  # seconds on 2 busy cores: make test runs it, make test-fast does not
 def test_ablation_writes_csv_markdown_and_plot_and_resumes_without_rework(tmp_path,
                                                                            monkeypatch):
     assert _main(tmp_path) == 0
@@ -143,6 +144,7 @@ def test_ablation_writes_csv_markdown_and_plot_and_resumes_without_rework(tmp_pa
     assert (res / "ablation_shapes.csv").read_text() == before
 
 
+@pytest.mark.slow  # seconds on 2 busy cores: make test runs it, make test-fast does not
 def test_ablation_workers_train_points_in_parallel_into_runs_the_sequential_runner_reuses(
         tmp_path, monkeypatch):
     """--workers 2 pretrains mae and dual in two spawned processes; the table lists them in grid
@@ -165,6 +167,7 @@ def test_ablation_workers_train_points_in_parallel_into_runs_the_sequential_runn
     assert res.read_text() == before
 
 
+@pytest.mark.slow  # seconds on 2 busy cores: make test runs it, make test-fast does not
 def test_a_finished_run_is_reused_only_by_a_point_of_the_same_config(tmp_path, monkeypatch, capsys):
     """After an edit to the preset, a finished run is reused only where the edit changes no key
     its variant reads (teachers.labelling.* for the pixel MAE); the dual point fails in one
@@ -203,6 +206,7 @@ def test_a_random_init_baseline_is_reused_only_by_a_config_it_would_evaluate_the
         "data.shapes.palette", "model.depth", "pl.num_prototypes", "run.seed"]
 
 
+@pytest.mark.slow  # seconds on 2 busy cores: make test runs it, make test-fast does not
 def test_a_random_init_baseline_of_another_config_fails_in_one_line(tmp_path, monkeypatch, capsys):
     """Editing the data of a grid whose table exists: the random-init row is not reused (its
     eval.json was of other images); the error names the key and leaves the files as they were."""

@@ -16,6 +16,7 @@ from plaml_lab.method import PLAML
 from plaml_lab.model.vit import fused_attention
 
 
+@pytest.mark.slow  # seconds on 2 busy cores: make test runs it, make test-fast does not
 def test_bench_cli_writes_a_complete_table_of_finite_figures_for_every_variant(tmp_path, capsys):
     out = tmp_path / "bench.csv"
     rc = main(["bench", "--preset", "experiments/configs/quick.yaml", "--steps", "2",
@@ -110,6 +111,7 @@ def test_bench_rejects_an_unknown_variant_with_exit_code_2(capsys):
     assert "unknown variant 'dino'" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # seconds on 2 busy cores: make test runs it, make test-fast does not
 def test_flops_per_step_counted_at_a_small_batch_equal_the_full_batch_count(quick_cfg):
     """The harness counts at batch 4 and scales; that is only right if FLOPs are linear in the
     batch for every variant."""

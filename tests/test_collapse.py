@@ -72,6 +72,7 @@ def _collapse_warnings(quick_yaml, tmp_path, overrides):
     return [w for w in caught if issubclass(w.category, collapse.CollapseWarning)], rows
 
 
+@pytest.mark.slow  # seconds on 2 busy cores: make test runs it, make test-fast does not
 def test_training_records_collapse_statistics_and_stays_quiet_when_healthy(quick_yaml, tmp_path):
     caught, rows = _collapse_warnings(quick_yaml, tmp_path, [])
     assert caught == []
@@ -81,6 +82,7 @@ def test_training_records_collapse_statistics_and_stays_quiet_when_healthy(quick
     assert rows[-1]["pl_used_cls"] > 3
 
 
+@pytest.mark.slow  # seconds on 2 busy cores: make test runs it, make test-fast does not
 def test_training_warns_when_the_pseudo_labels_collapse(quick_yaml, tmp_path):
     # DINO's "no sharpening" ablation: a teacher temperature of 1 makes every target ~uniform
     caught, rows = _collapse_warnings(quick_yaml, tmp_path, ["pl.teacher_temp=1.0"])
@@ -88,6 +90,7 @@ def test_training_warns_when_the_pseudo_labels_collapse(quick_yaml, tmp_path):
     assert "class-token pseudo labels collapsed" in str(caught[0].message)
 
 
+@pytest.mark.slow  # seconds on 2 busy cores: make test runs it, make test-fast does not
 def test_the_cli_prints_collapse_as_one_warning_line(quick_yaml, tmp_path):
     res = subprocess.run([sys.executable, "-m", "plaml_lab", "pretrain", "--config", quick_yaml,
                           "--out", str(tmp_path / "r"), "run.max_steps=10", "run.log_every=5",

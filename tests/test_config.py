@@ -158,6 +158,7 @@ def test_a_knob_the_variant_never_reads_is_warned_naming_the_key():
                             "pl.assignment=sinkhorn", "pl.sinkhorn_iters=5", "rec.loss=cosine"])
 
 
+@pytest.mark.slow  # seconds on 2 busy cores: make test runs it, make test-fast does not
 def test_the_cli_prints_an_unread_knob_as_one_warning_line(root):
     proc = subprocess.run(
         [sys.executable, "-m", "plaml_lab", "eval", "--random-init", "--config",

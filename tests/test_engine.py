@@ -66,6 +66,7 @@ def test_sigkill_mid_run_then_resume_is_bitwise_equal_to_uninterrupted(tmp_path,
     assert [r["step"] for r in rows] == list(range(1, 41))  # re-logged steps are not duplicated
 
 
+@pytest.mark.slow  # seconds on 2 busy cores: make test runs it, make test-fast does not
 def test_resume_across_epochs_matches_uninterrupted(tmp_path, quick_yaml):
     """Stop at a checkpoint inside epoch 2 (max_steps), continue: same weights as one go."""
     base = DET + ["run.ckpt_every=10", "run.log_every=5", "optim.epochs=2"]
@@ -91,6 +92,7 @@ def test_atomic_save_leaves_previous_file_loadable_when_interrupted(tmp_path, mo
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left
 
 
+@pytest.mark.slow  # seconds on 2 busy cores: make test runs it, make test-fast does not
 def test_periodic_checkpoints_keep_only_the_last_k(tmp_path, quick_yaml):
     pretrain(quick_yaml, tmp_path / "r", ["run.max_steps=20", "run.ckpt_every=4",
                                           "run.keep_ckpts=2", "run.eval_knn=false"])
@@ -150,6 +152,7 @@ def test_nonfinite_loss_stops_naming_step_and_part_and_keeps_last_good_ckpt(
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
 
 
+@pytest.mark.slow  # seconds on 2 busy cores: make test runs it, make test-fast does not
 def test_nonfinite_skip_drops_steps_and_counts_them(tmp_path, quick_yaml, monkeypatch):
     _poison("loss_patch", 15, monkeypatch)
     summary = pretrain(quick_yaml, tmp_path / "r", ["run.max_steps=20", "run.eval_knn=false",

@@ -228,6 +228,7 @@ ALL_METRICS = ("knn_top1", "knn_top1_mean", "linear_top1", "linear_top1_mean", "
                "box_mean_iou", "box_iou50")
 
 
+@pytest.mark.slow  # seconds on 2 busy cores: make test runs it, make test-fast does not
 def test_eval_cli_prints_one_json_object_with_every_probe_on_a_quick_run(quick_run, capsys):
     code, result = _eval(["--checkpoint", str(quick_run), *TINY], capsys)
     assert code == 0
@@ -260,6 +261,7 @@ def test_eval_cli_prints_one_json_object_with_every_probe_on_a_quick_run(quick_r
     assert result["knn_top1"] == pytest.approx(float((votes.argmax(1) == yte).mean()), abs=1e-9)
 
 
+@pytest.mark.slow  # seconds on 2 busy cores: make test runs it, make test-fast does not
 def test_eval_cli_random_init_runs_every_probe_and_differs_from_trained(quick_run, capsys):
     _, trained = _eval(["--checkpoint", str(quick_run), *TINY], capsys)
     code, result = _eval(["--checkpoint", str(quick_run), "--random-init", *TINY], capsys)

@@ -79,6 +79,7 @@ def test_load_timm_rebuilds_the_shape_from_file_metadata(quick_run, tmp_path):
         assert torch.allclose(load_timm(path).forward_features(x), run.encoder()(x), atol=1e-5)
 
 
+@pytest.mark.slow  # seconds on 2 busy cores: make test runs it, make test-fast does not
 def test_vit_b_export_loads_through_create_model_with_local_pretrained_file(tmp_path, no_hub):
     import timm
     from plaml_lab.model.vit import ViTEncoder

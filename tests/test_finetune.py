@@ -88,6 +88,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.mark.slow  # seconds on 2 busy cores: make test runs it, make test-fast does not
 @pytest.mark.parametrize("mix", [False, True])
 def test_recipe_learns_a_linearly_separable_task(tmp_path, mix, one_thread):
     cfg = load_config(QUICK, ["model.depth=2", "model.mlp_ratio=2", "finetune.batch_size=32",

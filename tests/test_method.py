@@ -35,6 +35,7 @@ def test_equal_schedules_keep_the_two_teachers_identical(tmp_path, quick_yaml):
     assert _max_abs_diff(m.teachers["labelling"].encoder, m.teachers["reconstruction"].encoder) == 0.0
 
 
+@pytest.mark.slow  # 50 steps per variant: make test runs it, make test-fast does not
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_every_variant_loss_falls_over_50_steps_on_quick(tmp_path, quick_yaml, variant):
     summary = pretrain(quick_yaml, tmp_path / variant,

@@ -53,6 +53,7 @@ def test_the_cli_reports_a_held_folder_with_exit_code_2(tmp_path, capsys):
     assert len(err) == 1 and "another process" in err[0]
 
 
+@pytest.mark.slow  # seconds on 2 busy cores: make test runs it, make test-fast does not
 def test_a_killed_holder_frees_the_folder(tmp_path):
     out = tmp_path / "run"
     code = ("import sys, time; from plaml_lab.runs.lock import run_lock\n"
@@ -70,6 +71,7 @@ def test_a_killed_holder_frees_the_folder(tmp_path):
         pass
 
 
+@pytest.mark.slow  # seconds on 2 busy cores: make test runs it, make test-fast does not
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_killing_the_ablation_stops_its_pool_workers(tmp_path, sig):
     """The parent of a 2-worker ablation gets `sig` while both workers train: soon nobody trains

@@ -342,6 +342,7 @@ def test_ablation_points_as_local_jobs_fill_the_table_and_a_local_rerun_reuses_t
     assert (tmp_path / "results" / "ablation_shapes.csv").read_text() == before
 
 
+@pytest.mark.slow  # seconds on 2 busy cores: make test runs it, make test-fast does not
 def test_local_jobs_on_one_multi_gpu_machine_get_their_own_gpus_round_robin(tmp_path,
                                                                            monkeypatch):
     """Three one-GPU jobs on a machine showing GPUs 4-7 (no GPU needed: the jobs only report

@@ -126,6 +126,7 @@ points:
     assert (out / "a" / "standin.ipynb").exists()
 
 
+@pytest.mark.slow  # seconds on 2 busy cores: make test runs it, make test-fast does not
 def test_rerun_executes_nothing_new_and_changed_points_run_again(tmp_path, standin):
     grid = write_grid(tmp_path / "g.yaml", f"""
 notebook: {standin}

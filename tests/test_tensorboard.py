@@ -29,6 +29,7 @@ def _numeric(row: dict) -> dict:
             and not isinstance(v, bool)}
 
 
+@pytest.mark.slow  # seconds on 2 busy cores: make test runs it, make test-fast does not
 def test_event_file_holds_every_metrics_jsonl_scalar_and_the_figures(tmp_path):
     run = tmp_path / "run"
     pretrain(QUICK, run, FAST)
