@@ -15,17 +15,7 @@ from plaml_lab.cli import main
 from plaml_lab.config import ConfigError, ConfigWarning, PretrainConfig, load_config, to_dict
 from plaml_lab.config_doc import select
 from plaml_lab.typed_tree import describe
-
-
-def flat(tree: dict, prefix: str = "") -> dict:
-    """Nested dicts -> {dotted key: value} (read independently of the listing's own walk)."""
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(flat(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
+from plaml_lab.viz.runset import flatten as flat  # dotted keys, independent of describe()
 
 
 def listing(argv, capsys) -> dict[str, str]:
