@@ -130,7 +130,7 @@ def test_help_imports_no_torch_and_lists_every_sub_command():
     heavy = sorted(m for m in imported if m.split(".")[0] in ("torch", "numpy", "timm"))
     assert not heavy, heavy[:5]
     for command in ("pretrain", "eval", "export", "finetune", "sweep", "bench", "ablation",
-                    "demo"):
+                    "demo", "config"):
         assert command in proc.stdout
     assert seconds < 10  # in practice ~0.15 s; the bound only catches a heavy import
 
