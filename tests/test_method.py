@@ -105,6 +105,20 @@ def test_teacher_sees_full_view_and_student_only_visible_tokens():
     assert out["teacher_rec"].shape == (2, L - keep, cfg.model.embed_dim)
     assert out["teacher_patch"].shape == (2, L - keep, cfg.pl.num_prototypes)
     assert torch.allclose(out["teacher_cls"].sum(-1), torch.ones(2))
+    # new pixels in one hidden patch (same mask: same generator): the teachers' targets change,
+    # the student's encoding does not
+    m.eval()  # no center update between the two calls
+    with torch.no_grad():
+        a = m([x], generator=torch.Generator().manual_seed(0), return_details=True)
+        hidden = int(a["ids_masked"][0, 0])
+        r, c = divmod(hidden, 16 // 4)
+        y = x.clone()
+        y[0, :, 4 * r:4 * r + 4, 4 * c:4 * c + 4] += 1.0
+        b = m([y], generator=torch.Generator().manual_seed(0), return_details=True)
+    assert torch.equal(a["ids_masked"], b["ids_masked"])
+    torch.testing.assert_close(b["latent"], a["latent"])
+    assert not torch.allclose(b["teacher_rec"][0], a["teacher_rec"][0])
+    assert not torch.allclose(b["teacher_cls"][0], a["teacher_cls"][0])
 
 
 def test_mask_ratio_is_a_call_argument_and_the_config_is_left_alone():
