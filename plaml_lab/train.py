@@ -15,13 +15,13 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
 from plaml_lab import schedules
 from plaml_lab.collapse import CollapseMonitor, rows_per_step
-from plaml_lab.config import (PretrainConfig, apply_overrides, from_dict, load_config, save_yaml,
-                              to_dict)
+from plaml_lab.config import PretrainConfig, apply_overrides, from_dict, load_config, to_dict
 from plaml_lab.data import (FolderDataset, build_dataset, epoch_batches, make_views,
                             steps_per_epoch)
 from plaml_lab.data.datasets import not_images
@@ -259,7 +259,8 @@ def _prepare_folder(cfg: PretrainConfig, out: Path, decision: str, start_step: i
     # this process holds the run lock: any temporary here is from a killed writer
     remove_stale_temporaries(out)
     remove_stale_temporaries(ckpt_dir)
-    save_yaml(cfg, out / "config.yaml")
+    # atomic: a full disk must not truncate the config a resume compares against
+    write_atomic(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
     metrics_path = out / "metrics.jsonl"
     if start_step:
         truncate_metrics(metrics_path, start_step)
@@ -505,7 +506,7 @@ def _raise_if_nonfinite(bad_step: torch.Tensor, bad_parts: torch.Tensor, last: P
     step = int(bad_step)  # host sync, only at log / checkpoint steps
     if step >= 0:
         parts = [k for k, bad in zip(CHECKED, bad_parts.tolist()) if bad and k != "loss"]
-        what = "the gradient norm" if parts == ["grad_norm"] else (
+        what = "gradient norm" if parts == ["grad_norm"] else (
             ", ".join(p for p in parts if p != "grad_norm") or "loss")
         raise NonFiniteLossError(
             f"non-finite loss at step {step + 1} ({what} not finite); {_kept(last, saved_step)}; "

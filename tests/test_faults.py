@@ -261,3 +261,23 @@ def test_full_disk_is_one_line_naming_the_file_and_the_last_good_checkpoint(
     assert load_checkpoint(out / "checkpoints" / "last.pt")["step"] == 2
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["last.pt"]
     assert [r["step"] for r in read_metrics(out)][:2] == [1, 2]
+
+
+def test_full_disk_while_resuming_leaves_config_yaml_whole(tmp_path, quick_yaml, monkeypatch,
+                                                           capsys):
+    out = tmp_path / "r"
+    pretrain(quick_yaml, out, FP32 + ["run.max_steps=2"])
+    before = (out / "config.yaml").read_bytes()
+    real = Path.write_text
+
+    def half_then_full(self, text, *a, **k):  # what a write on a full disk leaves
+        real(self, text[: len(text) // 2], *a, **k)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+
+    monkeypatch.setattr(Path, "write_text", half_then_full)
+    code = cli.main(["pretrain", "--config", quick_yaml, "--out", str(out), *FP32,
+                     "run.max_steps=4"])
+    monkeypatch.undo()
+    assert code == 2 and "(step 2)" in _err_lines(capsys)[0]
+    assert (out / "config.yaml").read_bytes() == before
+    assert not [p for p in out.iterdir() if ".tmp-" in p.name]
