@@ -50,8 +50,13 @@ test-browser: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q tests -m "not slow and not browser"
 
+# Loopback only and the printed token (jupyter's defaults, pinned here); --allow-root only when
+# run as root (containers, cloud notebooks); no terminals: a notebook workbench needs no shell in
+# the browser, and one would be a shell for anyone holding the token (docs/reliability.md).
+LAB_ROOT = $(if $(filter 0,$(shell id -u)),--allow-root,)
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/ --ServerApp.ip=127.0.0.1 \
+		--ServerApp.terminals_enabled=False $(LAB_ROOT)
 
 bench: $(STAMP)
 	$(PY) -m plaml_lab bench --csv benchmarks/results/bench_cpu.csv

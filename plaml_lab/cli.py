@@ -33,6 +33,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
 
 
+def _at_least(low: float, kind=int):
+    """argparse type: a number >= low (a batch of 0 or a negative timeout is never meant)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}"
+                                             f", got {text!r}") from None
+        if not value >= low:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {text}")
+        return value
+    return parse
+
+
 def _overrides(p, help_text: str = OVERRIDES_HELP) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help=help_text)
 
@@ -135,7 +149,7 @@ def _sweep(sub) -> None:
     p.add_argument("--out", help="output folder (default experiments/runs/sweeps/<grid name>)")
     p.add_argument("--workers", type=int, default=1,
                    help="points run in parallel (each gets cores/N torch threads)")
-    p.add_argument("--timeout", type=float, default=None,
+    p.add_argument("--timeout", type=_at_least(1, float), default=None,
                    help="seconds per point before it is stopped and recorded as failed")
     p.add_argument("--config", help="preset for every point instead of the grid's `config`")
     p.add_argument("--dry-run", action="store_true", help="list the points and exit")
@@ -157,12 +171,15 @@ def bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precisions", action="append", metavar="A,B",
                    help="comma-separated precisions auto|fp32|bf16|fp16 (default the preset's; "
                    "auto = what a run on this machine uses)")
-    p.add_argument("--steps", type=int, default=20, help="timed steps per case (default 20)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps per case (default 3)")
-    p.add_argument("--batch", type=int, default=None, help="images per step (optim.batch_size)")
+    p.add_argument("--steps", type=_at_least(1), default=20,
+                   help="timed steps per case (default 20)")
+    p.add_argument("--warmup", type=_at_least(0), default=3,
+                   help="untimed steps per case (default 3)")
+    p.add_argument("--batch", type=_at_least(1), default=None,
+                   help="images per step (optim.batch_size)")
     p.add_argument("--augment", action="store_true",
                    help="include the batched augmentation (make_views) in every step")
-    p.add_argument("--matmul-n", type=int, default=None,
+    p.add_argument("--matmul-n", type=_at_least(1), default=None,
                    help="size of the matmul that measures the peak (default 1024 CPU, 8192 CUDA)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory phase")
     p.add_argument("--csv", metavar="FILE", help="also write the table as CSV")
@@ -269,6 +286,9 @@ def cmd_eval(args) -> int:
     evaluate = handler("plaml_lab.evaluate:evaluate")
     resolve_device = handler("plaml_lab.hardware:resolve_device")
     probes = [p.strip() for p in args.probes.split(",") if p.strip()]
+    if not probes:
+        raise ConfigError(f"--probes {args.probes!r}: names no probe; choose from "
+                          f"{','.join(PROBES)}")
     if not args.checkpoint and not (args.random_init and args.config):
         raise ConfigError("--checkpoint: required (or --random-init with --config)")
     result = evaluate(args.checkpoint, probes=probes, encoder=args.encoder,
@@ -285,7 +305,15 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = _one_line_warning
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value after an option (`sweep GRID --out DIR run.device=cpu`): argparse has already
+    # closed the positional list by then; they are overrides all the same
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-")
+                                                    for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.argv = argv[1:]  # the sub-command's own arguments (the ablation table records them)
     try:
         return int(handler(args.run)(args) or 0)
@@ -297,6 +325,11 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, FileNotFoundError) and e.filename:
             msg = f"file not found: {e.filename}"
         print(f"error: {msg}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a read-only folder, a full disk: the path and the reason, one line
+        if not e.filename:
+            raise
+        print(f"error: {e.filename}: {e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to resume", file=sys.stderr)

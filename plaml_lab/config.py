@@ -29,7 +29,7 @@ from plaml_lab.typed_tree import (build, check_ranges, diff, knob, load_yaml,  #
 
 @dataclass
 class RunConfig:
-    name: str = opt("run", "run name; the default run folder is experiments/runs/<name>")
+    name: str = opt("run", "a plain name (no path): the default run folder is experiments/runs/<name>")
     seed: int = opt(0, "seeds init, data order, augmentation and masking")
     device: Literal["auto", "cpu", "cuda", "mps"] = opt("auto", "auto: cuda, then mps, then cpu")
     # auto: bf16 on GPUs that have it (else fp16 + GradScaler), bf16 on CPUs with native bf16
@@ -361,6 +361,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 def _relations(cfg: PretrainConfig) -> None:
     """The rules that tie fields of different sections together."""
     d, m, mk, me = cfg.data, cfg.model, cfg.mask, cfg.method
+    name = cfg.run.name
+    if name in ("", ".", "..") or any(c in name for c in "/\\\0"):
+        # it names the folder experiments/runs/<run.name>: a path would write elsewhere
+        raise ConfigError(f"run.name={name!r}: must be a plain name (no '/', '\\' or '..'); "
+                          "choose the folder with --out")
     if d.dataset == "folder" and not d.root:
         raise ConfigError("data.root='': data.dataset=folder needs data.root (an image folder)")
     if m.img_size % m.patch_size:

@@ -17,10 +17,11 @@ plaml_lab (plaml_lab.data.normalize), not with the 0.5/0.5 of some timm pretrain
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from timm.models.vision_transformer import VisionTransformer
 
@@ -59,11 +60,18 @@ def save_encoder(encoder: torch.nn.Module, out_path: str | Path, kwargs: dict,
     """Write `encoder`'s weights to out_path (.safetensors) with its timm kwargs as metadata."""
 
     out = check_out_path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": METADATA_FORMAT, "timm_kwargs": json.dumps(kwargs)}
     meta.update({k: str(v) for k, v in (extra_metadata or {}).items()})
-    with atomic_path(out) as tmp:  # a half-written file never carries the final name
-        save_file(encoder_state_dict(encoder), str(tmp), metadata=meta)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out) as tmp:  # a half-written file never carries the final name
+            save_file(encoder_state_dict(encoder), str(tmp), metadata=meta)
+    except OSError as e:
+        raise ConfigError(f"--out {out}: cannot write ({e.strerror or e})") from None
+    except SafetensorError as e:  # its I/O errors (a read-only folder) are of its own type
+        reason = re.search(r"I/O error: (.*?)( \(os error \d+\))?( at path|$)", str(e))
+        raise ConfigError(f"--out {out}: cannot write "
+                          f"({reason.group(1) if reason else str(e).splitlines()[0]})") from None
     return out
 
 

@@ -153,6 +153,8 @@ def autocast(device: torch.device, precision: str):
 
 def resolve_device(name: str) -> torch.device:
     """auto: cuda, then mps, then cpu. Under torchrun each rank takes cuda:LOCAL_RANK."""
+    if isinstance(name, torch.device):
+        return name
     if name == "auto":
         if torch.cuda.is_available():
             name = "cuda"
@@ -166,6 +168,8 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     if name == "mps" and not mps_available():
         raise ConfigError("run.device='mps': MPS is not available (use auto or cpu)")
+    if name not in ("cpu", "mps"):  # `--device` flags reach here unchecked by the config tree
+        raise ConfigError(f"device {name!r}: allowed values are auto|cpu|cuda|mps")
     return torch.device(name)
 
 

@@ -10,18 +10,21 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
 import torch
+import yaml
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
 from plaml_lab import schedules
 from plaml_lab.collapse import CollapseMonitor, rows_per_step
-from plaml_lab.config import (PretrainConfig, apply_overrides, from_dict, load_config, save_yaml,
-                              to_dict)
-from plaml_lab.data import build_dataset, epoch_batches, make_views, steps_per_epoch
+from plaml_lab.config import PretrainConfig, apply_overrides, from_dict, load_config, to_dict
+from plaml_lab.data import (FolderDataset, build_dataset, epoch_batches, make_views,
+                            steps_per_epoch)
+from plaml_lab.data.datasets import not_images
 from plaml_lab.errors import (CheckpointError, ConfigError, DatasetError, NonFiniteLossError,
                               RunError)
 from plaml_lab.evaluate import knn_eval
@@ -32,8 +35,10 @@ from plaml_lab.optim import clip_gradients, make_optimizer
 from plaml_lab.model.masking import sample_noise
 from plaml_lab.model.pretrained import init_from, init_teacher_from
 from plaml_lab.runs import distributed as du, read_metrics
-from plaml_lab.runs.checkpoint import (FORMAT, VERSION, load_checkpoint, load_model_state,
-                                       rng_state, save_atomic, set_rng_state, write_atomic)
+from plaml_lab.runs.checkpoint import (FORMAT, VERSION, copy_atomic, load_checkpoint,
+                                       load_model_state, nonfinite_tensors,
+                                       remove_stale_temporaries, rng_state, save_atomic,
+                                       set_rng_state, write_atomic)
 from plaml_lab.runs.lock import run_lock
 from plaml_lab.runs.tensorboard import TensorBoardSink
 from plaml_lab.runs.folder import (RUN_FILES, check_run_dir, dated_aside, prune_periodic,
@@ -117,6 +122,8 @@ def _pretrain(cfg: PretrainConfig, out: Path, device: torch.device, force_new: b
     # leave a half-written run behind.
     torch.manual_seed(cfg.run.seed)
     train_set = build_dataset(cfg.data, cfg.model.img_size, "train")
+    if isinstance(train_set, FolderDataset):
+        train_set.check_readable()
     accum = cfg.optim.accum_steps
     global_batch = cfg.optim.batch_size * world * accum
     try:
@@ -125,7 +132,8 @@ def _pretrain(cfg: PretrainConfig, out: Path, device: torch.device, force_new: b
         raise ConfigError(
             f"optim.batch_size={cfg.optim.batch_size}: the {cfg.data.dataset} training split has "
             f"only {len(train_set)} images, fewer than one batch (x {accum} accumulation steps x "
-            f"{world} processes)") from None
+            f"{world} processes)"
+            + (not_images(Path(cfg.data.root)) if cfg.data.dataset == "folder" else "")) from None
     sched = schedules.Schedule(cfg, spe, global_batch)
 
     precision = resolve_precision(cfg.run.precision, device)
@@ -133,8 +141,11 @@ def _pretrain(cfg: PretrainConfig, out: Path, device: torch.device, force_new: b
         print(f"precision: {precision.name} on {device.type} ({precision.reason})")
         warn_if_emulated(precision, device)
 
+    ckpt_dir = out / "checkpoints"
+    resume_path, ckpt = (find_resume_checkpoint(ckpt_dir, verbose=main) if decision == "resume"
+                         else (None, None))
     model = PLAML(cfg)
-    if not (decision == "resume" and (out / "checkpoints" / "last.pt").exists()):
+    if ckpt is None:
         # before the folder is touched: a bad file leaves nothing behind
         if cfg.model.init_from:
             init_from(model, cfg.model.init_from)
@@ -146,12 +157,9 @@ def _pretrain(cfg: PretrainConfig, out: Path, device: torch.device, force_new: b
     optimizer = make_optimizer(model, cfg, sched.base_lr, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.uses_scaler)
 
-    ckpt_dir = out / "checkpoints"
     start_step = 0
     counters = {"skipped_steps": 0, "bad_images": 0}
-    resume_path = ckpt_dir / "last.pt"
-    if decision == "resume" and resume_path.exists():
-        ckpt = load_checkpoint(resume_path, map_location="cpu")
+    if ckpt is not None:
         load_model_state(model, ckpt["model"], resume_path)
         try:
             optimizer.load_state_dict(ckpt["optimizer"])
@@ -172,18 +180,10 @@ def _pretrain(cfg: PretrainConfig, out: Path, device: torch.device, force_new: b
         del ckpt
 
     if main:
-        if decision == "aside":
-            aside = dated_aside(out)
-            shutil.move(str(out), str(aside))
-            print(f"moved the previous run aside to {aside}")
-        out.mkdir(parents=True, exist_ok=True)
-        ckpt_dir.mkdir(exist_ok=True)
-        save_yaml(cfg, out / "config.yaml")
-        metrics_path = out / "metrics.jsonl"
-        if start_step:
-            truncate_metrics(metrics_path, start_step)
-        elif metrics_path.exists():
-            metrics_path.unlink()
+        try:
+            _prepare_folder(cfg, out, decision, start_step)
+        except OSError as e:
+            raise RunError(storage_error(e, out)) from None
     du.barrier()
 
     step_module: torch.nn.Module = model
@@ -194,8 +194,13 @@ def _pretrain(cfg: PretrainConfig, out: Path, device: torch.device, force_new: b
         step_module = try_compile(step_module)
 
     try:
-        return _loop(cfg, out, device, precision, model, step_module, optimizer, scaler, sched,
-                     train_set, start_step, counters, callback)
+        try:
+            return _loop(cfg, out, device, precision, model, step_module, optimizer, scaler,
+                         sched, train_set, start_step, counters, callback)
+        except OSError as e:  # a full disk, a folder made read-only, a quota: one line
+            if isinstance(e, FileNotFoundError):
+                raise
+            raise RunError(storage_error(e, out)) from None
     except (ConfigError, CheckpointError, DatasetError, RunError):
         # A bad input found once training started (e.g. a corrupt image with
         # data.on_bad_image=error): a new run that never reached a checkpoint leaves nothing.
@@ -209,6 +214,70 @@ def _pretrain(cfg: PretrainConfig, out: Path, device: torch.device, force_new: b
             if out.exists() and not any(out.iterdir()):
                 out.rmdir()
         raise
+
+
+def find_resume_checkpoint(ckpt_dir: Path, verbose: bool = True) -> tuple[Path | None, dict | None]:
+    """The newest checkpoint of a run that loads with finite weights: last.pt, else the newest
+    step_*.pt (saying on stderr which, and why not last.pt). (None, None) when the run never
+    wrote one; the first problem as a CheckpointError when none of them loads."""
+    candidates = [ckpt_dir / "last.pt", *sorted(ckpt_dir.glob("step_*.pt"), reverse=True)]
+    problems: list[str] = []
+    first_error = None
+    for path in candidates:
+        if not path.exists():
+            if path.name == "last.pt" and len(candidates) > 1:
+                problems.append("last.pt is missing")
+            continue
+        try:
+            ckpt = load_checkpoint(path, map_location="cpu")
+            bad = nonfinite_tensors(ckpt["model"])
+            if bad:
+                raise CheckpointError(f"{path}: holds non-finite weights ({len(bad)} tensors)")
+        except CheckpointError as e:
+            first_error = first_error or e
+            problems.append(str(e))
+            continue
+        if problems and verbose:
+            print(f"resuming from {path} (step {int(ckpt['step'])}): {'; '.join(problems)}",
+                  file=sys.stderr)
+        return path, ckpt
+    if first_error is not None:
+        raise first_error
+    return None, None
+
+
+def _prepare_folder(cfg: PretrainConfig, out: Path, decision: str, start_step: int) -> None:
+    """Rank 0, after everything is built: set a run aside, (re)write config.yaml, keep the
+    metrics up to the resumed step, remove what killed writes left behind."""
+    if decision == "aside":
+        aside = dated_aside(out)
+        shutil.move(str(out), str(aside))
+        print(f"moved the previous run aside to {aside}")
+    ckpt_dir = out / "checkpoints"
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_dir.mkdir(exist_ok=True)
+    # this process holds the run lock: any temporary here is from a killed writer
+    remove_stale_temporaries(out)
+    remove_stale_temporaries(ckpt_dir)
+    # atomic: a full disk must not truncate the config a resume compares against
+    write_atomic(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    metrics_path = out / "metrics.jsonl"
+    if start_step:
+        truncate_metrics(metrics_path, start_step)
+    elif metrics_path.exists():
+        metrics_path.unlink()
+
+
+def storage_error(e: OSError, out: Path) -> str:
+    """One line for a failed write (full disk, read-only folder): the path, the reason, and the
+    checkpoint a re-run resumes from."""
+    where = e.filename or out
+    last = out / "checkpoints" / "last.pt"
+    try:
+        kept = f"the last good checkpoint is {last} (step {int(load_checkpoint(last)['step'])})"
+    except (CheckpointError, OSError):
+        kept = "no checkpoint was written yet"
+    return f"{where}: cannot write ({e.strerror or e}); {kept}"
 
 
 def save_checkpoint(path: Path, cfg, model, optimizer, scaler, step, epoch, counters) -> None:
@@ -244,10 +313,14 @@ def _loop(cfg, out, device, precision: Precision, model, step_module, optimizer,
     model.train()
     sums = {k: torch.zeros((), device=device) for k in LOSS_KEYS}
     n_logged = 0
-    # first non-finite step and which parts were bad, kept on the device: no sync per step
+    # first non-finite step and which of CHECKED were bad, kept on the device: no sync per step
     bad_step = torch.full((), -1, dtype=torch.long, device=device)
-    bad_parts = torch.zeros(len(LOSS_KEYS), dtype=torch.bool, device=device)
+    bad_parts = torch.zeros(len(CHECKED), dtype=torch.bool, device=device)
+    # under a GradScaler (fp16) an overflowing gradient is routine: the scaler skips that step
+    check_grads = not precision.uses_scaler
+    saved_step = start_step if (ckpt_dir / "last.pt").exists() else None
     last_row: dict = {}
+    out_parts: dict = {}  # the last forward's outputs (its collapse statistics are logged)
     t_log = time.perf_counter()
     steps_since_log = 0
     batches = None
@@ -271,10 +344,15 @@ def _loop(cfg, out, device, precision: Precision, model, step_module, optimizer,
         # the collapse statistics are taken on the step that ends a log interval only
         watch = (step + 1) % cfg.run.log_every == 0 or step + 1 == end
 
-        out_parts = None
+        micro_parts = []
         for micro in range(accum):
             batch = next(batches)
             counters["bad_images"] += int(batch.get("num_bad", 0))
+            if not len(batch["image"]):  # every image unreadable (warned and counted): no data
+                if world > 1:  # the other ranks would wait for this one's gradients forever
+                    raise DatasetError(f"data.root={cfg.data.root}: a batch with no readable "
+                                       "image; remove the unreadable files named above")
+                continue
             views, noise = step_randomness(batch["image"], cfg, step, micro, rank, world,
                                            model.student.num_patches)
             sync = contextlib.nullcontext()
@@ -285,21 +363,27 @@ def _loop(cfg, out, device, precision: Precision, model, step_module, optimizer,
                     out_parts = step_module(views, temp, patch_teacher_temp=patch_temp,
                                             noise=noise, monitor=watch)
                 scaler.scale(out_parts["loss"] / accum).backward()
+            micro_parts.append(torch.stack([out_parts[k].detach().float() for k in LOSS_KEYS]))
 
-        parts = torch.stack([out_parts[k].detach().float() for k in LOSS_KEYS])
-        finite = torch.isfinite(parts)
-        skipped = False
-        if cfg.run.on_nonfinite == "skip":
-            # dropping a step needs the answer now: one host sync per step in this mode only;
-            # every rank must agree, or their weights would diverge
-            ok = finite.all().to(torch.int32)
-            if du.is_initialized():
-                torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
-            skipped = not bool(ok)
-        else:
-            newly_bad = (~finite.all()) & (bad_step < 0)
-            bad_step = torch.where(newly_bad, torch.full_like(bad_step, step), bad_step)
-            bad_parts = torch.where(newly_bad, ~finite, bad_parts)
+        skipped = not micro_parts  # no readable image in the whole step
+        if micro_parts:
+            # the step's loss parts: the mean over its micro-batches (a NaN in any one shows)
+            parts = micro_parts[0] if len(micro_parts) == 1 else torch.stack(micro_parts).mean(0)
+            # finite losses can still give an infinite gradient: its norm is checked too
+            checked = torch.cat([parts, grad_norm(params).view(1)]) if check_grads else parts
+            finite = torch.isfinite(checked)
+            if cfg.run.on_nonfinite == "skip":
+                # dropping a step needs the answer now: one host sync per step in this mode
+                # only; every rank must agree, or their weights would diverge
+                ok = finite.all().to(torch.int32)
+                if du.is_initialized():
+                    torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
+                skipped = not bool(ok)
+            else:
+                newly_bad = (~finite.all()) & (bad_step < 0)
+                bad_step = torch.where(newly_bad, torch.full_like(bad_step, step), bad_step)
+                bad_parts[:len(finite)] = torch.where(newly_bad, ~finite,
+                                                      bad_parts[:len(finite)])
 
         if skipped:
             optimizer.zero_grad(set_to_none=True)
@@ -326,7 +410,7 @@ def _loop(cfg, out, device, precision: Precision, model, step_module, optimizer,
         is_log = step % cfg.run.log_every == 0 or step == end
         is_ckpt = (cfg.run.ckpt_every and step % cfg.run.ckpt_every == 0) or step == end
         if is_log or is_ckpt:
-            _raise_if_nonfinite(bad_step, bad_parts)
+            _raise_if_nonfinite(bad_step, bad_parts, ckpt_dir / "last.pt", saved_step)
         if is_log:
             dt = time.perf_counter() - t_log
             row = {"step": step, "epoch": round(step / spe, 4)}
@@ -356,10 +440,18 @@ def _loop(cfg, out, device, precision: Precision, model, step_module, optimizer,
             t_log = time.perf_counter()
             steps_since_log = 0
         if is_ckpt and main:
+            # the last guard: an update that made a weight non-finite is never saved
+            bad = nonfinite_tensors(model.state_dict())
+            if bad:
+                raise NonFiniteLossError(
+                    f"non-finite weights after step {step} ({len(bad)} tensors, e.g. {bad[0]}); "
+                    f"{_kept(ckpt_dir / 'last.pt', saved_step)}; "
+                    + (_ADVICE if cfg.run.on_nonfinite == "stop" else _NEW_RUN))
             save_checkpoint(ckpt_dir / "last.pt", cfg, model, optimizer, scaler, step,
                             step / spe, counters)
+            saved_step = step
             if cfg.run.keep_ckpts and cfg.run.ckpt_every and step % cfg.run.ckpt_every == 0:
-                shutil.copyfile(ckpt_dir / "last.pt", ckpt_dir / f"step_{step:07d}.pt")
+                copy_atomic(ckpt_dir / "last.pt", ckpt_dir / f"step_{step:07d}.pt")
                 prune_periodic(ckpt_dir, cfg.run.keep_ckpts)
     if bar:
         bar.close()
@@ -387,11 +479,35 @@ def _loop(cfg, out, device, precision: Precision, model, step_module, optimizer,
     return summary
 
 
-def _raise_if_nonfinite(bad_step: torch.Tensor, bad_parts: torch.Tensor) -> None:
+# What the finite check of a step looks at: its loss parts, then the global gradient norm.
+CHECKED = (*LOSS_KEYS, "grad_norm")
+# Only run.on_nonfinite may change on resume (it is among runs.folder.RESUMABLE_KEYS); the rest
+# trains another run.
+_NEW_RUN = "a lower optim.blr or an optim.clip_grad is a new run (--force-new or another --out)"
+_ADVICE = ("re-run the same command with run.on_nonfinite=skip to resume from it skipping such "
+           f"steps; {_NEW_RUN}")
+
+
+def grad_norm(params: list[torch.Tensor]) -> torch.Tensor:
+    """The global L2 norm of the parameters' gradients (0-d, on their device; no host sync)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros((), device=params[0].device if params else None)
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)).float())
+
+
+def _kept(last: Path, saved_step: int | None) -> str:
+    return (f"{last} keeps step {saved_step}, the last finite one" if saved_step is not None
+            else "no checkpoint was written")
+
+
+def _raise_if_nonfinite(bad_step: torch.Tensor, bad_parts: torch.Tensor, last: Path,
+                        saved_step: int | None) -> None:
     step = int(bad_step)  # host sync, only at log / checkpoint steps
     if step >= 0:
-        parts = [k for k, bad in zip(LOSS_KEYS, bad_parts.tolist()) if bad and k != "loss"]
+        parts = [k for k, bad in zip(CHECKED, bad_parts.tolist()) if bad and k != "loss"]
+        what = "gradient norm" if parts == ["grad_norm"] else (
+            ", ".join(p for p in parts if p != "grad_norm") or "loss")
         raise NonFiniteLossError(
-            f"non-finite loss at step {step + 1} ({', '.join(parts) or 'loss'} not finite); the "
-            "last good checkpoint is kept (lower optim.blr, set optim.clip_grad, or "
-            "run.on_nonfinite=skip)")
+            f"non-finite loss at step {step + 1} ({what} not finite); {_kept(last, saved_step)}; "
+            f"{_ADVICE}")

@@ -8,6 +8,7 @@ import contextlib
 import copy
 import dataclasses
 import difflib
+import math
 import typing
 from dataclasses import field
 from pathlib import Path
@@ -76,6 +77,7 @@ def _convert(key: str, value: Any, tp: Any) -> Any:
         if value not in allowed:
             raise ConfigError(f"{key}={value!r}: allowed values are {'|'.join(map(str, allowed))}")
         return value
+    bad_number = False
     try:
         if tp is bool:
             return value if isinstance(value, bool) else _BOOLS[str(value).lower()]
@@ -83,11 +85,18 @@ def _convert(key: str, value: Any, tp: Any) -> Any:
             if tp is int and float(value).is_integer():
                 return int(float(value))
             if tp is float:
-                return float(value)
+                number = float(value)
+                if math.isfinite(number):
+                    return number
+                # a NaN passes every range check (each comparison is False), an inf only
+                # fails at the first step: neither is a setting
+                bad_number = True
             if tp is str and isinstance(value, (str, int, float)):
                 return str(value)
     except (KeyError, TypeError, ValueError):
         pass
+    if tp is float and bad_number:
+        raise ConfigError(f"{key}={value!r}: expected a finite number")
     raise ConfigError(f"{key}={value!r}: expected {_EXPECTED.get(tp, tp)}")
 
 
@@ -174,6 +183,8 @@ def load_yaml(path: str | Path, what: str = "config file") -> dict:
         raise ConfigError(f"{what} not found: {path}")
     try:
         data = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (a {what} is YAML text)") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

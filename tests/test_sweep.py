@@ -149,6 +149,24 @@ points:
     assert third[1]["value"] == 10.0
 
 
+def test_stopping_a_point_also_kills_its_kernel_in_a_session_of_its_own(tmp_path):
+    """papermill starts its kernel in a new session: killing papermill's group misses it."""
+    from plaml_lab.lab.sweep import _kill_group
+    pid_file = tmp_path / "kernel.pid"
+    kernel = ("import subprocess, sys, time; "
+              "k = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'], "
+              "start_new_session=True); "
+              f"open({str(pid_file)!r}, 'w').write(str(k.pid)); time.sleep(600)")
+    proc = subprocess.Popen([sys.executable, "-c", kernel], start_new_session=True)
+    for _ in range(100):
+        if pid_file.exists() and pid_file.read_text():
+            break
+        time.sleep(0.1)
+    _kill_group(proc)
+    proc.wait(timeout=10)
+    assert _gone(int(pid_file.read_text()), seconds=5), "the kernel outlived its point"
+
+
 def _gone(pid: int, seconds: float = 10.0) -> bool:
     for _ in range(int(seconds / 0.2)):
         try:
@@ -160,7 +178,8 @@ def _gone(pid: int, seconds: float = 10.0) -> bool:
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_the_sweep_and_its_kernels(tmp_path, standin):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "kill"])
+def test_ctrl_c_or_kill_stops_the_sweep_and_its_kernels(tmp_path, standin, sig):
     grid = write_grid(tmp_path / "g.yaml", f"""
 notebook: {standin}
 points:
@@ -181,7 +200,7 @@ points:
     else:
         proc.kill()
         pytest.fail("the point never started")
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err
     assert _gone(int(pid_file.read_text())), "the point's kernel outlived the sweep"

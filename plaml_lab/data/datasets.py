@@ -8,6 +8,7 @@ they never depend on ``seed_data`` or on the training seed.
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -109,6 +110,39 @@ class FolderDataset(Dataset):
                               stacklevel=2)
             return None
         return {"image": image, "label": torch.tensor(self.labels[i], dtype=torch.int64)}
+
+    def check_readable(self, tries: int = 32) -> None:
+        """Read up to `tries` files spread over the set; DatasetError naming them when none
+        reads. Skipping a few bad files is what on_bad_image=skip is for; a folder of them
+        would only train on empty batches."""
+        if not self.files:
+            return
+        step = max(1, len(self.files) // tries)
+        tried = self.files[::step][:tries]
+        for path in tried:
+            try:
+                _load_image(path, self.img_size)
+                return
+            except Exception:  # noqa: BLE001 - PIL raises several types for bad files
+                continue
+        names = ", ".join(p.name for p in tried[:3]) + (", ..." if len(tried) > 3 else "")
+        raise DatasetError(f"{_common_folder(tried)}: none of {len(tried)} images tried could be "
+                           f"read as an image ({names})")
+
+
+def _common_folder(paths: list[Path]) -> Path:
+    return Path(os.path.commonpath([str(p.parent) for p in paths]))
+
+
+def not_images(folder: Path, most: int = 3) -> str:
+    """', not read as images: a.txt, b.doc (+N more)' for the files under `folder` without an
+    image extension, '' when there are none: what a user expected to be read is named."""
+    other = sorted(f for f in folder.rglob("*") if f.is_file() and not f.name.startswith(".")
+                   and f.suffix.lower() not in IMAGE_EXTENSIONS)
+    if not other:
+        return ""
+    more = f" (+{len(other) - most} more)" if len(other) > most else ""
+    return f"; not read as images: {', '.join(f.name for f in other[:most])}{more}"
 
 
 def _load_image(path: Path, img_size: int) -> torch.Tensor:
@@ -284,7 +318,8 @@ def _labelled_tree(folder: Path, classes: list[str] | None = None) -> tuple[list
 
 
 def _no_images(path: Path) -> DatasetError:
-    return DatasetError(f"{path}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)})")
+    return DatasetError(f"{path}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)})"
+                        f"{not_images(path)}")
 
 
 def _build_folder(data_cfg, img_size: int, split: str) -> FolderDataset:

@@ -134,7 +134,7 @@ def finetune(checkpoint=None, *, config=None, fraction: float | None = None, blo
     out = Path(out) if out else _default_out(run, checkpoint, run_tag(
         encoder, random_init, ft.blocks, ft.fraction))
     resume = _check_out(out, cfg, source)
-    dev = torch.device(device) if device else resolve_device(cfg.run.device)
+    dev = resolve_device(device or cfg.run.device)
     # run.precision as pretraining resolves it (auto: fp32 on a CPU without native bf16, where
     # a batch-128 step of the lab encoder takes 22 s in bf16 against 2 s in fp32); this loop has
     # no grad scaler, so fp16 runs as fp32

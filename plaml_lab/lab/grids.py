@@ -26,6 +26,7 @@ overrides and unsafe point names are a ConfigError naming the file and the key.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import re
@@ -34,7 +35,7 @@ from pathlib import Path
 
 import yaml
 
-from plaml_lab.config import load_yaml, repo_root
+from plaml_lab.config import PretrainConfig, apply_overrides, load_yaml, repo_root
 from plaml_lab.errors import ConfigError
 from plaml_lab.lab.cluster import cluster_settings
 
@@ -102,6 +103,18 @@ def override_list(value, where: str) -> list[str]:
         if not isinstance(item, str) or "=" not in item or item.startswith("="):
             raise ConfigError(f"{where}: '{item}' is not a key=value override")
     return list(value)
+
+
+def check_overrides(path: Path, where: str, overrides: list[str]) -> None:
+    """An override into a config section (mask.ratoi=0.5) names a config key: checked when the
+    grid is read, not when its point runs, maybe hours later. Keys outside every section are
+    a custom notebook's own parameters. Values are checked when the point's config is built
+    (with the preset; a bad value fails that point alone, as quick_failing.yaml's)."""
+    sections = {f.name for f in dataclasses.fields(PretrainConfig)}
+    try:
+        apply_overrides({}, [o for o in overrides if o.split(".", 1)[0] in sections])
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {where}: {e}") from None
 
 
 def yaml_scalar(value) -> str:
@@ -184,8 +197,12 @@ def load_grid(path: str | Path) -> Grid:
         cluster_settings(cluster)  # checked here, read when a submitit executor runs the grid
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+    overrides = override_list(data.get("overrides"), f"{path}: overrides")
+    check_overrides(path, "overrides", overrides)
+    for name, own in variants.items():
+        check_overrides(path, f"points.{name}", own)
     return Grid(path=path, config=file("config"),
-                overrides=override_list(data.get("overrides"), f"{path}: overrides"),
+                overrides=overrides,
                 variants=variants, seeds=list(dict.fromkeys(seeds)), notebook=file("notebook"),
                 timeout=float(timeout) if timeout else None, parameters=parameters,
                 baseline=baseline, cluster=cluster)

@@ -21,6 +21,7 @@ records it, the table is collected from the point folders the same way, and a po
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -32,6 +33,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
 import yaml
 
 from plaml_lab.config import repo_root
@@ -80,12 +82,38 @@ def _summary_metrics(run_dir: Path) -> dict:
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
-    # papermill runs in its own process group; its kernel (own session) exits when it sees its
-    # parent gone (JPY_PARENT_PID), so killing the group ends the whole point.
+    """Kill papermill's process group and every descendant: its kernel runs in a session of
+    its own, and would notice its parent gone only at its next poll, training meanwhile."""
+    try:
+        kids = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.Error:
+        kids = []
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    for kid in kids:
+        with contextlib.suppress(psutil.Error):
+            kid.kill()
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM (a `kill`, a job scheduler, a closed terminal's SIGHUP) raises KeyboardInterrupt
+    as Ctrl-C does, so the sweep stops its points before it exits. Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class _Running:
@@ -332,9 +360,10 @@ def run_sweep(grid_path: str | Path, notebook: str | Path | None = None,
     if todo:
         pool = ThreadPoolExecutor(max_workers=workers)
         try:
-            for f in [pool.submit(one, p) for p in todo]:
-                f.result()
-        except BaseException:  # Ctrl-C (or a bug): stop every point in flight, then re-raise
+            with _terminate_as_interrupt():
+                for f in [pool.submit(one, p) for p in todo]:
+                    f.result()
+        except BaseException:  # Ctrl-C, kill (or a bug): stop every point in flight, re-raise
             running.kill_all()
             raise
         finally:

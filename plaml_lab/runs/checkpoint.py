@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,10 @@ def atomic_path(path: str | Path):
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # a full disk says so without a name: name the file being replaced
+        if e.filename is None or str(e.filename) == str(tmp):
+            e.filename = str(path)
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     try:  # make the rename itself durable
@@ -53,10 +58,62 @@ def write_atomic(path: str | Path, text: str) -> None:
         tmp.write_text(text)
 
 
+class _KeepWriteError:
+    """A file whose failed write (a full disk) is remembered: torch.save reports it only as a
+    RuntimeError about zip positions."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
 def save_atomic(obj: Any, path: str | Path) -> None:
-    """torch.save `obj` atomically (see atomic_path)."""
+    """torch.save `obj` atomically (see atomic_path); a failed write is an OSError naming
+    `path` (ENOSPC on a full disk)."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save(obj, f)
+        out = _KeepWriteError(f)
+        try:
+            torch.save(obj, out)
+        except RuntimeError:
+            if out.error is None:
+                raise
+            raise OSError(out.error.errno, out.error.strerror, str(path)) from None
+
+
+def copy_atomic(src: str | Path, path: str | Path) -> None:
+    """Copy a file atomically (see atomic_path): a kill mid-copy leaves no 0-byte step_*.pt."""
+    with atomic_path(path) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the `.NAME.tmp-PID` files atomic_path leaves when a process is killed mid-write;
+    only for a folder whose writer holds the run lock (no one else writes there). Returns them."""
+    stale = []
+    for tmp in Path(folder).glob(".*.tmp-*"):
+        if tmp.is_file() and tmp.name.rsplit("-", 1)[-1] != str(os.getpid()):
+            tmp.unlink(missing_ok=True)
+            stale.append(tmp)
+    return stale
+
+
+def nonfinite_tensors(state: dict) -> list[str]:
+    """Names of the floating tensors of a state dict holding a NaN or an infinity. One host
+    sync for all of them (a checkpoint is saved or loaded, not a training step)."""
+    names = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point()]
+    if not names:
+        return []
+    bad = torch.stack([~torch.isfinite(state[k]).all() for k in names]).cpu().tolist()
+    return [k for k, b in zip(names, bad) if b]
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -90,7 +147,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def load_model_state(model: torch.nn.Module, state: dict, path: str | Path) -> None:
-    """load_state_dict(strict) with a one-line error on a shape or key mismatch."""
+    """load_state_dict(strict) with a one-line error on a shape or key mismatch, or on
+    non-finite weights (a NaN loaded would only resurface as chance accuracy, or in an export)."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -103,6 +161,10 @@ def load_model_state(model: torch.nn.Module, state: dict, path: str | Path) -> N
         if tuple(v.shape) != tuple(own[k].shape):
             raise CheckpointError(f"{path}: model of another shape ({k}: checkpoint "
                                   f"{tuple(v.shape)}, config {tuple(own[k].shape)})")
+    bad = nonfinite_tensors(state)
+    if bad:
+        raise CheckpointError(f"{path}: holds non-finite weights (NaN or inf in {len(bad)} "
+                              f"tensors, e.g. {bad[0]}); refused")
     model.load_state_dict(state, strict=True)
 
 

@@ -5,6 +5,7 @@ change on resume) and keeps tidy in it (metrics after a resumed step, old period
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -56,18 +57,33 @@ def read_json(path: str | Path):
         return None
 
 
+def _metrics_lines(path: Path) -> list[tuple[str, dict | None]]:
+    """Each line of a metrics.jsonl with its row, None for a line that does not parse."""
+    lines = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        lines.append((line, row if isinstance(row, dict) else None))
+    return lines
+
+
 def read_metrics(run_dir: str | Path) -> list[dict]:
-    """Rows of run_dir/metrics.jsonl, up to the first unreadable line (one cut by a kill:
-    everything after it is logged again on resume)."""
+    """Rows of run_dir/metrics.jsonl. An unreadable line is skipped with a warning naming it,
+    never the rows after it; a cut last line (a kill mid-write) is logged again on resume."""
     path = Path(run_dir) / "metrics.jsonl"
-    rows = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-    return rows
+    if not path.exists():
+        return []
+    lines = _metrics_lines(path)
+    bad = [i + 1 for i, (_, row) in enumerate(lines) if row is None]
+    if bad and bad[-1] == len(lines) and not path.read_bytes().endswith(b"\n"):
+        bad.pop()  # the line being written now, or cut by a kill: no news
+    if bad:
+        warnings.warn(f"{path}: skipped unreadable line{'s' if len(bad) > 1 else ''} "
+                      f"{', '.join(map(str, bad[:5]))}{'...' if len(bad) > 5 else ''}",
+                      stacklevel=2)
+    return [row for _, row in lines if row is not None]
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -125,6 +141,10 @@ RESUMABLE_KEYS = ("run.max_steps", "run.ckpt_every", "run.keep_ckpts", "run.log_
                   # interval is in metrics.jsonl
                   "run.precision", "data.num_workers", "data.root",
                   "data.download",
+                  # changes nothing while every loss is finite; the steps it skipped are
+                  # counted (skipped_steps), so a run stopped on a NaN can go on from its
+                  # last finite checkpoint
+                  "run.on_nonfinite",
                   # per-rank batch and accumulation may change with the number of processes as
                   # long as the global batch stays the same (checked against the checkpoint)
                   "optim.batch_size", "optim.accum_steps")
@@ -191,9 +211,28 @@ def shown_keys(keys: list[str], most: int = 6) -> str:
 
 
 def truncate_metrics(path: Path, step: int) -> None:
-    """Drop metrics logged after the checkpoint we resume from (they will be logged again)."""
-    rows = [r for r in read_metrics(path.parent) if r.get("step", 0) <= step]
-    write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+    """Drop metrics logged after the checkpoint we resume from (they will be logged again).
+    An unreadable line followed by readable ones is kept as it is, with a warning (the rows
+    after it are not lost); unreadable lines at the end are a write cut by a kill: dropped."""
+    if not path.exists():
+        return
+    lines = _metrics_lines(path)
+    last_good = max((i for i, (_, row) in enumerate(lines) if row is not None), default=-1)
+    # the first row logged after `step`: it and what follows is logged again
+    cut = next((i for i, (_, row) in enumerate(lines)
+                if row is not None and row.get("step", 0) > step), len(lines))
+    kept, corrupt = [], []
+    for i, (line, row) in enumerate(lines):
+        if row is None and i < min(last_good, cut):
+            kept.append(line)
+            corrupt.append(i + 1)
+        elif row is not None and row.get("step", 0) <= step:
+            kept.append(line)
+    if corrupt:
+        warnings.warn(f"{path}: kept unreadable line{'s' if len(corrupt) > 1 else ''} "
+                      f"{', '.join(map(str, corrupt[:5]))} as they are (loaders skip them)",
+                      stacklevel=2)
+    write_atomic(path, "".join(line + "\n" for line in kept))
 
 
 def prune_periodic(ckpt_dir: Path, keep: int) -> None:

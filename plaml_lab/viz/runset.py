@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,16 +101,24 @@ def _read_json(path: Path) -> dict:
 
 
 def _read_rows(path: Path) -> list[dict]:
-    rows = []
+    """metrics.jsonl's rows (as runs.read_metrics, without importing torch): a corrupt line is
+    skipped with a warning, never the rows after it; a last line being written right now comes
+    with the next refresh."""
     try:
-        text = path.read_text()
+        text = path.read_text(errors="replace")
     except OSError:
-        return rows
-    for line in text.splitlines():
+        return []
+    rows, bad = [], []
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
         try:
             rows.append(json.loads(line))
         except ValueError:
-            break  # a line being written right now: the rest comes with the next refresh
+            if i < len(lines) - 1 or text.endswith("\n"):
+                bad.append(i + 1)
+    if bad:
+        warnings.warn(f"{path}: skipped unreadable line(s) {', '.join(map(str, bad[:5]))}",
+                      stacklevel=2)
     return rows
 
 
