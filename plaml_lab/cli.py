@@ -47,6 +47,14 @@ def _at_least(low: float, kind=int):
     return parse
 
 
+def _names(text: str) -> str:
+    """argparse type: a comma-separated list naming at least one thing (`--probes ,` would
+    silently mean none, or all)."""
+    if not [t for t in text.split(",") if t.strip()]:
+        raise argparse.ArgumentTypeError(f"{text!r} names nothing; give comma-separated names")
+    return text
+
+
 def _overrides(p, help_text: str = OVERRIDES_HELP) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help=help_text)
 
@@ -84,7 +92,7 @@ def _eval(sub) -> None:
         "(docs/evaluation.md). Prints one JSON object; progress bars go to stderr.")
     p.add_argument("--checkpoint", help="checkpoint file or run folder")
     p.add_argument("--config", help="with --random-init and no checkpoint: the model's preset")
-    p.add_argument("--probes", default=",".join(PROBES),
+    p.add_argument("--probes", default=",".join(PROBES), type=_names,
                    help=f"comma-separated, any of {','.join(PROBES)} (default: all). knn and "
                    "linear are cheap; seg and box need a dataset with masks (shapes)")
     p.add_argument("--encoder", default="student", choices=ENCODERS,
@@ -204,9 +212,10 @@ def _ablation(sub) -> None:
                    help="grid file (default experiments/grids/paper_ablation.yaml)")
     p.add_argument("--preset", help="config preset (default: the grid's config, else "
                    "experiments/configs/lab.yaml)")
-    p.add_argument("--seeds", help="comma-separated seeds (default: the grid's seeds)")
-    p.add_argument("--variants", help="comma-separated subset of the grid's points")
-    p.add_argument("--probes", help=f"comma-separated probes, any of {','.join(PROBES)},finetune "
+    p.add_argument("--seeds", type=_names, help="comma-separated seeds (default: the grid's)")
+    p.add_argument("--variants", type=_names, help="comma-separated subset of the grid's points")
+    p.add_argument("--probes", type=_names,
+                   help=f"comma-separated probes, any of {','.join(PROBES)},finetune "
                    "(default: all)")
     p.add_argument("--runs", default="experiments/runs/ablation",
                    help="run folders (default experiments/runs/ablation)")
@@ -286,9 +295,6 @@ def cmd_eval(args) -> int:
     evaluate = handler("plaml_lab.evaluate:evaluate")
     resolve_device = handler("plaml_lab.hardware:resolve_device")
     probes = [p.strip() for p in args.probes.split(",") if p.strip()]
-    if not probes:
-        raise ConfigError(f"--probes {args.probes!r}: names no probe; choose from "
-                          f"{','.join(PROBES)}")
     if not args.checkpoint and not (args.random_init and args.config):
         raise ConfigError("--checkpoint: required (or --random-init with --config)")
     result = evaluate(args.checkpoint, probes=probes, encoder=args.encoder,

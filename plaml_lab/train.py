@@ -10,12 +10,10 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import torch
-import yaml
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
@@ -25,8 +23,7 @@ from plaml_lab.config import PretrainConfig, apply_overrides, from_dict, load_co
 from plaml_lab.data import (FolderDataset, build_dataset, epoch_batches, make_views,
                             steps_per_epoch)
 from plaml_lab.data.datasets import not_images
-from plaml_lab.errors import (CheckpointError, ConfigError, DatasetError, NonFiniteLossError,
-                              RunError)
+from plaml_lab.errors import CheckpointError, ConfigError, DatasetError, RunError
 from plaml_lab.evaluate import knn_eval
 from plaml_lab.hardware import (Precision, autocast, resolve_device, resolve_precision, try_compile,
                                 warn_if_emulated)
@@ -35,14 +32,13 @@ from plaml_lab.optim import clip_gradients, make_optimizer
 from plaml_lab.model.masking import sample_noise
 from plaml_lab.model.pretrained import init_from, init_teacher_from
 from plaml_lab.runs import distributed as du, read_metrics
-from plaml_lab.runs.checkpoint import (FORMAT, VERSION, copy_atomic, load_checkpoint,
-                                       load_model_state, nonfinite_tensors,
-                                       remove_stale_temporaries, rng_state, save_atomic,
-                                       set_rng_state, write_atomic)
+from plaml_lab.nonfinite import FiniteGuard
+from plaml_lab.runs.checkpoint import copy_atomic, load_model_state, set_rng_state, write_atomic
 from plaml_lab.runs.lock import run_lock
 from plaml_lab.runs.tensorboard import TensorBoardSink
-from plaml_lab.runs.folder import (RUN_FILES, check_run_dir, dated_aside, prune_periodic,
-                                   truncate_metrics)
+from plaml_lab.runs.folder import RUN_FILES, check_run_dir, prune_periodic
+from plaml_lab.runs.resume import (find_resume_checkpoint, prepare_folder, save_checkpoint,
+                                   storage_error)
 from plaml_lab.variants import variant_name
 
 # --- the run folder ---------------------------------------------------------------------------
@@ -181,7 +177,7 @@ def _pretrain(cfg: PretrainConfig, out: Path, device: torch.device, force_new: b
 
     if main:
         try:
-            _prepare_folder(cfg, out, decision, start_step)
+            prepare_folder(cfg, out, decision, start_step)
         except OSError as e:
             raise RunError(storage_error(e, out)) from None
     du.barrier()
@@ -216,79 +212,6 @@ def _pretrain(cfg: PretrainConfig, out: Path, device: torch.device, force_new: b
         raise
 
 
-def find_resume_checkpoint(ckpt_dir: Path, verbose: bool = True) -> tuple[Path | None, dict | None]:
-    """The newest checkpoint of a run that loads with finite weights: last.pt, else the newest
-    step_*.pt (saying on stderr which, and why not last.pt). (None, None) when the run never
-    wrote one; the first problem as a CheckpointError when none of them loads."""
-    candidates = [ckpt_dir / "last.pt", *sorted(ckpt_dir.glob("step_*.pt"), reverse=True)]
-    problems: list[str] = []
-    first_error = None
-    for path in candidates:
-        if not path.exists():
-            if path.name == "last.pt" and len(candidates) > 1:
-                problems.append("last.pt is missing")
-            continue
-        try:
-            ckpt = load_checkpoint(path, map_location="cpu")
-            bad = nonfinite_tensors(ckpt["model"])
-            if bad:
-                raise CheckpointError(f"{path}: holds non-finite weights ({len(bad)} tensors)")
-        except CheckpointError as e:
-            first_error = first_error or e
-            problems.append(str(e))
-            continue
-        if problems and verbose:
-            print(f"resuming from {path} (step {int(ckpt['step'])}): {'; '.join(problems)}",
-                  file=sys.stderr)
-        return path, ckpt
-    if first_error is not None:
-        raise first_error
-    return None, None
-
-
-def _prepare_folder(cfg: PretrainConfig, out: Path, decision: str, start_step: int) -> None:
-    """Rank 0, after everything is built: set a run aside, (re)write config.yaml, keep the
-    metrics up to the resumed step, remove what killed writes left behind."""
-    if decision == "aside":
-        aside = dated_aside(out)
-        shutil.move(str(out), str(aside))
-        print(f"moved the previous run aside to {aside}")
-    ckpt_dir = out / "checkpoints"
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt_dir.mkdir(exist_ok=True)
-    # this process holds the run lock: any temporary here is from a killed writer
-    remove_stale_temporaries(out)
-    remove_stale_temporaries(ckpt_dir)
-    # atomic: a full disk must not truncate the config a resume compares against
-    write_atomic(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    metrics_path = out / "metrics.jsonl"
-    if start_step:
-        truncate_metrics(metrics_path, start_step)
-    elif metrics_path.exists():
-        metrics_path.unlink()
-
-
-def storage_error(e: OSError, out: Path) -> str:
-    """One line for a failed write (full disk, read-only folder): the path, the reason, and the
-    checkpoint a re-run resumes from."""
-    where = e.filename or out
-    last = out / "checkpoints" / "last.pt"
-    try:
-        kept = f"the last good checkpoint is {last} (step {int(load_checkpoint(last)['step'])})"
-    except (CheckpointError, OSError):
-        kept = "no checkpoint was written yet"
-    return f"{where}: cannot write ({e.strerror or e}); {kept}"
-
-
-def save_checkpoint(path: Path, cfg, model, optimizer, scaler, step, epoch, counters) -> None:
-    save_atomic({
-        "format": FORMAT, "version": VERSION, "config": to_dict(cfg), "step": step,
-        "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(), "rng": rng_state(), "counters": dict(counters),
-        "world_size": du.world_size(),
-    }, path)
-
-
 def _loop(cfg, out, device, precision: Precision, model, step_module, optimizer, scaler, sched,
           train_set, start_step, counters, callback) -> dict:
     rank, world = du.rank(), du.world_size()
@@ -313,12 +236,10 @@ def _loop(cfg, out, device, precision: Precision, model, step_module, optimizer,
     model.train()
     sums = {k: torch.zeros((), device=device) for k in LOSS_KEYS}
     n_logged = 0
-    # first non-finite step and which of CHECKED were bad, kept on the device: no sync per step
-    bad_step = torch.full((), -1, dtype=torch.long, device=device)
-    bad_parts = torch.zeros(len(CHECKED), dtype=torch.bool, device=device)
     # under a GradScaler (fp16) an overflowing gradient is routine: the scaler skips that step
-    check_grads = not precision.uses_scaler
-    saved_step = start_step if (ckpt_dir / "last.pt").exists() else None
+    guard = FiniteGuard(cfg.run.on_nonfinite, not precision.uses_scaler, device,
+                        ckpt_dir / "last.pt",
+                        start_step if (ckpt_dir / "last.pt").exists() else None)
     last_row: dict = {}
     out_parts: dict = {}  # the last forward's outputs (its collapse statistics are logged)
     t_log = time.perf_counter()
@@ -369,21 +290,7 @@ def _loop(cfg, out, device, precision: Precision, model, step_module, optimizer,
         if micro_parts:
             # the step's loss parts: the mean over its micro-batches (a NaN in any one shows)
             parts = micro_parts[0] if len(micro_parts) == 1 else torch.stack(micro_parts).mean(0)
-            # finite losses can still give an infinite gradient: its norm is checked too
-            checked = torch.cat([parts, grad_norm(params).view(1)]) if check_grads else parts
-            finite = torch.isfinite(checked)
-            if cfg.run.on_nonfinite == "skip":
-                # dropping a step needs the answer now: one host sync per step in this mode
-                # only; every rank must agree, or their weights would diverge
-                ok = finite.all().to(torch.int32)
-                if du.is_initialized():
-                    torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
-                skipped = not bool(ok)
-            else:
-                newly_bad = (~finite.all()) & (bad_step < 0)
-                bad_step = torch.where(newly_bad, torch.full_like(bad_step, step), bad_step)
-                bad_parts[:len(finite)] = torch.where(newly_bad, ~finite,
-                                                      bad_parts[:len(finite)])
+            skipped = guard.skip_step(step, parts, params)
 
         if skipped:
             optimizer.zero_grad(set_to_none=True)
@@ -410,7 +317,7 @@ def _loop(cfg, out, device, precision: Precision, model, step_module, optimizer,
         is_log = step % cfg.run.log_every == 0 or step == end
         is_ckpt = (cfg.run.ckpt_every and step % cfg.run.ckpt_every == 0) or step == end
         if is_log or is_ckpt:
-            _raise_if_nonfinite(bad_step, bad_parts, ckpt_dir / "last.pt", saved_step)
+            guard.raise_if_bad()
         if is_log:
             dt = time.perf_counter() - t_log
             row = {"step": step, "epoch": round(step / spe, 4)}
@@ -440,16 +347,10 @@ def _loop(cfg, out, device, precision: Precision, model, step_module, optimizer,
             t_log = time.perf_counter()
             steps_since_log = 0
         if is_ckpt and main:
-            # the last guard: an update that made a weight non-finite is never saved
-            bad = nonfinite_tensors(model.state_dict())
-            if bad:
-                raise NonFiniteLossError(
-                    f"non-finite weights after step {step} ({len(bad)} tensors, e.g. {bad[0]}); "
-                    f"{_kept(ckpt_dir / 'last.pt', saved_step)}; "
-                    + (_ADVICE if cfg.run.on_nonfinite == "stop" else _NEW_RUN))
+            guard.check_weights(model, step)
             save_checkpoint(ckpt_dir / "last.pt", cfg, model, optimizer, scaler, step,
                             step / spe, counters)
-            saved_step = step
+            guard.saved_step = step
             if cfg.run.keep_ckpts and cfg.run.ckpt_every and step % cfg.run.ckpt_every == 0:
                 copy_atomic(ckpt_dir / "last.pt", ckpt_dir / f"step_{step:07d}.pt")
                 prune_periodic(ckpt_dir, cfg.run.keep_ckpts)
@@ -477,37 +378,3 @@ def _loop(cfg, out, device, precision: Precision, model, step_module, optimizer,
     if main:
         write_atomic(summary_path, json.dumps(summary, indent=2) + "\n")
     return summary
-
-
-# What the finite check of a step looks at: its loss parts, then the global gradient norm.
-CHECKED = (*LOSS_KEYS, "grad_norm")
-# Only run.on_nonfinite may change on resume (it is among runs.folder.RESUMABLE_KEYS); the rest
-# trains another run.
-_NEW_RUN = "a lower optim.blr or an optim.clip_grad is a new run (--force-new or another --out)"
-_ADVICE = ("re-run the same command with run.on_nonfinite=skip to resume from it skipping such "
-           f"steps; {_NEW_RUN}")
-
-
-def grad_norm(params: list[torch.Tensor]) -> torch.Tensor:
-    """The global L2 norm of the parameters' gradients (0-d, on their device; no host sync)."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return torch.zeros((), device=params[0].device if params else None)
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)).float())
-
-
-def _kept(last: Path, saved_step: int | None) -> str:
-    return (f"{last} keeps step {saved_step}, the last finite one" if saved_step is not None
-            else "no checkpoint was written")
-
-
-def _raise_if_nonfinite(bad_step: torch.Tensor, bad_parts: torch.Tensor, last: Path,
-                        saved_step: int | None) -> None:
-    step = int(bad_step)  # host sync, only at log / checkpoint steps
-    if step >= 0:
-        parts = [k for k, bad in zip(CHECKED, bad_parts.tolist()) if bad and k != "loss"]
-        what = "gradient norm" if parts == ["grad_norm"] else (
-            ", ".join(p for p in parts if p != "grad_norm") or "loss")
-        raise NonFiniteLossError(
-            f"non-finite loss at step {step + 1} ({what} not finite); {_kept(last, saved_step)}; "
-            f"{_ADVICE}")

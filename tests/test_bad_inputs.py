@@ -193,7 +193,7 @@ CASES = {  # kind -> text the one-line error must contain
     "corrupt_images_skip": "imgs",
     "not_images": "notes0.txt",
 }
-ARGPARSE = ("unknown_option", "bench_batch_0", "sweep_negative_timeout")
+ARGPARSE = ("unknown_option", "bench_batch_0", "sweep_negative_timeout", "eval_empty_probes")
 
 
 def _snapshot(tmp: Path) -> dict[str, bytes]:

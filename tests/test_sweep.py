@@ -151,7 +151,7 @@ points:
 
 def test_stopping_a_point_also_kills_its_kernel_in_a_session_of_its_own(tmp_path):
     """papermill starts its kernel in a new session: killing papermill's group misses it."""
-    from plaml_lab.lab.sweep import _kill_group
+    from plaml_lab.lab.running import kill_point
     pid_file = tmp_path / "kernel.pid"
     kernel = ("import subprocess, sys, time; "
               "k = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'], "
@@ -162,7 +162,7 @@ def test_stopping_a_point_also_kills_its_kernel_in_a_session_of_its_own(tmp_path
         if pid_file.exists() and pid_file.read_text():
             break
         time.sleep(0.1)
-    _kill_group(proc)
+    kill_point(proc)
     proc.wait(timeout=10)
     assert _gone(int(pid_file.read_text()), seconds=5), "the kernel outlived its point"
 

@@ -391,25 +391,20 @@ def run_ablation(grid_path: str | Path = DEFAULT_GRID, *, preset: str | None = N
 
 def cmd_ablation(args) -> int:
     """`plaml-lab ablation` (cli.py defines the arguments)."""
-    def split(text, option=""):
-        if text is None:
-            return None
-        items = [t.strip() for t in text.split(",") if t.strip()]
-        if not items:  # `--probes ,` would silently mean "all"
-            raise ConfigError(f"{option} {text!r}: names nothing; give comma-separated names")
-        return items
+    def split(text):
+        return [t.strip() for t in text.split(",") if t.strip()] if text else None
 
     try:
-        seeds = [int(s) for s in split(args.seeds, "--seeds")] if args.seeds is not None else None
+        seeds = [int(s) for s in split(args.seeds)] if args.seeds else None
     except ValueError:
         raise ConfigError(f"--seeds {args.seeds}: expected comma-separated integers") from None
     if args.workers < 1:
         raise ConfigError(f"--workers {args.workers}: expected an integer >= 1")
     command = " ".join(["plaml-lab ablation", *getattr(args, "argv", [])])
     result = run_ablation(args.grid, preset=args.preset, seeds=seeds,
-                          variants=split(args.variants, "--variants"), runs_root=args.runs,
+                          variants=split(args.variants), runs_root=args.runs,
                           out_dir=args.out, overrides=args.overrides,
-                          probes=split(args.probes, "--probes"), device=args.device, command=command,
+                          probes=split(args.probes), device=args.device, command=command,
                           workers=args.workers, executor=args.executor, detach=args.detach,
                           log=lambda m: print(m, file=sys.stderr, flush=True))
     if result.get("submitted"):

@@ -21,11 +21,9 @@ records it, the table is collected from the point folders the same way, and a po
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -33,7 +31,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import psutil
 import yaml
 
 from plaml_lab.config import repo_root
@@ -41,6 +38,7 @@ from plaml_lab.errors import ConfigError
 from plaml_lab.lab import submit
 from plaml_lab.lab.cluster import check_kind, cluster_settings, split_cluster_overrides
 from plaml_lab.lab.grids import Grid, Point, load_grid, override_list, threads_per_worker
+from plaml_lab.lab.running import Running, kill_point, terminate_as_interrupt
 from plaml_lab.lab.sweep_jobs import run_points
 from plaml_lab.runs.checkpoint import atomic_path
 from plaml_lab.runs.folder import read_json
@@ -81,67 +79,6 @@ def _summary_metrics(run_dir: Path) -> dict:
             if k != "run" and (v is None or isinstance(v, (int, float, str, bool)))}
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    """Kill papermill's process group and every descendant: its kernel runs in a session of
-    its own, and would notice its parent gone only at its next poll, training meanwhile."""
-    try:
-        kids = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.Error:
-        kids = []
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    for kid in kids:
-        with contextlib.suppress(psutil.Error):
-            kid.kill()
-
-
-@contextlib.contextmanager
-def _terminate_as_interrupt():
-    """SIGTERM (a `kill`, a job scheduler, a closed terminal's SIGHUP) raises KeyboardInterrupt
-    as Ctrl-C does, so the sweep stops its points before it exits. Main thread only."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-class _Running:
-    """The papermill processes in flight, so that an interrupted sweep can stop them all (they
-    run in their own sessions and do not receive the terminal's Ctrl-C)."""
-
-    def __init__(self):
-        self._procs: set[subprocess.Popen] = set()
-        self._lock = threading.Lock()
-        self.stopping = False
-
-    def add(self, proc: subprocess.Popen) -> None:
-        with self._lock:
-            self._procs.add(proc)
-            if self.stopping:
-                _kill_group(proc)
-
-    def discard(self, proc: subprocess.Popen) -> None:
-        with self._lock:
-            self._procs.discard(proc)
-
-    def kill_all(self) -> None:
-        with self._lock:
-            self.stopping = True
-            for proc in self._procs:
-                _kill_group(proc)
-
-
 def notebook_of(grid: Grid) -> Path:
     """The grid's notebook, else DEFAULT_NOTEBOOK of the repo."""
     return grid.notebook or repo_root(grid.path.resolve().parent) / DEFAULT_NOTEBOOK
@@ -149,7 +86,7 @@ def notebook_of(grid: Grid) -> Path:
 
 def run_point(grid: Grid, point: Point, out: Path, *, notebook: Path | None = None,
               timeout: float | None = None, threads: int | None = None,
-              running: _Running | None = None) -> dict:
+              running: Running | None = None) -> dict:
     """Execute the notebook for one point into out/<point>/; returns its results row."""
     nb = notebook or notebook_of(grid)
     point_dir = out / point.name
@@ -183,7 +120,7 @@ def run_point(grid: Grid, point: Point, out: Path, *, notebook: Path | None = No
             rc = proc.wait(timeout=timeout)
             error = None
         except subprocess.TimeoutExpired:
-            _kill_group(proc)
+            kill_point(proc)
             proc.wait()
             rc, error = -1, f"timeout: stopped after {timeout:g} s"
         finally:
@@ -336,7 +273,7 @@ def run_sweep(grid_path: str | Path, notebook: str | Path | None = None,
         flush()
     finished = 0
 
-    running = _Running()
+    running = Running()
 
     def one(p: Point) -> None:
         nonlocal finished
@@ -355,12 +292,12 @@ def run_sweep(grid_path: str | Path, notebook: str | Path | None = None,
 
     if todo and executor != "local":
         run_points(grid, todo, out, nb, timeout, executor, settings, rows, flush,
-                   run_point=run_point, registry=_Running, detach=detach, log=log)
+                   run_point=run_point, registry=Running, detach=detach, log=log)
         return [rows[n] for n in order]
     if todo:
         pool = ThreadPoolExecutor(max_workers=workers)
         try:
-            with _terminate_as_interrupt():
+            with terminate_as_interrupt():
                 for f in [pool.submit(one, p) for p in todo]:
                     f.result()
         except BaseException:  # Ctrl-C, kill (or a bug): stop every point in flight, re-raise
