@@ -29,8 +29,8 @@ from plaml_lab.hardware import (Precision, autocast, resolve_device, resolve_pre
                                 warn_if_emulated)
 from plaml_lab.method import LOSS_KEYS, MONITOR_KEYS, PLAML
 from plaml_lab.optim import clip_gradients, make_optimizer
-from plaml_lab.model.masking import sample_noise
-from plaml_lab.model.pretrained import init_from, init_teacher_from
+from plaml_lab.method.masking import sample_noise
+from plaml_lab.pretrained import init_from, init_teacher_from
 from plaml_lab.runs import distributed as du, read_metrics
 from plaml_lab.runs.checkpoint import (FORMAT, VERSION, load_checkpoint, load_model_state,
                                        rng_state, save_atomic, set_rng_state, write_atomic)
@@ -38,7 +38,7 @@ from plaml_lab.runs.lock import run_lock
 from plaml_lab.runs.tensorboard import TensorBoardSink
 from plaml_lab.runs.folder import (RUN_FILES, check_run_dir, dated_aside, prune_periodic,
                                    truncate_metrics)
-from plaml_lab.variants import variant_name
+from plaml_lab.method.rules import variant_name
 
 # --- the run folder ---------------------------------------------------------------------------
 
@@ -133,7 +133,7 @@ def _pretrain(cfg: PretrainConfig, out: Path, device: torch.device, force_new: b
         print(f"precision: {precision.name} on {device.type} ({precision.reason})")
         warn_if_emulated(precision, device)
 
-    model = PLAML(cfg)
+    model = PLAML.from_config(cfg)
     if not (decision == "resume" and (out / "checkpoints" / "last.pt").exists()):
         # before the folder is touched: a bad file leaves nothing behind
         if cfg.model.init_from:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from plaml_lab import losses
-from plaml_lab.schedules import cosine_schedule, linear_warmup, momentum, warmup_cosine
+from plaml_lab.method import losses
+from plaml_lab.method.schedules import cosine_schedule, linear_warmup, momentum, warmup_cosine
 
 
 def _hand_mae_loss(pred, imgs, mask, p):
