@@ -109,7 +109,7 @@ def test_sinkhorn_output_has_near_uniform_cluster_marginals():
 
 
 # --- the pseudo-label losses against DINO's and SwAV's formulas, written out in float64 numpy --
-# (independently of plaml_lab.losses: the formulas of the papers, not a restatement of the code)
+# (independent of plaml_lab.method.losses: the papers' formulas, not a restatement of the code)
 
 def _softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(-1, keepdims=True))

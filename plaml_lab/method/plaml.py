@@ -88,8 +88,8 @@ class PLAML(nn.Module):
         self.sinkhorn_iters = sinkhorn_iters
         self.final_temps = {which: final_teacher_temp(teacher_temp, patch_teacher_temp, which)
                             for which in ("cls", "patch")}
-        self.rec_loss, self.target_layers = rec_loss, target_layers
-        self.target_norm, self.loss_scale, self.norm_pix_loss = target_norm, loss_scale, norm_pix_loss
+        self.rec_loss, self.loss_scale, self.norm_pix_loss = rec_loss, loss_scale, norm_pix_loss
+        self.target_layers, self.target_norm = target_layers, target_norm
         self.weights = (w_rec, w_cls, w_patch)
         self.student = Student(
             img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim,

@@ -14,10 +14,9 @@ import numpy as np
 import torch
 
 from plaml_lab import schedules
-from plaml_lab.method import losses
 from plaml_lab.config import PretrainConfig, repo_root
 from plaml_lab.data import build_dataset, get_items, normalize, steps_per_epoch, unnormalize
-from plaml_lab.method import PLAML
+from plaml_lab.method import PLAML, losses
 from plaml_lab.method.masking import num_visible, sample_noise
 from plaml_lab.runs import Run, load_run, random_init_run
 from plaml_lab.runs.checkpoint import CheckpointError, load_checkpoint
