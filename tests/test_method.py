@@ -56,6 +56,16 @@ def test_plaml_defaults_are_the_config_defaults():
     assert defaults == config_kwargs(PretrainConfig())
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(target="none", pseudo_labels="none"), "nothing to learn"),
+    (dict(teachers="triple"), "method.teachers='triple'"),
+    (dict(assignment="dino"), "pl.assignment='dino'"),
+])
+def test_plaml_rejects_a_variant_or_assignment_it_does_not_know_at_construction(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        PLAML(**kwargs)
+
+
 def test_forward_reads_no_config_the_model_keeps_none():
     model = PLAML(img_size=16, embed_dim=32, depth=2, num_heads=2, decoder_embed_dim=32,
                   decoder_num_heads=2, num_prototypes=16, head_hidden_dim=32,
