@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from plaml_lab.config import load_config
-from plaml_lab.model.masking import num_visible
+from plaml_lab.method.masking import num_visible
 
 
 def explicit(q, k, v):

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from plaml_lab.cli import bench_arguments  # noqa: E402
 from plaml_lab.lab.bench import ExtraCase, cmd_bench, split_list  # noqa: E402
-from plaml_lab.variants import VARIANTS  # noqa: E402
+from plaml_lab.method.rules import VARIANTS  # noqa: E402
 from plaml_lab.config import ConfigError  # noqa: E402
 
 

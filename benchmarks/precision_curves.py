@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from plaml_lab.variants import VARIANTS
+from plaml_lab.method.rules import VARIANTS
 from plaml_lab.train import pretrain
 
 KEYS = ("loss", "loss_rec", "loss_cls", "loss_patch")

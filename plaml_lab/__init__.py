@@ -4,15 +4,16 @@ Public API: PretrainConfig, load_config, pretrain, load_run, evaluate, export_ti
 
 import importlib
 
-from plaml_lab.config import ConfigError, PretrainConfig, load_config
-
 __version__ = "0.1.0"
 
 
-# Loaded on first use: these import torch, and `import plaml_lab` (as `plaml-lab --help` does)
-# must stay cheap.
-_LAZY = {"pretrain": "plaml_lab.train", "load_run": "plaml_lab.runs",
-         "evaluate": "plaml_lab.evaluate", "export_timm": "plaml_lab.export"}
+# Loaded on first use: most import torch, and `import plaml_lab` (as `plaml-lab --help` does)
+# must stay cheap; and importing the method package (plaml_lab.method), which runs this file
+# first, must load no other module of plaml_lab.
+_LAZY = {"ConfigError": "plaml_lab.errors", "PretrainConfig": "plaml_lab.config",
+         "load_config": "plaml_lab.config", "pretrain": "plaml_lab.train",
+         "load_run": "plaml_lab.runs", "evaluate": "plaml_lab.evaluate",
+         "export_timm": "plaml_lab.export"}
 
 
 def __getattr__(name):

@@ -19,7 +19,7 @@ import warnings
 
 from plaml_lab.config import PROBES, ConfigError
 from plaml_lab.errors import USER_ERRORS, NonFiniteLossError
-from plaml_lab.variants import VARIANTS
+from plaml_lab.method.rules import VARIANTS
 
 ENCODERS = ["student", "labelling", "reconstruction"]
 EXECUTORS = ("local", "submitit-local", "slurm")  # plaml_lab.lab.cluster.EXECUTORS (a test)

@@ -1,4 +1,5 @@
-"""Collapse diagnostics of the pseudo labels and the features, as pure functions of tensors.
+"""Collapse diagnostics of the pseudo labels and the features: what the logged statistics mean
+and when they warn.
 
 DINO-style self-distillation fails in two known ways (DINO, Sec. 5.3): one prototype dominates
 every target (the center is too weak), or every target flattens to uniform (the center wins
@@ -15,7 +16,9 @@ that produce them follow. Training records, at each log step (metrics.jsonl):
 - ``cls_erank``: effective rank of the student class-token features (RankMe: exp of the entropy
   of the normalised singular values), between 1 and min(batch, D).
 
-`diagnose` turns one such row into a one-line message when the pseudo labels have collapsed.
+The statistics themselves are computed in the training step (plaml_lab.method.monitor); this
+module reads them back: `CollapseMonitor` turns log rows into a one-line warning when the pseudo
+labels have collapsed.
 """
 
 from __future__ import annotations
@@ -23,12 +26,9 @@ from __future__ import annotations
 import math
 import warnings
 
-import torch
-import torch.nn.functional as F
+from plaml_lab.method.masking import num_visible
 
-from plaml_lab.model.masking import num_visible
-
-# Thresholds of `diagnose` (docs/method.md, "Collapse"): the targets use fewer than
+# Thresholds of `is_collapsed` (docs/method.md, "Collapse"): the targets use fewer than
 # MIN_USED_FRACTION of the prototypes a batch could use (min(K, rows)), or their mean entropy
 # is above MAX_ENTROPY_FRACTION of log K. Both must hold at PERSIST consecutive log steps, so a
 # single noisy batch does not warn.
@@ -39,33 +39,6 @@ PERSIST = 2
 
 class CollapseWarning(UserWarning):
     """The pseudo labels collapsed: one prototype takes every target, or every target is flat."""
-
-
-@torch.no_grad()
-def target_stats(targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Target distributions (..., K) -> (mean entropy in nats, prototypes used as argmax), both
-    0-dim tensors on the targets' device (no host sync)."""
-    flat = targets.float().reshape(-1, targets.shape[-1])
-    entropy = -(flat * flat.clamp_min(1e-12).log()).sum(-1).mean()
-    hits = F.one_hot(flat.argmax(-1), flat.shape[-1]).amax(0)
-    return entropy, hits.sum().float()
-
-
-@torch.no_grad()
-def feature_stats(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features (N, D) -> (std of the L2-normalised features over N, mean over D, times sqrt(D);
-    effective rank). 0-dim tensors."""
-    x = features.float()
-    finite = torch.isfinite(x).all()
-    x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)  # SVD refuses non-finite input
-    d = x.shape[-1]
-    z = F.normalize(x, dim=-1)
-    std = z.std(dim=0).mean() * math.sqrt(d)
-    s = torch.linalg.svdvals(x - x.mean(0, keepdim=True))
-    p = s / s.sum().clamp_min(1e-12)
-    erank = torch.exp(-(p * p.clamp_min(1e-12).log()).sum())
-    nan = torch.full_like(std, float("nan"))  # a non-finite step reports NaN, without a sync
-    return torch.where(finite, std, nan), torch.where(finite, erank, nan)
 
 
 def is_collapsed(used: float, entropy: float, num_prototypes: int, rows: int) -> str | None:

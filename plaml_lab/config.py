@@ -16,7 +16,7 @@ from typing import Literal
 
 from plaml_lab import typed_tree
 from plaml_lab.errors import ConfigError
-from plaml_lab.variants import unread_keys
+from plaml_lab.method.rules import Variant, unread_keys
 # diff, load_yaml, save_yaml: part of the config API (`from plaml_lab.config import ...`)
 from plaml_lab.typed_tree import (build, check_ranges, diff, knob, load_yaml,  # noqa: F401
                                   opt, parse_override, save_yaml)
@@ -268,46 +268,32 @@ class PretrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
-    # -- derived facts about the method, used by the model, the trainer and the docs --------
+    # -- derived facts about the method (its rules: plaml_lab.method.rules) ----------------
+    @property
+    def variant(self) -> Variant:
+        return Variant.of(self)
+
     @property
     def uses_pseudo_labels(self) -> bool:
-        return self.method.pseudo_labels != "none"
+        return self.variant.uses_pseudo_labels
 
     @property
     def pl_cls(self) -> bool:
-        return self.method.pseudo_labels in ("cls", "both")
+        return self.variant.pl_cls
 
     @property
     def pl_patch(self) -> bool:
-        return self.method.pseudo_labels in ("patch", "both")
+        return self.variant.pl_patch
 
     @property
     def teacher_roles(self) -> dict[str, str]:
-        """Which EMA teachers exist and which role each serves.
-
-        Returns {teacher name: schedule name}. In dual mode the labelling teacher exists when
-        pseudo labels are on and the reconstruction teacher when tokens are reconstructed.
-        In single mode one teacher serves both roles; it is named after, and follows the
-        schedule of, the labelling teacher when pseudo labels are on, else the reconstruction
-        teacher's.
-        """
-        need_l = self.uses_pseudo_labels
-        need_r = self.method.target == "tokens"
-        if self.method.teachers == "single" and need_l and need_r:
-            return {"labelling": "labelling"}
-        roles = {}
-        if need_l:
-            roles["labelling"] = "labelling"
-        if need_r:
-            roles["reconstruction"] = "reconstruction"
-        return roles
+        """{teacher name: schedule name}: Variant.teacher_roles."""
+        return self.variant.teacher_roles
 
     @property
     def rec_teacher(self) -> str | None:
-        """Name of the teacher that supplies token targets (None unless target=tokens)."""
-        if self.method.target != "tokens":
-            return None
-        return "reconstruction" if "reconstruction" in self.teacher_roles else "labelling"
+        """The teacher that supplies token targets: Variant.rec_teacher."""
+        return self.variant.rec_teacher
 
 
 # --------------------------------------------------------------------------------------------

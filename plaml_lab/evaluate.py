@@ -18,7 +18,7 @@ from plaml_lab.config import PROBES, ConfigError
 from plaml_lab.data import build_dataset, get_items
 from plaml_lab.data.transforms import normalize
 from plaml_lab.runs import load_run, random_init_run
-from plaml_lab.variants import variant_name
+from plaml_lab.method.rules import variant_name
 
 
 @torch.no_grad()

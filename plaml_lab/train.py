@@ -29,8 +29,8 @@ from plaml_lab.hardware import (Precision, autocast, resolve_device, resolve_pre
                                 warn_if_emulated)
 from plaml_lab.method import LOSS_KEYS, MONITOR_KEYS, PLAML
 from plaml_lab.optim import clip_gradients, make_optimizer
-from plaml_lab.model.masking import sample_noise
-from plaml_lab.model.pretrained import init_from, init_teacher_from
+from plaml_lab.method.masking import sample_noise
+from plaml_lab.pretrained import init_from, init_teacher_from
 from plaml_lab.runs import distributed as du, read_metrics
 from plaml_lab.nonfinite import FiniteGuard
 from plaml_lab.runs.checkpoint import copy_atomic, load_model_state, set_rng_state, write_atomic
@@ -39,7 +39,7 @@ from plaml_lab.runs.tensorboard import TensorBoardSink
 from plaml_lab.runs.folder import RUN_FILES, check_run_dir, prune_periodic
 from plaml_lab.runs.resume import (find_resume_checkpoint, prepare_folder, save_checkpoint,
                                    storage_error)
-from plaml_lab.variants import variant_name
+from plaml_lab.method.rules import variant_name
 
 # --- the run folder ---------------------------------------------------------------------------
 
@@ -140,7 +140,7 @@ def _pretrain(cfg: PretrainConfig, out: Path, device: torch.device, force_new: b
     ckpt_dir = out / "checkpoints"
     resume_path, ckpt = (find_resume_checkpoint(ckpt_dir, verbose=main) if decision == "resume"
                          else (None, None))
-    model = PLAML(cfg)
+    model = PLAML.from_config(cfg)
     if ckpt is None:
         # before the folder is touched: a bad file leaves nothing behind
         if cfg.model.init_from:

@@ -11,9 +11,8 @@ import torch
 
 from plaml_lab.lab import bench, bench_table, measure
 from plaml_lab.cli import main
-from plaml_lab.model import ViTEncoder
-from plaml_lab.method import PLAML
-from plaml_lab.model.vit import fused_attention
+from plaml_lab.method import PLAML, ViTEncoder
+from plaml_lab.method.vit import fused_attention
 
 
 @pytest.mark.slow  # seconds on 2 busy cores: make test runs it, make test-fast does not
@@ -96,7 +95,7 @@ def test_attention_impls_agree_and_auto_avoids_sdpa_only_on_cpu_under_autocast()
 def test_the_step_picks_attention_for_its_device_and_precision(quick_cfg):
     """PLAML.set_attention reaches the student's encoder and decoder and every teacher: under
     bf16 on a CPU every block takes the explicit matmuls, in fp32 SDPA (attn_impl=auto)."""
-    model = PLAML(quick_cfg)
+    model = PLAML.from_config(quick_cfg)
     blocks = [m for m in model.modules() if hasattr(m, "fused_attn")]
     assert len(blocks) > len(model.student.encoder.blocks) * 2  # student, decoder, teachers
     assert all(b.fused_attn for b in blocks)  # built for fp32

@@ -1,7 +1,7 @@
-"""Collapse diagnostics (plaml_lab.collapse), and two knobs that keep the pseudo labels from
-collapsing: EMA windows that scale with the run, the patch teacher temperature. (Clipping,
-the prototype init and the token-loss scale are tested beside their code: test_optim.py,
-test_model.py, test_losses.py.)"""
+"""Collapse diagnostics (plaml_lab.method.monitor, plaml_lab.collapse), and two knobs that keep
+the pseudo labels from collapsing: EMA windows that scale with the run, the patch teacher
+temperature. (Clipping, the prototype init and the token-loss scale are tested beside their
+code: test_optim.py, test_model.py, test_losses.py.)"""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import torch
 
 from plaml_lab import collapse, schedules
 from plaml_lab.config import load_config
-from plaml_lab.method import PLAML
+from plaml_lab.method import PLAML, monitor
 from plaml_lab.train import pretrain
 
 
@@ -25,24 +25,24 @@ from plaml_lab.train import pretrain
 def test_target_stats_count_argmax_prototypes_and_entropy():
     one_hot = torch.zeros(8, 16)
     one_hot[:, 3] = 1.0
-    entropy, used = collapse.target_stats(one_hot)
+    entropy, used = monitor.target_stats(one_hot)
     assert used.item() == 1 and entropy.item() == pytest.approx(0.0, abs=1e-6)
     spread = torch.eye(16)[torch.arange(8) % 5]  # 5 distinct prototypes
-    assert collapse.target_stats(spread)[1].item() == 5
+    assert monitor.target_stats(spread)[1].item() == 5
     uniform = torch.full((4, 16), 1 / 16)
-    assert collapse.target_stats(uniform)[0].item() == pytest.approx(math.log(16), rel=1e-5)
+    assert monitor.target_stats(uniform)[0].item() == pytest.approx(math.log(16), rel=1e-5)
 
 
 def test_feature_stats_separate_spread_from_collapsed_features():
     g = torch.Generator().manual_seed(0)
     spread = torch.randn(512, 16, generator=g)
-    std, erank = collapse.feature_stats(spread)
+    std, erank = monitor.feature_stats(spread)
     assert 0.8 < std.item() < 1.2 and erank.item() > 12
     one_point = torch.ones(512, 16) + 1e-4 * torch.randn(512, 16, generator=g)
-    std, _ = collapse.feature_stats(one_point)
+    std, _ = monitor.feature_stats(one_point)
     assert std.item() < 0.01
     line = torch.randn(512, 1, generator=g) * torch.randn(1, 16, generator=g)  # rank 1
-    assert collapse.feature_stats(line)[1].item() < 1.5
+    assert monitor.feature_stats(line)[1].item() < 1.5
 
 
 def test_monitor_warns_once_after_collapse_persists_and_never_on_healthy_rows():
@@ -117,13 +117,13 @@ def test_ema_windows_scale_with_the_run_length(quick_cfg):
 
 def test_patch_teacher_temperature_sharpens_only_the_patch_targets(quick_cfg):
     torch.manual_seed(0)
-    model = PLAML(quick_cfg).eval()
+    model = PLAML.from_config(quick_cfg).eval()
     x = torch.randn(4, 3, quick_cfg.model.img_size, quick_cfg.model.img_size)
     ids = torch.arange(6).repeat(4, 1)
     a = model.teacher_targets(x, ids, 0.1, 0.1)
     b = model.teacher_targets(x, ids, 0.1, 0.02)
     torch.testing.assert_close(a["cls"], b["cls"])
-    ent = lambda t: collapse.target_stats(t)[0].item()  # noqa: E731
+    ent = lambda t: monitor.target_stats(t)[0].item()  # noqa: E731
     assert ent(b["patch"]) < ent(a["patch"])
     sched = schedules.Schedule(load_config(None, ["pl.patch_teacher_temp=0.07"]), 10, 128)
     assert sched.patch_teacher_temp(0) == 0.07 and sched.teacher_temp(0) == 0.04

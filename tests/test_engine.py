@@ -261,4 +261,4 @@ def test_refuses_a_model_of_another_shape(tmp_path, quick_run):
         from plaml_lab.config import load_config
         cfg = load_config("experiments/configs/quick.yaml", ["model.embed_dim=64"])
         ckpt = load_checkpoint(quick_run / "checkpoints" / "last.pt")
-        load_model_state(PLAML(cfg), ckpt["model"], "last.pt")
+        load_model_state(PLAML.from_config(cfg), ckpt["model"], "last.pt")

@@ -82,7 +82,7 @@ def test_load_timm_rebuilds_the_shape_from_file_metadata(quick_run, tmp_path):
 @pytest.mark.slow  # seconds on 2 busy cores: make test runs it, make test-fast does not
 def test_vit_b_export_loads_through_create_model_with_local_pretrained_file(tmp_path, no_hub):
     import timm
-    from plaml_lab.model.vit import ViTEncoder
+    from plaml_lab.method.vit import ViTEncoder
 
     torch.manual_seed(0)
     enc = ViTEncoder(img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12).eval()

@@ -11,7 +11,7 @@ from plaml_lab.config import ConfigError, load_config
 from plaml_lab.lab import ablation as A
 from plaml_lab.lab import sweep as S
 from plaml_lab.lab.grids import Grid, load_grid
-from plaml_lab.variants import variant_name
+from plaml_lab.method.rules import variant_name
 
 ROOT = Path(__file__).resolve().parents[1]
 GRIDS = sorted((ROOT / "experiments" / "grids").glob("*.yaml"))

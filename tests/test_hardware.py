@@ -12,7 +12,7 @@ import torch
 
 from plaml_lab import hardware
 from plaml_lab.config import ConfigError, load_config
-from plaml_lab.model.vit import fused_attention
+from plaml_lab.method.vit import fused_attention
 
 
 def _cpu(monkeypatch, *, bf16: bool, fp16: bool = False, isa: str = "AVX2") -> None:
@@ -82,10 +82,12 @@ def test_no_warning_where_the_cpu_runs_the_precision_natively(monkeypatch, reque
 def test_attention_auto_follows_the_resolved_precision(monkeypatch):
     # explicit matmuls only where a CPU step runs under bf16/fp16 autocast
     _cpu(monkeypatch, bf16=True)
-    assert fused_attention("auto", "cpu", "auto") is False
+    assert fused_attention("auto", "cpu", hardware.resolve_precision("auto", "cpu").name) is False
     _cpu(monkeypatch, bf16=False)
-    assert fused_attention("auto", "cpu", "auto") is True
+    assert fused_attention("auto", "cpu", hardware.resolve_precision("auto", "cpu").name) is True
     assert fused_attention("auto", "cpu", "bf16") is False
+    with pytest.raises(ValueError, match="resolve 'auto' first"):  # the method never probes
+        fused_attention("auto", "cpu", "auto")
 
 
 def test_config_default_and_every_preset_use_auto(root):

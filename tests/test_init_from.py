@@ -13,8 +13,8 @@ from plaml_lab import train
 from plaml_lab.cli import main as cli_main
 from plaml_lab.config import ConfigError
 from plaml_lab.export import export_timm
-from plaml_lab.model.pretrained import load_into_encoder, read_encoder_weights
-from plaml_lab.model.vit import ViTEncoder
+from plaml_lab.method.vit import ViTEncoder
+from plaml_lab.pretrained import load_into_encoder, read_encoder_weights
 from plaml_lab.runs import load_run
 
 QUICK = str(Path(__file__).resolve().parents[1] / "experiments" / "configs" / "quick.yaml")

@@ -1,10 +1,13 @@
 """The package's shape: no import cycle, imports at the top of modules (a function-local one
 only to keep a slow import off a cheap path, and then with a comment saying so), modules of a
-readable size, and a `plaml-lab --help` that imports no torch."""
+readable size, a `plaml-lab --help` that imports no torch, and a method package
+(plaml_lab.method) that imports nothing of plaml_lab outside itself and nothing beyond torch,
+timm and the standard library."""
 
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 import time
@@ -17,6 +20,7 @@ from plaml_lab import cli
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "plaml_lab"
 MAX_LINES = 420
+METHOD = "plaml_lab.method"
 
 
 def module_name(path: Path) -> str:
@@ -149,3 +153,44 @@ def test_ablation_and_demo_are_plaml_lab_sub_commands(command, capsys):
         cli.main([command, "--help"])
     assert exit_.value.code == 0
     assert f"usage: plaml-lab {command}" in capsys.readouterr().out
+
+
+def modules_loaded_by(code: str) -> set[str]:
+    """sys.modules after running `code` in a fresh interpreter (nothing else imported first)."""
+    probe = code + "\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return set(json.loads(proc.stdout.splitlines()[-1]))
+
+
+def outside_the_method(loaded: set[str], baseline: set[str]) -> list[str]:
+    """The modules of `loaded` that the method package may not pull in: plaml_lab modules outside
+    it, and top-level packages that are neither the standard library nor loaded by importing
+    torch and timm (`baseline`: their own dependencies)."""
+    allowed_roots = set(sys.stdlib_module_names) | {m.split(".")[0] for m in baseline}
+    return sorted(m for m in loaded - baseline
+                  if (m.split(".")[0] == "plaml_lab" and m != "plaml_lab"
+                      and not m.startswith(METHOD + ".") and m != METHOD)
+                  or (m.split(".")[0] != "plaml_lab" and m.split(".")[0] not in allowed_roots))
+
+
+def test_the_method_package_imports_only_itself_torch_timm_and_the_standard_library():
+    baseline = modules_loaded_by("import torch, timm")
+    # every module of the package, and every name it exports (they load on first use)
+    loaded = modules_loaded_by(
+        "import importlib, pkgutil\n"
+        f"import {METHOD} as m\n"
+        "for info in pkgutil.iter_modules(m.__path__):\n"
+        f"    importlib.import_module('{METHOD}.' + info.name)\n"
+        "for name in m.__all__:\n"
+        "    getattr(m, name)")
+    assert f"{METHOD}.plaml" in loaded and "torch" in loaded
+    assert not outside_the_method(loaded, baseline)
+
+
+def test_the_method_import_check_flags_other_plaml_lab_modules_and_foreign_packages():
+    baseline = {"torch", "timm", "numpy"}
+    loaded = baseline | {"plaml_lab", f"{METHOD}", f"{METHOD}.plaml", "json", "plaml_lab.config",
+                         "yaml", "numpy.linalg"}
+    assert outside_the_method(loaded, baseline) == ["plaml_lab.config", "yaml"]

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from plaml_lab import losses
-from plaml_lab.schedules import cosine_schedule, linear_warmup, momentum, warmup_cosine
+from plaml_lab.method import losses
+from plaml_lab.method.schedules import cosine_schedule, linear_warmup, momentum, warmup_cosine
 
 
 def _hand_mae_loss(pred, imgs, mask, p):
@@ -109,7 +109,7 @@ def test_sinkhorn_output_has_near_uniform_cluster_marginals():
 
 
 # --- the pseudo-label losses against DINO's and SwAV's formulas, written out in float64 numpy --
-# (independently of plaml_lab.losses: the formulas of the papers, not a restatement of the code)
+# (independent of plaml_lab.method.losses: the papers' formulas, not a restatement of the code)
 
 def _softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(-1, keepdims=True))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from plaml_lab.model.masking import block_noise, mask_from_noise, num_visible, random_masking
+from plaml_lab.method.masking import block_noise, mask_from_noise, num_visible, random_masking
 
 
 @pytest.mark.parametrize("ratio", [0.1, 0.5, 0.75, 0.9])

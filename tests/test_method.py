@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 
 import pytest
 import torch
 
-from plaml_lab.config import load_config
-from plaml_lab.method import PLAML
-from plaml_lab.model.masking import num_visible
+from plaml_lab.config import PretrainConfig, load_config
+from plaml_lab.method import PLAML, config_kwargs
+from plaml_lab.method.masking import num_visible
+from plaml_lab.method.rules import VARIANTS
 from plaml_lab.runs import load_run
 from plaml_lab.train import pretrain
-from plaml_lab.variants import VARIANTS
-
 
 
 def _max_abs_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:
@@ -50,12 +50,37 @@ def test_every_variant_loss_falls_over_50_steps_on_quick(tmp_path, quick_yaml, v
     assert summary["variant"] == variant
 
 
+def test_plaml_defaults_are_the_config_defaults():
+    # PLAML() in someone else's loop and `plaml-lab pretrain` with no overrides build one model
+    defaults = {name: p.default for name, p in inspect.signature(PLAML).parameters.items()}
+    assert defaults == config_kwargs(PretrainConfig())
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(target="none", pseudo_labels="none"), "nothing to learn"),
+    (dict(teachers="triple"), "method.teachers='triple'"),
+    (dict(assignment="dino"), "pl.assignment='dino'"),
+])
+def test_plaml_rejects_a_variant_or_assignment_it_does_not_know_at_construction(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        PLAML(**kwargs)
+
+
+def test_forward_reads_no_config_the_model_keeps_none():
+    model = PLAML(img_size=16, embed_dim=32, depth=2, num_heads=2, decoder_embed_dim=32,
+                  decoder_num_heads=2, num_prototypes=16, head_hidden_dim=32,
+                  head_bottleneck_dim=16)
+    assert not any(isinstance(v, PretrainConfig) for v in vars(model).values())
+    out = model([torch.randn(2, 3, 16, 16)] * 2, 0.04)
+    assert set(out) == {"loss", "loss_rec", "loss_cls", "loss_patch"}
+
+
 def test_loss_parts_present_exactly_when_switched_on():
     x = torch.randn(4, 3, 16, 16)
     for name, ov in VARIANTS.items():
         cfg = load_config("experiments/configs/quick.yaml", ov)
         with torch.no_grad():
-            out = PLAML(cfg)([x, x.flip(-1)], 0.04)
+            out = PLAML.from_config(cfg)([x, x.flip(-1)], 0.04)
         assert (float(out["loss_rec"]) > 0) == (cfg.method.target != "none"), name
         assert (float(out["loss_cls"]) > 0) == cfg.pl_cls, name
         assert (float(out["loss_patch"]) > 0) == cfg.pl_patch, name
@@ -72,7 +97,7 @@ def test_the_total_loss_is_linear_in_the_three_weights_and_each_weight_scales_it
         cfg = load_config("experiments/configs/quick.yaml",
                           [f"loss.w_rec={w_rec}", f"loss.w_cls={w_cls}", f"loss.w_patch={w_patch}"])
         torch.manual_seed(0)  # the same weights for every model
-        model = PLAML(cfg).eval()  # eval: no center update between the calls
+        model = PLAML.from_config(cfg).eval()  # eval: no center update between the calls
         with torch.no_grad():
             return model([x, x.flip(-1)], 0.04, generator=torch.Generator().manual_seed(0))[key]
 
@@ -84,9 +109,9 @@ def test_the_total_loss_is_linear_in_the_three_weights_and_each_weight_scales_it
 
 
 def test_pixel_mode_loss_is_the_mae_loss_of_the_decoder_output():
-    from plaml_lab import losses
+    from plaml_lab.method import losses
     cfg = load_config("experiments/configs/quick.yaml", VARIANTS["mae"] + ["data.views=1"])
-    m = PLAML(cfg)
+    m = PLAML.from_config(cfg)
     x = torch.randn(3, 3, 16, 16)
     out = m([x], generator=torch.Generator().manual_seed(0), return_details=True)
     ref = losses.pixel_loss(out["pred_pixels"], x, out["mask"], 4, norm_pix=True)
@@ -95,7 +120,7 @@ def test_pixel_mode_loss_is_the_mae_loss_of_the_decoder_output():
 
 def test_teacher_sees_full_view_and_student_only_visible_tokens():
     cfg = load_config("experiments/configs/quick.yaml", ["data.views=1"])
-    m = PLAML(cfg)
+    m = PLAML.from_config(cfg)
     x = torch.randn(2, 3, 16, 16)
     out = m([x], return_details=True)
     L = m.student.num_patches
@@ -121,11 +146,11 @@ def test_teacher_sees_full_view_and_student_only_visible_tokens():
     assert not torch.allclose(b["teacher_cls"][0], a["teacher_cls"][0])
 
 
-def test_mask_ratio_is_a_call_argument_and_the_config_is_left_alone():
+def test_mask_ratio_is_a_call_argument_and_the_model_is_left_alone():
     """forward(mask_ratio=r) hides round(r * L) data tokens whatever mask.ratio says; without it
-    the model hides its config's ratio. Nothing is swapped on the model to get there."""
+    the model hides its own (the config's) ratio. Nothing is swapped on the model to get there."""
     cfg = load_config("experiments/configs/quick.yaml")
-    model = PLAML(cfg).eval()
+    model = PLAML.from_config(cfg).eval()
     x = torch.randn(2, 3, cfg.model.img_size, cfg.model.img_size)
     L = model.student.num_patches
     g = torch.Generator().manual_seed(0)
@@ -135,5 +160,19 @@ def test_mask_ratio_is_a_call_argument_and_the_config_is_left_alone():
             assert int(out["mask"][0].sum()) == L - num_visible(L, r), r
         default = model([x], generator=g, return_details=True)
     assert int(default["mask"][0].sum()) == L - num_visible(L, cfg.mask.ratio)
-    assert model.cfg is cfg and model.cfg.mask.ratio == load_config(
-        "experiments/configs/quick.yaml").mask.ratio
+    assert model.mask_ratio == cfg.mask.ratio
+
+
+def test_the_in_code_snippet_of_docs_method_trains_plaml_in_a_plain_loop(root):
+    text = (root / "docs" / "method.md").read_text().split("## In code", 1)[1]
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "steps = 100" in code
+    ns: dict = {}
+    torch.manual_seed(0)
+    exec(code.replace("steps = 100", "steps = 2"), ns)  # two steps: the loop runs as written
+    model, out = ns["model"], ns["out"]
+    assert set(model.teachers) == {"labelling", "reconstruction"}
+    assert all(math.isfinite(out[k].item()) for k in ("loss", "loss_rec", "loss_cls", "loss_patch"))
+    torch.manual_seed(0)
+    start = PLAML(img_size=32).teachers["labelling"].encoder.cls_token  # the snippet's init
+    assert not torch.equal(model.teachers["labelling"].encoder.cls_token, start)  # EMA ran

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from plaml_lab.config import load_config
-from plaml_lab.method import PLAML
-from plaml_lab.model import PLHead, Student, ViTEncoder, ema_update, get_2d_sincos_pos_embed
+from plaml_lab.method import PLAML, PLHead, ViTEncoder, ema_update
+from plaml_lab.method.vit import get_2d_sincos_pos_embed
 from plaml_lab.optim import param_groups
 
 
@@ -24,7 +24,7 @@ def test_encoder_uses_timm_parameter_names():
 
 def test_decoder_uses_reference_mae_names(quick_cfg):
     quick_cfg.method.target = "pixels"
-    keys = set(Student.from_config(quick_cfg).state_dict())
+    keys = set(PLAML.from_config(quick_cfg).student.state_dict())
     for k in ("mask_token", "decoder_pos_embed", "decoder_embed.weight",
               "decoder_blocks.0.attn.qkv.weight", "decoder_norm.weight", "decoder_pred.weight"):
         assert k in keys
@@ -89,10 +89,10 @@ def test_head_outputs_cosine_scores_to_unit_prototypes():
 
 def test_shared_head_is_one_module(quick_cfg):
     quick_cfg.pl.shared_head = True
-    s = Student.from_config(quick_cfg)
+    s = PLAML.from_config(quick_cfg).student
     assert s.heads["cls"] is s.heads["patch"]
     quick_cfg.pl.shared_head = False
-    s = Student.from_config(quick_cfg)
+    s = PLAML.from_config(quick_cfg).student
     assert s.heads["cls"] is not s.heads["patch"]
 
 
@@ -106,7 +106,7 @@ def test_ema_update_equals_the_formula():
 
 
 def test_teacher_update_applies_formula_to_every_parameter(quick_cfg):
-    m = PLAML(quick_cfg)
+    m = PLAML.from_config(quick_cfg)
     with torch.no_grad():
         for p in m.student.parameters():
             p.add_(torch.randn_like(p))
@@ -119,7 +119,7 @@ def test_teacher_update_applies_formula_to_every_parameter(quick_cfg):
 
 
 def test_teachers_receive_no_gradients_and_are_not_in_the_optimiser(quick_cfg):
-    m = PLAML(quick_cfg).train()
+    m = PLAML.from_config(quick_cfg).train()
     x = torch.randn(4, 3, 16, 16)
     out = m([x, x.flip(-1)], 0.04)
     out["loss"].backward()
@@ -135,7 +135,7 @@ def test_teachers_receive_no_gradients_and_are_not_in_the_optimiser(quick_cfg):
 
 
 def test_no_weight_decay_on_1d_params_tokens_and_positions(quick_cfg):
-    m = PLAML(quick_cfg)
+    m = PLAML.from_config(quick_cfg)
     decay, no_decay = param_groups(m, 0.05)
     names = {id(p): n for n, p in m.student.named_parameters()}
     nd = {names[id(p)] for p in no_decay["params"]}
@@ -151,8 +151,8 @@ def test_no_weight_decay_on_1d_params_tokens_and_positions(quick_cfg):
 def test_variant_parts_follow_method_switches():
     def parts(*o):
         cfg = load_config(None, list(o))
-        s = Student.from_config(cfg)
-        return (hasattr(s, "decoder_pred"), hasattr(s, "token_pred"),
+        s = PLAML.from_config(cfg).student
+        return (s.decoder_pred is not None, s.token_pred is not None,
                 sorted(s.heads) if s.heads is not None else [])
     assert parts("method.target=pixels", "method.pseudo_labels=none") == (True, False, [])
     assert parts("method.pseudo_labels=none") == (False, True, [])

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from plaml_lab import schedules
 from plaml_lab.data import normalize
-from plaml_lab.model.masking import mask_from_noise
+from plaml_lab.method import schedules
+from plaml_lab.method.masking import mask_from_noise
 from plaml_lab.runs import load_run, random_init_run
 from plaml_lab.viz import dashboards as D
 from plaml_lab.viz import figures as F

@@ -25,7 +25,6 @@ import torch
 from tqdm.auto import tqdm
 
 from plaml_lab import probes as probes_lib
-from plaml_lab import schedules
 from plaml_lab.config import diff, from_dict, load_yaml, save_yaml, to_dict
 from plaml_lab.data import epoch_batches, steps_per_epoch
 from plaml_lab.errors import CheckpointError, ConfigError, RunError
@@ -33,11 +32,12 @@ from plaml_lab.evaluate import eval_splits
 from plaml_lab.export import encoder_state_dict, timm_kwargs
 from plaml_lab.finetune import recipe as R
 from plaml_lab.hardware import autocast, resolve_device, resolve_precision, warn_if_emulated
-from plaml_lab.model.vit import set_attention
+from plaml_lab.method import schedules
+from plaml_lab.method.rules import variant_name
+from plaml_lab.method.vit import set_attention
 from plaml_lab.runs import load_run, random_init_run, read_metrics
 from plaml_lab.runs.checkpoint import (FORMAT, VERSION, load_checkpoint, rng_state, save_atomic,
                                        set_rng_state)
-from plaml_lab.variants import variant_name
 
 ENCODERS = ("student", "labelling", "reconstruction")
 

@@ -51,7 +51,7 @@ from plaml_lab.lab.measure import (PeakMemory, default_matmul_n, exact_rss, matm
                                    release_cpu_memory, synchronize)
 from plaml_lab.method import PLAML
 from plaml_lab.optim import make_optimizer
-from plaml_lab.variants import VARIANTS
+from plaml_lab.method.rules import VARIANTS
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEFAULT_PRESET = "experiments/configs/lab.yaml"
@@ -113,8 +113,8 @@ def build_case(cfg: PretrainConfig, device: torch.device, name: str, augment: bo
     """The PLAML model of `cfg` with AdamW and EMA, stepping on fixed random views."""
 
     torch.manual_seed(seed)
-    model = PLAML(cfg).to(device)
-    model.set_attention(device, cfg.run.precision)
+    model = PLAML.from_config(cfg).to(device)
+    model.set_attention(device, resolve_precision(cfg.run.precision, device).name)
     model.train()
     optimizer = make_optimizer(model, cfg, 1e-4, device)
     step_module = try_compile(model) if cfg.run.compile else model

@@ -15,7 +15,7 @@ from plaml_lab.collapse import rows_per_step
 from plaml_lab.config import load_config
 from plaml_lab.notebook.params import repo_path, shown_path
 from plaml_lab.runs import read_metrics
-from plaml_lab.variants import variant_name
+from plaml_lab.method.rules import variant_name
 from plaml_lab.viz import figures as F, inspect as I
 from plaml_lab.viz.figures import loss_curves
 from plaml_lab.viz.plots import collapse_figure as plotly_collapse, plotly_bundle, to_matplotlib

@@ -17,7 +17,7 @@ from plaml_lab.config import (PretrainConfig, apply_overrides, diff, from_dict, 
                               load_yaml, to_dict)
 from plaml_lab.errors import ConfigError, RunError
 from plaml_lab.method import PLAML
-from plaml_lab.variants import unread_reasons
+from plaml_lab.method.rules import unread_reasons
 from plaml_lab.runs.checkpoint import (CheckpointError, load_checkpoint, load_model_state,
                                        write_atomic)
 
@@ -106,7 +106,7 @@ def load_run(path: str | Path, overrides: list[str] | None = None,
         cfg = from_dict(apply_overrides(ckpt["config"], overrides))
     except Exception as e:
         raise CheckpointError(f"{ckpt_path}: its config does not load ({e})") from None
-    model = PLAML(cfg)
+    model = PLAML.from_config(cfg)
     load_model_state(model, ckpt["model"], ckpt_path)
     model.eval()
     run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else None
@@ -125,7 +125,7 @@ def random_init_run(cfg: PretrainConfig | str | Path | None = None,
     elif overrides:
         cfg = from_dict(apply_overrides(to_dict(cfg), overrides))
     torch.manual_seed(cfg.run.seed if seed is None else seed)
-    model = PLAML(cfg)
+    model = PLAML.from_config(cfg)
     model.eval()
     return Run(cfg=cfg, model=model)
 

@@ -23,7 +23,7 @@ import torch
 import ipywidgets as widgets
 
 from plaml_lab.data import normalize
-from plaml_lab.model.masking import mask_from_noise
+from plaml_lab.method.masking import mask_from_noise
 from plaml_lab.probes import nmi_ari
 from plaml_lab.viz import canvas as C
 from plaml_lab.viz import figures as F

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from plaml_lab import losses, schedules
+from plaml_lab import schedules
 from plaml_lab.config import PretrainConfig, repo_root
 from plaml_lab.data import build_dataset, get_items, normalize, steps_per_epoch, unnormalize
-from plaml_lab.method import PLAML
-from plaml_lab.model.masking import num_visible, sample_noise
+from plaml_lab.method import PLAML, losses
+from plaml_lab.method.masking import num_visible, sample_noise
 from plaml_lab.runs import Run, load_run, random_init_run
 from plaml_lab.runs.checkpoint import CheckpointError, load_checkpoint
 
@@ -267,7 +267,7 @@ def run_at(run: Run, entry: dict, model=None) -> Run:
     model: a PLAML of that config to load the weights into (reused across checkpoints: building
     one costs more than loading it)."""
     if model is None:
-        model = PLAML(run.cfg)
+        model = PLAML.from_config(run.cfg)
     model.load_state_dict(entry["state"], strict=True)
     model.eval()
     return Run(cfg=run.cfg, model=model, path=run.path, step=entry["step"])

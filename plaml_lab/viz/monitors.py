@@ -201,7 +201,7 @@ class TeacherCompare(App):
         through the labelling teacher's heads, plus the data-token label maps of a few images."""
         agree = {"class token": [], "data tokens": []}
         nmi, maps = [], []
-        model = PLAML(self.cfg)
+        model = PLAML.from_config(self.cfg)
         for h in self.history:
             r = I.run_at(self.run, h, model)
             a = I.pseudo_labels(r, self.images, "labelling")

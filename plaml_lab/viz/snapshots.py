@@ -8,7 +8,7 @@ import torch
 from matplotlib.figure import Figure
 
 from plaml_lab.data import build_dataset, normalize
-from plaml_lab.losses import unpatchify
+from plaml_lab.method.losses import unpatchify
 from plaml_lab.viz import figures as F
 
 

@@ -15,8 +15,6 @@ from torch import nn
 from timm.layers import LayerNorm, PatchEmbed
 from timm.models.vision_transformer import Block
 
-from plaml_lab.hardware import resolve_precision
-
 
 def get_2d_sincos_pos_embed(embed_dim: int, grid_size: int, cls_token: bool = True) -> torch.Tensor:
     """Fixed 2-D sin-cos position embedding as in MAE: (1 + grid_size**2, D), zeros for the class
@@ -40,21 +38,24 @@ def get_2d_sincos_pos_embed(embed_dim: int, grid_size: int, cls_token: bool = Tr
 
 
 ATTN_IMPLS = ("auto", "sdpa", "math")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def fused_attention(impl: str, device: torch.device | str, precision: str = "fp32") -> bool:
     """Whether timm's Attention takes its fused SDPA path (else explicit q @ k^T, softmax, @ v)
-    for a model on `device` run under `precision` (run.precision). 'auto' = SDPA except on CPU
-    under bf16/fp16 autocast: there, at ViT-small sizes (head dim 32-64, 17-65 tokens), torch's
-    CPU SDPA kernels are 2-7x slower than the explicit matmuls, which makes a whole bf16 step
-    1.4-1.9x slower; in fp32 SDPA is a few percent faster (benchmarks/README.md, attention)."""
+    for a model on `device` run under `precision` (fp32 | bf16 | fp16, already resolved:
+    plaml_lab.hardware.resolve_precision turns run.precision=auto into one of them). 'auto' =
+    SDPA except on CPU under bf16/fp16 autocast: there, at ViT-small sizes (head dim 32-64,
+    17-65 tokens), torch's CPU SDPA kernels are 2-7x slower than the explicit matmuls, which
+    makes a whole bf16 step 1.4-1.9x slower; in fp32 SDPA is a few percent faster
+    (benchmarks/README.md, attention)."""
     if impl not in ATTN_IMPLS:
         raise ValueError(f"model.attn_impl={impl!r}: allowed values are {'|'.join(ATTN_IMPLS)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}: allowed values are {'|'.join(PRECISIONS)} "
+                         "(resolve 'auto' first)")
     if impl == "auto":
-        if torch.device(device).type != "cpu":
-            return True
-        # the same answer the trainer's run.precision=auto gets on this machine
-        return resolve_precision(precision, device).name == "fp32"
+        return torch.device(device).type != "cpu" or precision == "fp32"
     return impl == "sdpa"
 
 
@@ -62,7 +63,7 @@ def set_attention(blocks: nn.ModuleList, impl: str, device: torch.device | str,
                   precision: str = "fp32") -> None:
     """Point every block's attention at the implementation `impl` picks (see fused_attention).
     A model is built for fp32 on any device; the trainer and the benchmark call this (through
-    PLAML.set_attention) once they know the device and run.precision of the step."""
+    PLAML.set_attention) once they know the device and the resolved precision of the step."""
     fused = fused_attention(impl, device, precision)
     for blk in blocks:
         blk.attn.fused_attn = fused

@@ -12,9 +12,8 @@ from torch import nn
 from timm.layers import LayerNorm
 from timm.models.vision_transformer import Block
 
-from plaml_lab.model.heads import PLHead
-from plaml_lab.model.vit import (ViTEncoder, get_2d_sincos_pos_embed, init_linear_and_norm,
-                                 set_attention)
+from .heads import PLHead
+from .vit import ViTEncoder, get_2d_sincos_pos_embed, init_linear_and_norm, set_attention
 
 
 class Student(nn.Module):
@@ -25,7 +24,8 @@ class Student(nn.Module):
     - heads['cls'] / heads['patch'] (PLHead) for class-token / data-token pseudo labels (one
       module under both keys with shared_head).
     `head` holds PLHead's arguments besides in_dim (num_prototypes, hidden_dim, bottleneck_dim,
-    num_layers). Student.from_config maps a PretrainConfig onto these arguments."""
+    num_layers, prototype_init). A part the switches leave out is None, so callers test
+    `student.token_pred is not None` rather than the module's attributes."""
 
     def __init__(self, *, img_size: int, patch_size: int, in_chans: int = 3, embed_dim: int,
                  depth: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0,
@@ -40,6 +40,8 @@ class Student(nn.Module):
         self.attn_impl = attn_impl
         self.num_patches = self.encoder.num_patches
         self.has_decoder = target != "none" or pl_patch
+        self.decoder_pred: nn.Linear | None = None
+        self.token_pred: nn.Linear | None = None
         if self.has_decoder:
             dd = decoder_embed_dim
             self.decoder_embed = nn.Linear(embed_dim, dd)
@@ -70,20 +72,6 @@ class Student(nn.Module):
                 shared = shared_head and pl_cls
                 self.heads["patch"] = self.heads["cls"] if shared else PLHead(embed_dim,
                                                                               **(head or {}))
-
-    @classmethod
-    def from_config(cls, cfg) -> "Student":
-        """The student a PretrainConfig describes (model.*, method.target, pl.*)."""
-        m, pl = cfg.model, cfg.pl
-        return cls(img_size=m.img_size, patch_size=m.patch_size, in_chans=m.in_chans,
-                   embed_dim=m.embed_dim, depth=m.depth, num_heads=m.num_heads,
-                   mlp_ratio=m.mlp_ratio, drop_path=m.drop_path, attn_impl=m.attn_impl,
-                   decoder_embed_dim=m.decoder_embed_dim, decoder_depth=m.decoder_depth,
-                   decoder_num_heads=m.decoder_num_heads, target=cfg.method.target,
-                   pl_cls=cfg.pl_cls, pl_patch=cfg.pl_patch, shared_head=pl.shared_head,
-                   head=dict(num_prototypes=pl.num_prototypes, hidden_dim=pl.head_hidden_dim,
-                             bottleneck_dim=pl.head_bottleneck_dim, num_layers=pl.head_layers,
-                             prototype_init=pl.prototype_init))
 
     def set_attention(self, device: torch.device | str, precision: str) -> None:
         """Pick the attention kernel of every block for a step on `device` under `precision`."""
