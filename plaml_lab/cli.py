@@ -85,14 +85,19 @@ def _eval(sub) -> None:
 
 def _export(sub) -> None:
     p = sub.add_parser(
-        "export", help="write a run's encoder as a timm-loadable .safetensors file",
+        "export", help="write a run's encoder as a timm-loadable .safetensors file or folder",
         description="Write the encoder of a run as safetensors that loads with strict=True into "
         "timm.models.vision_transformer.VisionTransformer of the same shape (num_classes=0). "
         "See docs/evaluation.md for loading it in timm.")
     p.add_argument("--checkpoint", required=True, help="checkpoint file or run folder")
-    p.add_argument("--out", required=True, help="output file, e.g. encoder.safetensors")
+    p.add_argument("--out", required=True, help="output file, e.g. encoder.safetensors (a "
+                   "folder with --format timm-dir)")
     p.add_argument("--encoder", default="student", choices=ENCODERS,
                    help="which encoder to export (default: the student's)")
+    p.add_argument("--format", default="safetensors", choices=["safetensors", "timm-dir"],
+                   help="safetensors: one file (the default); timm-dir: a folder with "
+                   "config.json + model.safetensors that timm.create_model('local-dir:OUT', "
+                   "pretrained=True, num_classes=0) loads by name")
     p.set_defaults(run="plaml_lab.export:cmd_export")
 
 

@@ -124,3 +124,98 @@ def test_export_refuses_a_run_without_the_teacher(tmp_path):
     run = random_init_run(QUICK, ["method.target=pixels", "method.pseudo_labels=none"])
     with pytest.raises(CheckpointError, match="no teacher"):
         export_timm(run, tmp_path / "enc.safetensors", encoder="labelling")
+
+
+# --- timm-dir: a folder timm loads by name --------------------------------------------------
+
+
+@pytest.fixture
+def umask_022():
+    import os
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+@pytest.mark.parametrize("which", ["student", "labelling"])
+def test_timm_dir_export_loads_by_name_with_features_equal_to_the_checkpoints(
+        quick_run, tmp_path, no_hub, which):
+    import timm
+
+    run = load_run(quick_run)
+    out = export_timm(quick_run, tmp_path / "enc", encoder=which, fmt="timm-dir")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    model = timm.create_model(f"local-dir:{out}", pretrained=True, num_classes=0).eval()
+    # every tensor arrives (timm would load non-strictly if num_classes disagreed)
+    ours, theirs = run.encoder(which).state_dict(), model.state_dict()
+    assert sorted(ours) == sorted(theirs)
+    assert all(torch.equal(ours[k].float(), theirs[k]) for k in ours)
+    x = _images(4, run.cfg.model.img_size)
+    with torch.no_grad():
+        tokens = run.encoder(which)(x)
+        assert torch.allclose(model.forward_features(x), tokens, atol=1e-5)
+        # the pooled feature timm hands a downstream head: the class token after the final norm
+        assert torch.allclose(model(x), tokens[:, 0], atol=1e-5)
+    cfg = model.pretrained_cfg
+    assert cfg["num_classes"] == 0 and tuple(cfg["input_size"]) == (3, 16, 16)
+    assert tuple(cfg["mean"]) == (0.485, 0.456, 0.406) and tuple(cfg["std"]) == (0.229, 0.224,
+                                                                               0.225)
+
+
+def test_timm_dir_of_a_registered_shape_names_that_model(tmp_path, no_hub):
+    import timm
+    from plaml_lab.export import save_timm_dir
+    from plaml_lab.model.vit import ViTEncoder
+
+    torch.manual_seed(0)
+    enc = ViTEncoder(img_size=32, patch_size=4, embed_dim=192, depth=12, num_heads=3).eval()
+    kwargs = {"img_size": 32, "patch_size": 4, "in_chans": 3, "embed_dim": 192, "depth": 12,
+              "num_heads": 3, "mlp_ratio": 4.0}
+    out = save_timm_dir(enc, tmp_path / "tiny", kwargs)
+    config = json.loads((out / "config.json").read_text())
+    assert config["architecture"] == "vit_base_patch16_224"  # no vit_tiny_patch4_32 in timm
+    kwargs.update(img_size=224, patch_size=16)
+    enc = ViTEncoder(img_size=224, patch_size=16, embed_dim=192, depth=12, num_heads=3).eval()
+    out = save_timm_dir(enc, tmp_path / "tiny224", kwargs)
+    assert json.loads((out / "config.json").read_text())["architecture"] == "vit_tiny_patch16_224"
+    model = timm.create_model(f"local-dir:{out}", pretrained=True, num_classes=0).eval()
+    x = _images(1, 224)
+    with torch.no_grad():
+        assert (model.forward_features(x) - enc(x)).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "timm-dir"])
+def test_exported_files_are_readable_by_group_and_others_under_umask_022(quick_run, tmp_path,
+                                                                         umask_022, fmt):
+    out = export_timm(quick_run, tmp_path / ("enc" if fmt == "timm-dir" else "enc.safetensors"),
+                      fmt=fmt)
+    files = sorted(out.iterdir()) if out.is_dir() else [out]
+    assert files and {f.stat().st_mode & 0o777 for f in files} == {0o644}
+
+
+def test_export_cli_timm_dir_prints_how_to_load_it(quick_run, tmp_path, capsys):
+    out = tmp_path / "enc"
+    code = cli_main(["export", "--checkpoint", str(quick_run), "--out", str(out),
+                     "--format", "timm-dir"])
+    printed = json.loads(capsys.readouterr().out)
+    assert code == 0 and (out / "config.json").is_file() and (out / "model.safetensors").is_file()
+    assert printed["load"] == f'timm.create_model("local-dir:{out}", pretrained=True, num_classes=0)'
+    assert printed["timm_kwargs"]["embed_dim"] == 32
+
+
+@pytest.mark.parametrize("setup, needle", [("file", "is a file"), ("other", "notes.txt")])
+def test_timm_dir_export_refuses_a_file_or_a_foreign_folder_and_keeps_it(
+        quick_run, tmp_path, capsys, setup, needle):
+    out = tmp_path / "enc"
+    if setup == "file":
+        out.write_text("keep me")
+    else:
+        out.mkdir()
+        (out / "notes.txt").write_text("keep me")
+    code = cli_main(["export", "--checkpoint", str(quick_run), "--out", str(out),
+                     "--format", "timm-dir"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error:") and needle in err
+    assert len(err.strip().splitlines()) == 1
+    kept = out if setup == "file" else out / "notes.txt"
+    assert kept.read_text() == "keep me" and not (tmp_path / "enc" / "config.json").exists()
