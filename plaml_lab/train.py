@@ -363,8 +363,6 @@ def _loop(cfg, out, device, precision: Precision, model, step_module, optimizer,
                 prune_periodic(ckpt_dir, cfg.run.keep_ckpts)
     if bar:
         bar.close()
-    if sink:
-        sink.close()
     du.barrier()
 
     summary_path = out / "summary.json"
@@ -384,6 +382,9 @@ def _loop(cfg, out, device, precision: Precision, model, step_module, optimizer,
         summary.update(knn_eval(model.student.encoder, cfg, device=device))
     if main:
         write_atomic(summary_path, json.dumps(summary, indent=2) + "\n")
+    if sink:  # the run's config against its final numbers, for TensorBoard's HParams tab
+        sink.hparams(cfg, summary)
+        sink.close()
     return summary
 
 
