@@ -1,4 +1,5 @@
-"""`plaml-lab` command line: pretrain, eval, export, finetune, sweep, bench, ablation, demo.
+"""`plaml-lab` command line: pretrain, eval, export, finetune, sweep, search, bench, ablation,
+demo.
 
 Every sub-command's arguments are defined here with argparse alone, and each names the function
 that runs it as "module:function"; the module is imported only when its sub-command runs, so
@@ -151,6 +152,24 @@ def _sweep(sub) -> None:
     p.set_defaults(run="plaml_lab.lab.sweep:cmd_sweep")
 
 
+def _search(sub) -> None:
+    p = sub.add_parser(
+        "search", help="search config keys over ranges (Optuna, median pruning); resumable",
+        description="Run an Optuna study over the ranges and choices of a search file "
+        "(docs/search.md): each trial is one pretraining run in OUT/trials/, pruned early on the "
+        "kNN it logs (run.knn_every) when it falls below the median of earlier trials. The study "
+        "is OUT/study.db: the same command resumes a killed search without repeating finished "
+        "trials. Writes OUT/trials.csv and OUT/best_grid.yaml (the best trials with the "
+        "search's seeds, for `plaml-lab sweep`).")
+    p.add_argument("search", help="search YAML, e.g. experiments/searches/quick_blr_mask.yaml")
+    p.add_argument("--out", help="study folder (default experiments/runs/searches/<search name>)")
+    p.add_argument("--trials", type=int, default=None,
+                   help="finished trials to reach (default: the file's `trials`)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="trials run in parallel (each gets cores/N torch threads)")
+    p.set_defaults(run="plaml_lab.lab.search:cmd_search")
+
+
 def bench_arguments(p: argparse.ArgumentParser) -> None:
     """`plaml-lab bench`'s arguments (benchmarks/bench.py adds its own to the same set)."""
     p.add_argument("--preset", default="experiments/configs/lab.yaml",
@@ -222,7 +241,8 @@ def _demo(sub) -> None:
     p.set_defaults(run="plaml_lab.notebook.demo:cmd_demo")
 
 
-SUBCOMMANDS = (_pretrain, _eval, _export, _finetune, _sweep, _bench, _ablation, _demo)
+SUBCOMMANDS = (_pretrain, _eval, _export, _finetune, _sweep, _search, _bench, _ablation,
+               _demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

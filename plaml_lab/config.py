@@ -45,6 +45,9 @@ class RunConfig:
     on_nonfinite: Literal["stop", "skip"] = "stop"  # what a NaN/inf loss does
     progress: bool = True  # tqdm progress bar
     eval_knn: bool = True  # kNN accuracy on the held-out split in summary.json
+    # steps between kNN probes during training, logged as knn_top1 in that metrics.jsonl row
+    # (what `plaml-lab search` prunes on); 0 = only at the end; a multiple of run.log_every
+    knn_every: int = knob(0, 0)
     tensorboard: bool = False  # also write RUN/tensorboard/ events (metrics.jsonl stays the truth)
     tensorboard_images: int = knob(32, 0)  # held-out images in the logged figures; 0 = none
 
@@ -380,6 +383,10 @@ def _relations(cfg: PretrainConfig) -> None:
     if cfg.rec.target_layers > m.depth:
         raise ConfigError(f"rec.target_layers={cfg.rec.target_layers}: must be in [1, model.depth="
                           f"{m.depth}]")
+    r = cfg.run
+    if r.knn_every % r.log_every:
+        raise ConfigError(f"run.knn_every={r.knn_every}: must be a multiple of run.log_every="
+                          f"{r.log_every} (kNN is logged in a metrics row)")
     if cfg.optim.blr == 0 and cfg.optim.lr == 0:
         raise ConfigError("optim.lr=0: set optim.lr or optim.blr to a positive learning rate")
     f = cfg.finetune
