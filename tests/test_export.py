@@ -42,6 +42,18 @@ def no_hub(monkeypatch):
         monkeypatch.setattr(builder, name, refuse)
 
 
+def _vit(img_size: int, patch_size: int, embed_dim: int, depth: int, num_heads: int):
+    """A seeded random plaml_lab encoder (eval mode) and its timm VisionTransformer kwargs."""
+    from plaml_lab.model.vit import ViTEncoder
+
+    kwargs = {"img_size": img_size, "patch_size": patch_size, "in_chans": 3,
+              "embed_dim": embed_dim, "depth": depth, "num_heads": num_heads, "mlp_ratio": 4.0}
+    torch.manual_seed(0)
+    enc = ViTEncoder(img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth,
+                     num_heads=num_heads).eval()
+    return enc, kwargs
+
+
 def _images(n: int, size: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
@@ -81,12 +93,8 @@ def test_load_timm_rebuilds_the_shape_from_file_metadata(quick_run, tmp_path):
 
 def test_vit_b_export_loads_through_create_model_with_local_pretrained_file(tmp_path, no_hub):
     import timm
-    from plaml_lab.model.vit import ViTEncoder
 
-    torch.manual_seed(0)
-    enc = ViTEncoder(img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12).eval()
-    kwargs = {"img_size": 224, "patch_size": 16, "in_chans": 3, "embed_dim": 768, "depth": 12,
-              "num_heads": 12, "mlp_ratio": 4.0}
+    enc, kwargs = _vit(224, 16, 768, 12, 12)
     path = save_encoder(enc, tmp_path / "vitb.safetensors", kwargs)
     model = timm.create_model("vit_base_patch16_224", num_classes=0, pretrained=True,
                               pretrained_cfg_overlay=dict(file=str(path))).eval()
@@ -165,17 +173,12 @@ def test_timm_dir_export_loads_by_name_with_features_equal_to_the_checkpoints(
 def test_timm_dir_of_a_registered_shape_names_that_model(tmp_path, no_hub):
     import timm
     from plaml_lab.export import save_timm_dir
-    from plaml_lab.model.vit import ViTEncoder
 
-    torch.manual_seed(0)
-    enc = ViTEncoder(img_size=32, patch_size=4, embed_dim=192, depth=12, num_heads=3).eval()
-    kwargs = {"img_size": 32, "patch_size": 4, "in_chans": 3, "embed_dim": 192, "depth": 12,
-              "num_heads": 3, "mlp_ratio": 4.0}
+    enc, kwargs = _vit(32, 4, 192, 12, 3)
     out = save_timm_dir(enc, tmp_path / "tiny", kwargs)
     config = json.loads((out / "config.json").read_text())
     assert config["architecture"] == "vit_base_patch16_224"  # no vit_tiny_patch4_32 in timm
-    kwargs.update(img_size=224, patch_size=16)
-    enc = ViTEncoder(img_size=224, patch_size=16, embed_dim=192, depth=12, num_heads=3).eval()
+    enc, kwargs = _vit(224, 16, 192, 12, 3)
     out = save_timm_dir(enc, tmp_path / "tiny224", kwargs)
     assert json.loads((out / "config.json").read_text())["architecture"] == "vit_tiny_patch16_224"
     model = timm.create_model(f"local-dir:{out}", pretrained=True, num_classes=0).eval()

@@ -50,22 +50,14 @@ def run_hparams(cfg) -> dict:
     """The run's hparams: every config key that differs from the defaults (bookkeeping keys left
     out), with the variant and the seed always present. Values are TensorBoard's types
     (bool, int, float, str); lists become their text."""
-    flat = _flatten(to_dict(cfg))
+    tree = to_dict(cfg)
     keys = [k for k in diff(cfg, PretrainConfig()) if k not in NOT_HPARAMS]
     out = {"variant": variant_name(cfg), "run.seed": cfg.run.seed}
     for k in keys:
-        v = flat[k]
+        v = tree
+        for part in k.split("."):
+            v = v[part]
         out[k] = v if isinstance(v, (bool, int, float, str)) else str(v)
-    return out
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
     return out
 
 
