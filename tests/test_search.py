@@ -130,9 +130,11 @@ def _trial_processes(run_dir: Path) -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads /proc (Linux)")
-def test_a_killed_search_resumes_without_repeating_finished_trials(tmp_path):
-    """kill -9 of the search while its second trial trains: the trial process dies with it; the
-    resumed search keeps trial 0, runs the interrupted trial's values again and reaches 3."""
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+def test_a_killed_search_resumes_without_repeating_finished_trials(tmp_path, sig):
+    """kill -9 (or Ctrl-C) of the search while its second trial trains: the trial process dies
+    with it; the resumed search keeps trial 0, runs the interrupted trial's values again and
+    reaches 3 finished trials."""
     # 256 images, batches of 32: 160 steps, far more than the trial trains before the kill
     path = _search_file(tmp_path / "spec", overrides=[*TINY, "run.max_steps=0", "optim.epochs=20",
                                                       "run.knn_every=0"])
@@ -140,14 +142,17 @@ def test_a_killed_search_resumes_without_repeating_finished_trials(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "plaml_lab", "search", str(path), "--out",
                              str(out), "--trials", "3"], env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            # a background job may inherit SIGINT ignored: Ctrl-C as a terminal
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     second = out / "trials" / "t0001" / "metrics.jsonl"
     deadline = time.time() + 240
     while not (second.exists() and second.read_text().count("\n") >= 2):
         assert proc.poll() is None and time.time() < deadline, "search ended before the kill"
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    os.killpg(proc.pid, sig)
+    proc.wait(timeout=60)
+    assert len(list((out / "trials").glob("t*.log"))) == 2  # it stopped: no third trial began
     deadline = time.time() + 10
     while _trial_processes(second.parent) and time.time() < deadline:
         time.sleep(0.2)

@@ -130,9 +130,19 @@ def run_trial(search: Search, trial, out: Path, *, threads: int | None,
                     proc.wait()
                     raise TrialFailed(f"timeout: stopped after {search.timeout:g} s")
                 time.sleep(POLL_S)
+        except (optuna.TrialPruned, TrialFailed):
+            raise
+        except BaseException:  # Ctrl-C in this thread: stop the run, run the trial again later
+            _kill_group(proc)
+            proc.wait()
+            _interrupted(trial)
+            raise
         finally:
             running.discard(proc)
     trial.set_user_attr("seconds", round(time.perf_counter() - t0, 1))
+    if rc != 0 and running.stopping:  # another thread's Ctrl-C stopped this run
+        _interrupted(trial)
+        raise TrialFailed("interrupted")
     if rc != 0:
         tail = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
         raise TrialFailed(tail[-1] if tail else f"pretrain exited with {rc}")
@@ -144,6 +154,12 @@ def run_trial(search: Search, trial, out: Path, *, threads: int | None,
         raise TrialFailed(f"objective.metric {search.metric}: in neither summary.json nor "
                           "metrics.jsonl of the run")
     return last
+
+
+def _interrupted(trial) -> None:
+    """A trial stopped by Ctrl-C: not a finished trial; its parameters queued to run again."""
+    trial.set_user_attr("interrupted", True)
+    trial.study.enqueue_trial(trial.params)
 
 
 # --- the study ----------------------------------------------------------------------------------
