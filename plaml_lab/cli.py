@@ -1,5 +1,5 @@
-"""`plaml-lab` command line: pretrain, eval, export, finetune, sweep, bench, ablation, demo,
-config.
+"""`plaml-lab` command line: pretrain, eval, export, finetune, sweep, search, bench, ablation,
+demo, config.
 
 Every sub-command's arguments are defined here with argparse alone, and each names the function
 that runs it as "module:function"; the module is imported only when its sub-command runs, so
@@ -108,14 +108,19 @@ def _eval(sub) -> None:
 
 def _export(sub) -> None:
     p = sub.add_parser(
-        "export", help="write a run's encoder as a timm-loadable .safetensors file",
+        "export", help="write a run's encoder as a timm-loadable .safetensors file or folder",
         description="Write the encoder of a run as safetensors that loads with strict=True into "
         "timm.models.vision_transformer.VisionTransformer of the same shape (num_classes=0). "
         "See docs/evaluation.md for loading it in timm.")
     p.add_argument("--checkpoint", required=True, help="checkpoint file or run folder")
-    p.add_argument("--out", required=True, help="output file, e.g. encoder.safetensors")
+    p.add_argument("--out", required=True, help="output file, e.g. encoder.safetensors (a "
+                   "folder with --format timm-dir)")
     p.add_argument("--encoder", default="student", choices=ENCODERS,
                    help="which encoder to export (default: the student's)")
+    p.add_argument("--format", default="safetensors", choices=["safetensors", "timm-dir"],
+                   help="safetensors: one file (the default); timm-dir: a folder with "
+                   "config.json + model.safetensors that timm.create_model('local-dir:OUT', "
+                   "pretrained=True, num_classes=0) loads by name")
     p.set_defaults(run="plaml_lab.export:cmd_export")
 
 
@@ -167,6 +172,24 @@ def _sweep(sub) -> None:
     _overrides(p, "overrides added to every point (after the grid's own); cluster.KEY=VALUE "
                "sets the grid's cluster section")
     p.set_defaults(run="plaml_lab.lab.sweep:cmd_sweep")
+
+
+def _search(sub) -> None:
+    p = sub.add_parser(
+        "search", help="search config keys over ranges (Optuna, median pruning); resumable",
+        description="Run an Optuna study over the ranges and choices of a search file "
+        "(docs/search.md): each trial is one pretraining run in OUT/trials/, pruned early on the "
+        "kNN it logs (run.knn_every) when it falls below the median of earlier trials. The study "
+        "is OUT/study.db: the same command resumes a killed search without repeating finished "
+        "trials. Writes OUT/trials.csv and OUT/best_grid.yaml (the best trials with the "
+        "search's seeds, for `plaml-lab sweep`).")
+    p.add_argument("search", help="search YAML, e.g. experiments/searches/quick_blr_mask.yaml")
+    p.add_argument("--out", help="study folder (default experiments/runs/searches/<search name>)")
+    p.add_argument("--trials", type=int, default=None,
+                   help="finished trials to reach (default: the file's `trials`)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="trials run in parallel (each gets cores/N torch threads)")
+    p.set_defaults(run="plaml_lab.lab.search:cmd_search")
 
 
 def bench_arguments(p: argparse.ArgumentParser) -> None:
@@ -258,7 +281,8 @@ def _config(sub) -> None:
     p.set_defaults(run="plaml_lab.config_doc:cmd_config")
 
 
-SUBCOMMANDS = (_pretrain, _eval, _export, _finetune, _sweep, _bench, _ablation, _demo, _config)
+SUBCOMMANDS = (_pretrain, _eval, _export, _finetune, _sweep, _search, _bench, _ablation,
+               _demo, _config)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -46,6 +46,8 @@ class RunConfig:
     on_nonfinite: Literal["stop", "skip"] = opt("stop", "a NaN/inf loss: stop (exit 3) or skip")
     progress: bool = opt(True, "tqdm progress bar")
     eval_knn: bool = opt(True, "kNN accuracy on the held-out split in summary.json")
+    # what `plaml-lab search` prunes on: knn_top1 in that metrics.jsonl row
+    knn_every: int = knob(0, 0, help="steps between kNN probes while training; 0 = only at the end")
     tensorboard: bool = opt(False, "also write RUN/tensorboard/ (metrics.jsonl stays the truth)")
     tensorboard_images: int = knob(32, 0, help="held-out images in TensorBoard figures; 0 = none")
 
@@ -376,6 +378,10 @@ def _relations(cfg: PretrainConfig) -> None:
     if cfg.rec.target_layers > m.depth:
         raise ConfigError(f"rec.target_layers={cfg.rec.target_layers}: must be in [1, model.depth="
                           f"{m.depth}]")
+    r = cfg.run
+    if r.knn_every % r.log_every:
+        raise ConfigError(f"run.knn_every={r.knn_every}: must be a multiple of run.log_every="
+                          f"{r.log_every} (kNN is logged in a metrics row)")
     if cfg.optim.blr == 0 and cfg.optim.lr == 0:
         raise ConfigError("optim.lr=0: set optim.lr or optim.blr to a positive learning rate")
     f = cfg.finetune

@@ -331,6 +331,8 @@ def _loop(cfg, out, device, precision: Precision, model, step_module, optimizer,
             for name, m in sched.momenta(step - 1).items():
                 row[f"momentum_{name}"] = m
             row.update(counters)
+            if main and cfg.run.knn_every and step % cfg.run.knn_every == 0:
+                row.update(_knn_during_training(model, cfg, device))
             if main:
                 with open(metrics_path, "a") as f:
                     f.write(json.dumps(row) + "\n")
@@ -356,8 +358,6 @@ def _loop(cfg, out, device, precision: Precision, model, step_module, optimizer,
                 prune_periodic(ckpt_dir, cfg.run.keep_ckpts)
     if bar:
         bar.close()
-    if sink:
-        sink.close()
     du.barrier()
 
     summary_path = out / "summary.json"
@@ -377,4 +377,20 @@ def _loop(cfg, out, device, precision: Precision, model, step_module, optimizer,
         summary.update(knn_eval(model.student.encoder, cfg, device=device))
     if main:
         write_atomic(summary_path, json.dumps(summary, indent=2) + "\n")
+    if sink:  # the run's config against its final numbers, for TensorBoard's HParams tab
+        sink.hparams(cfg, summary)
+        sink.close()
     return summary
+
+
+def _knn_during_training(model, cfg, device: torch.device) -> dict:
+    """kNN top-1 of the student's encoder now (run.knn_every), as knn_eval scores the end of the
+    run. The RNG streams are forked so that a run with the probe trains exactly as one without."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        model.eval()
+        try:
+            return knn_eval(model.student.encoder, cfg, device=device)
+        finally:
+            model.train()
+

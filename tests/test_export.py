@@ -42,6 +42,18 @@ def no_hub(monkeypatch):
         monkeypatch.setattr(builder, name, refuse)
 
 
+def _vit(img_size: int, patch_size: int, embed_dim: int, depth: int, num_heads: int):
+    """A seeded random plaml_lab encoder (eval mode) and its timm VisionTransformer kwargs."""
+    from plaml_lab.method.vit import ViTEncoder
+
+    kwargs = {"img_size": img_size, "patch_size": patch_size, "in_chans": 3,
+              "embed_dim": embed_dim, "depth": depth, "num_heads": num_heads, "mlp_ratio": 4.0}
+    torch.manual_seed(0)
+    enc = ViTEncoder(img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth,
+                     num_heads=num_heads).eval()
+    return enc, kwargs
+
+
 def _images(n: int, size: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
@@ -82,12 +94,8 @@ def test_load_timm_rebuilds_the_shape_from_file_metadata(quick_run, tmp_path):
 @pytest.mark.slow  # seconds on 2 busy cores: make test runs it, make test-fast does not
 def test_vit_b_export_loads_through_create_model_with_local_pretrained_file(tmp_path, no_hub):
     import timm
-    from plaml_lab.method.vit import ViTEncoder
 
-    torch.manual_seed(0)
-    enc = ViTEncoder(img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12).eval()
-    kwargs = {"img_size": 224, "patch_size": 16, "in_chans": 3, "embed_dim": 768, "depth": 12,
-              "num_heads": 12, "mlp_ratio": 4.0}
+    enc, kwargs = _vit(224, 16, 768, 12, 12)
     path = save_encoder(enc, tmp_path / "vitb.safetensors", kwargs)
     model = timm.create_model("vit_base_patch16_224", num_classes=0, pretrained=True,
                               pretrained_cfg_overlay=dict(file=str(path))).eval()
@@ -125,3 +133,93 @@ def test_export_refuses_a_run_without_the_teacher(tmp_path):
     run = random_init_run(QUICK, ["method.target=pixels", "method.pseudo_labels=none"])
     with pytest.raises(CheckpointError, match="no teacher"):
         export_timm(run, tmp_path / "enc.safetensors", encoder="labelling")
+
+
+# --- timm-dir: a folder timm loads by name --------------------------------------------------
+
+
+@pytest.fixture
+def umask_022():
+    import os
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+@pytest.mark.parametrize("which", ["student", "labelling"])
+def test_timm_dir_export_loads_by_name_with_features_equal_to_the_checkpoints(
+        quick_run, tmp_path, no_hub, which):
+    import timm
+
+    run = load_run(quick_run)
+    out = export_timm(quick_run, tmp_path / "enc", encoder=which, fmt="timm-dir")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    model = timm.create_model(f"local-dir:{out}", pretrained=True, num_classes=0).eval()
+    # every tensor arrives (timm would load non-strictly if num_classes disagreed)
+    ours, theirs = run.encoder(which).state_dict(), model.state_dict()
+    assert sorted(ours) == sorted(theirs)
+    assert all(torch.equal(ours[k].float(), theirs[k]) for k in ours)
+    x = _images(4, run.cfg.model.img_size)
+    with torch.no_grad():
+        tokens = run.encoder(which)(x)
+        assert torch.allclose(model.forward_features(x), tokens, atol=1e-5)
+        # the pooled feature timm hands a downstream head: the class token after the final norm
+        assert torch.allclose(model(x), tokens[:, 0], atol=1e-5)
+    cfg = model.pretrained_cfg
+    assert cfg["num_classes"] == 0 and tuple(cfg["input_size"]) == (3, 16, 16)
+    assert tuple(cfg["mean"]) == (0.485, 0.456, 0.406) and tuple(cfg["std"]) == (0.229, 0.224,
+                                                                               0.225)
+
+
+def test_timm_dir_of_a_registered_shape_names_that_model(tmp_path, no_hub):
+    import timm
+    from plaml_lab.export import save_timm_dir
+
+    enc, kwargs = _vit(32, 4, 192, 12, 3)
+    out = save_timm_dir(enc, tmp_path / "tiny", kwargs)
+    config = json.loads((out / "config.json").read_text())
+    assert config["architecture"] == "vit_base_patch16_224"  # no vit_tiny_patch4_32 in timm
+    enc, kwargs = _vit(224, 16, 192, 12, 3)
+    out = save_timm_dir(enc, tmp_path / "tiny224", kwargs)
+    assert json.loads((out / "config.json").read_text())["architecture"] == "vit_tiny_patch16_224"
+    model = timm.create_model(f"local-dir:{out}", pretrained=True, num_classes=0).eval()
+    x = _images(1, 224)
+    with torch.no_grad():
+        assert (model.forward_features(x) - enc(x)).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "timm-dir"])
+def test_exported_files_are_readable_by_group_and_others_under_umask_022(quick_run, tmp_path,
+                                                                         umask_022, fmt):
+    out = export_timm(quick_run, tmp_path / ("enc" if fmt == "timm-dir" else "enc.safetensors"),
+                      fmt=fmt)
+    files = sorted(out.iterdir()) if out.is_dir() else [out]
+    assert files and {f.stat().st_mode & 0o777 for f in files} == {0o644}
+
+
+def test_export_cli_timm_dir_prints_how_to_load_it(quick_run, tmp_path, capsys):
+    out = tmp_path / "enc"
+    code = cli_main(["export", "--checkpoint", str(quick_run), "--out", str(out),
+                     "--format", "timm-dir"])
+    printed = json.loads(capsys.readouterr().out)
+    assert code == 0 and (out / "config.json").is_file() and (out / "model.safetensors").is_file()
+    assert printed["load"] == f'timm.create_model("local-dir:{out}", pretrained=True, num_classes=0)'
+    assert printed["timm_kwargs"]["embed_dim"] == 32
+
+
+@pytest.mark.parametrize("setup, needle", [("file", "is a file"), ("other", "notes.txt")])
+def test_timm_dir_export_refuses_a_file_or_a_foreign_folder_and_keeps_it(
+        quick_run, tmp_path, capsys, setup, needle):
+    out = tmp_path / "enc"
+    if setup == "file":
+        out.write_text("keep me")
+    else:
+        out.mkdir()
+        (out / "notes.txt").write_text("keep me")
+    code = cli_main(["export", "--checkpoint", str(quick_run), "--out", str(out),
+                     "--format", "timm-dir"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error:") and needle in err
+    assert len(err.strip().splitlines()) == 1
+    kept = out if setup == "file" else out / "notes.txt"
+    assert kept.read_text() == "keep me" and not (tmp_path / "enc" / "config.json").exists()

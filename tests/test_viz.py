@@ -472,3 +472,58 @@ def test_default_run_is_a_random_init_model_of_the_lab_preset():
     r = I.resolve_run(None)
     assert r.path is None and r.step == 0
     assert I.default_preset().name in ("lab.yaml", "quick.yaml")
+
+
+# --- what a reader sees without decoding it ------------------------------------------------
+
+def test_mask_caption_says_grey_is_hidden_in_the_view_but_visible_in_token_panels():
+    tokens = D.mask_caption(tokens=True, pixels=False)
+    assert "visible: hidden patches grey" in tokens
+    assert "token panels: hidden patches in PCA colours" in tokens
+    assert tokens.endswith("visible patches grey")
+    pixels = D.mask_caption(tokens=False, pixels=True)
+    assert "token" not in pixels and "reconstruction: hidden patches predicted" in pixels
+
+
+def test_cluster_scatter_has_axis_titles_a_colour_legend_and_readable_score_names(cluster_app):
+    app = cluster_app
+    app.controls["embedding"].value = "pca"
+    app.controls["colour_by"].value = "pseudo label"
+    fig = app.views["embedding"].figure
+    assert fig.layout.xaxis.title.text == "PCA 1" and fig.layout.yaxis.title.text == "PCA 2"
+    points, legend = fig.data[0], [t for t in fig.data if t.showlegend is not False]
+    assert len(points.x) == len(app.images)  # the points stay one trace
+    used = np.unique(app.image_labels)
+    assert 0 < len(legend) <= min(len(used), P.LEGEND_LABELS)
+    colours = dict(zip(np.asarray(points.customdata)[:, 1].astype(int), points.marker.color))
+    for t in legend:  # each legend swatch is the colour of its label's points
+        assert t.marker.color == colours[int(t.name.lstrip("#"))]
+    assert fig.layout.legend.title.text.startswith("pseudo label")
+    readout = app.readout.value
+    assert "NMI_SHUFFLED" not in readout and "NMI with shuffled labels (chance level)" in readout
+
+
+def test_attention_panels_share_one_colour_scale(run, monkeypatch):
+    from plaml_lab.viz import canvas
+
+    seen = {}
+    real = canvas.compose
+
+    def spy(items, **kw):
+        seen.update(kw)
+        return real(items, **kw)
+
+    monkeypatch.setattr(D.C, "compose", spy)
+    app = D.attention_viewer(run)
+    s = ok(app)
+    top = max(float(np.nanmax(m)) for m in s["maps"].values())
+    assert seen["vmin"] == 0.0 and seen["vmax"] == pytest.approx(top) == s["vmax"]
+    # a panel's own maximum would differ between encoders: the shared one is the largest
+    assert len({round(float(np.nanmax(m)), 6) for m in s["maps"].values()}) > 1
+
+
+def test_teacher_comparison_and_usage_charts_are_not_cut_off(run):
+    fig = P.teacher_compare_figure({"labelling": ([1, 2], [0.1, 0.2])}, {}, {}, {}, None, "abs")
+    assert fig.layout.width is None and fig.layout.autosize  # fills the output area
+    usage = P.usage_histogram(np.arange(64))
+    assert usage.layout.xaxis.title.text and usage.layout.margin.r >= 30

@@ -123,3 +123,18 @@ def test_few_curves_draw_as_svg_and_many_through_webgl():
     many = {f"r{i}": ([0, 1], [1.0, 0.5]) for i in range(WEBGL_FROM_CURVES)}
     assert {t.type for t in curves_figure(few, "loss", "step").data} == {"scatter"}
     assert {t.type for t in curves_figure(many, "loss", "step").data} == {"scattergl"}
+
+
+def test_probe_bars_name_metrics_title_the_y_axis_and_draw_random_init_as_a_line(runs):
+    app = compare_runs(runs, auto_refresh=False,
+                       selected=["a-s0", "a-s1", "b-s0", "random_init-s0"])
+    fig = app.state["figure_bars"]
+    metrics = app.state["result_metrics"]
+    assert list(fig.layout.xaxis.tickvals) == metrics
+    labels = dict(zip(fig.layout.xaxis.ticktext, fig.layout.xaxis.tickvals))
+    assert labels["kNN top-1"] == "knn_top1" and labels["fine-tune top-1"] == "finetune_top1"
+    assert fig.layout.yaxis.title.text
+    assert [t.type for t in fig.data if t.name == "random_init-s0"] == ["scatter"]  # no bar
+    knn = metrics.index("knn_top1")
+    lines = [s for s in fig.layout.shapes if s.line.dash == "dash"]
+    assert [(s.x0, s.x1, s.y0) for s in lines] == [(knn - 0.45, knn + 0.45, 0.2)]

@@ -39,21 +39,50 @@ def curves_figure(curves: dict[str, tuple], column: str, x: str, log_y: bool = F
     return fig
 
 
+# probe result keys as the bars' axis names them (others are shown as they are)
+METRIC_LABELS = {"knn_top1": "kNN top-1", "knn_top1_mean": "kNN top-1 (mean token)",
+                 "linear_top1": "linear top-1", "linear_top1_mean": "linear top-1 (mean token)",
+                 "finetune_top1": "fine-tune top-1", "nmi": "NMI", "ari": "ARI", "ami": "AMI",
+                 "nmi_shuffled": "NMI, shuffled labels", "seg_miou": "segmentation mIoU",
+                 "box_mean_iou": "box mean IoU"}
+RANDOM_INIT = "random_init"  # the ablation's baseline folders: random_init-s<seed>
+
+
+def metric_label(key: str) -> str:
+    return METRIC_LABELS.get(key, key)
+
+
 def bars_figure(grouped: dict[str, dict[str, tuple]], metrics: list[str]) -> go.Figure:
     """Grouped bars: metrics on x, one bar per config group (mean over its seeds, error bar =
-    sample std, hover says n)."""
+    sample std, hover says n). A random-init group (random_init-s<seed>) is the reference, not
+    a bar: a dashed line across each metric's bars at its value."""
     fig = go.Figure()
+    index = {m: i for i, m in enumerate(metrics)}
     for label, stats in grouped.items():
         ms = [m for m in metrics if m in stats]
+        if label.startswith(RANDOM_INIT):
+            for m in ms:  # categories sit at 0, 1, ...: the line spans the category's bars
+                fig.add_shape(type="line", x0=index[m] - 0.45, x1=index[m] + 0.45,
+                              y0=stats[m][0], y1=stats[m][0], xref="x", yref="y",
+                              line={"color": "#222", "dash": "dash", "width": 2})
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=label,
+                                     line={"color": "#222", "dash": "dash", "width": 2}))
+            continue
         fig.add_trace(go.Bar(
             x=ms, y=[stats[m][0] for m in ms], name=label,
             error_y={"type": "data", "array": [stats[m][1] for m in ms], "visible": True},
             customdata=[stats[m][2] for m in ms],
             hovertemplate="%{x}: %{y:.4f} (n=%{customdata})<extra>" + html.escape(label)
             + "</extra>"))
-    fig.update_layout(template=TEMPLATE, barmode="group", height=360,
-                      title="probe results (mean ± std over seeds of one config)",
-                      margin={"l": 50, "r": 20, "t": 40, "b": 40}, legend={"font": {"size": 10}})
+    fig.update_layout(template=TEMPLATE, barmode="group", height=380,
+                      title="probe results (mean ± std over seeds of one config; dashed: "
+                      "random init)" if any(g.startswith(RANDOM_INIT) for g in grouped)
+                      else "probe results (mean ± std over seeds of one config)",
+                      margin={"l": 60, "r": 20, "t": 40, "b": 60}, legend={"font": {"size": 10}},
+                      xaxis={"type": "category", "categoryorder": "array",
+                             "categoryarray": metrics, "tickvals": metrics,
+                             "ticktext": [metric_label(m) for m in metrics]},
+                      yaxis_title="score on the held-out split")
     return fig
 
 

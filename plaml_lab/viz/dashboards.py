@@ -112,9 +112,7 @@ class MaskExplorer(_ImageApp):
                       ("student predicted tokens", self.on_grid(student_map))]
         else:
             items.append((f"no reconstruction\n(method.target={target})", None))
-        fig = C.compose(items, title="hidden patches grey; token colours: PCA of the "
-                       "reconstruction teacher's tokens of this image" if teacher_map is not None
-                       else "")
+        fig = C.compose(items, title=mask_caption(teacher_map is not None, recon is not None))
         png = self.figure.show(fig)
         self.state.update(index=c["image"].value, image=F.image_hwc(img), mask=mask,
                           num_visible=int((mask < 0.5).sum()), visible=visible, recon=recon,
@@ -123,6 +121,18 @@ class MaskExplorer(_ImageApp):
         self.set_readout({"visible patches": f"{self.state['num_visible']} / {len(mask)}",
                           "reconstruction loss (this image)": res["loss_rec"],
                           "target": target})
+
+
+def mask_caption(tokens: bool, pixels: bool) -> str:
+    """What grey means in each panel: hidden patches in the student's view, but the positions
+    the student saw (no prediction there) in the token panels."""
+    caption = "visible: hidden patches grey"
+    if pixels:
+        caption += "; reconstruction: hidden patches predicted"
+    if tokens:
+        caption += ("; token panels: hidden patches in PCA colours of the reconstruction "
+                    "teacher's tokens, visible patches grey")
+    return caption
 
 
 def mask_explorer(run=None, dataset=None, **options) -> MaskExplorer:
@@ -195,6 +205,11 @@ def token_map_viewer(run=None, dataset=None, **options) -> TokenMapViewer:
 
 # --- 3. pseudo-label clusters --------------------------------------------------------------
 
+# the cluster scores (plaml_lab.probes.nmi_ari) as the readout names them
+SCORE_LABELS = {"nmi": "NMI", "ari": "ARI", "ami": "AMI (NMI corrected for chance)",
+                "nmi_shuffled": "NMI with shuffled labels (chance level)"}
+
+
 class ClusterExplorer(_ImageApp):
     """state: index, patch_labels (L,) data-token pseudo labels of the picked image (or None),
     cluster_map (L, 3) their colours, image_label, prototype, gallery_indices (dataset indices
@@ -239,7 +254,11 @@ class ClusterExplorer(_ImageApp):
         self.gallery = self.view("gallery", ImageView("gallery"))
         self.usage = self.view("usage", PlotlyView("usage"))
         self.embedding = self.view("embedding", PlotlyView("embedding"))
-        self.finish([self.figure, widgets.HBox([self.gallery, self.usage]), self.embedding])
+        # gallery and usage side by side where the output is wide enough, else the usage
+        # chart wraps below the gallery (a plain HBox cut it off on the right)
+        self.finish([self.figure, widgets.HBox([self.gallery, self.usage],
+                                               layout=widgets.Layout(flex_flow="row wrap")),
+                     self.embedding])
         if tsne_in_background and embedding != "tsne":
             # t-SNE takes seconds: start it once the app is drawn, so that the PCA -> t-SNE
             # switch a user makes later finds it ready
@@ -268,7 +287,7 @@ class ClusterExplorer(_ImageApp):
             self._render_scatter(c["embedding"].value, c["colour_by"].value)
         self.set_readout({"images": len(self.images),
                           "prototypes used": f"{int((self.counts > 0).sum())} / {self.k}",
-                          **{k.upper(): v for k, v in self.scores.items()},
+                          **{SCORE_LABELS.get(k, k): v for k, v in self.scores.items()},
                           "labels from": "class token" if self.cfg.pl_cls
                           else "most frequent data-token label"})
 
@@ -299,10 +318,11 @@ class ClusterExplorer(_ImageApp):
     def _render_scatter(self, method: str, colour_by: str) -> None:
         xy = self.xy(method)
         colour = self.image_labels if colour_by == "pseudo label" else self.labels
+        name = {"pca": "PCA", "tsne": "t-SNE"}.get(method, method)
         fig = P.embedding_scatter(xy, colour, colour_by, self.image_labels, self.labels,
-                                  title=f"class tokens ({method.upper()}), coloured by "
-                                  f"{colour_by}",
-                                  highlight=self.image_labels == self.controls["prototype"].value)
+                                  title=f"class tokens ({name}), coloured by {colour_by}",
+                                  highlight=self.image_labels == self.controls["prototype"].value,
+                                  axis_name=name)
         self.embedding.show(fig)
         self.state.update(embedding=method, colour_by=colour_by, xy=xy, colour=colour,
                           scores=self.scores)
@@ -374,11 +394,15 @@ class AttentionViewer(_ImageApp):
         items = [("image", F.image_hwc(img))]
         items += [(name, maps[name]) for name in self.encoders]
         head_label = "mean of heads" if head == "mean" else f"head {head}"
-        fig = C.compose(items, cmap="inferno",
-                       title=f"class token -> patches, block {layer}, {head_label}")
+        # one colour scale for every panel: a colour means the same weight in each encoder
+        vmax = max((float(np.nanmax(m)) for m in maps.values() if np.isfinite(m).any()),
+                   default=1.0)
+        fig = C.compose(items, cmap="inferno", vmin=0.0, vmax=vmax,
+                       title=f"class token -> patches, block {layer}, {head_label}; one colour "
+                       f"scale, 0 to {vmax:.3g}")
         png = self.figure.show(fig)
         self.state.update(index=c["image"].value, layer=layer, head=head,
-                          student_view=c["student_view"].value, maps=maps, png=png)
+                          student_view=c["student_view"].value, maps=maps, vmax=vmax, png=png)
         self.set_readout({f"{n} max": float(np.nanmax(m)) for n, m in maps.items()})
 
 

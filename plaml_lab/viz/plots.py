@@ -80,21 +80,28 @@ def usage_histogram(counts: np.ndarray, selected: int | None = None, top: int = 
                            customdata=order, hovertemplate="prototype %{customdata}: "
                            "%{y} images<extra></extra>"))
     used = int((counts > 0).sum())
-    fig.update_layout(template=TEMPLATE, height=260, width=460,
-                      margin={"l": 40, "r": 10, "t": 40, "b": 40},
+    fig.update_layout(template=TEMPLATE, height=280, width=460,
+                      margin={"l": 50, "r": 30, "t": 40, "b": 50},
                       title={"text": f"prototype usage: {used} of {len(counts)} used",
                              "font": {"size": 13}},
-                      xaxis={"type": "category", "tickfont": {"size": 8}},
+                      xaxis={"type": "category", "tickfont": {"size": 8},
+                             "title": "prototype (most used first)"},
                       yaxis={"title": "images"})
     return fig
 
 
+LEGEND_LABELS = 12  # the scatter's colour legend lists the most frequent labels only
+
+
 def embedding_scatter(xy: np.ndarray, colour: np.ndarray, colour_name: str,
                       pseudo: np.ndarray, true: np.ndarray, title: str = "",
-                      highlight: np.ndarray | None = None) -> go.Figure:
+                      highlight: np.ndarray | None = None, axis_name: str = "PCA"
+                      ) -> go.Figure:
     """Class-token embedding (N, 2), one point per image, coloured by an integer labelling
     (pseudo or true labels; colours match the cluster maps'); hover shows the dataset index,
-    both labels. `highlight` (bool (N,)) rings the images of the selected prototype."""
+    both labels. `highlight` (bool (N,)) rings the images of the selected prototype. Axes are
+    `axis_name` 1 / 2; a legend names the colours of the LEGEND_LABELS most frequent labels
+    (legend-only traces: the points stay one trace)."""
     colour = np.asarray(colour).astype(int)
     palette = prototype_colors(int(max(colour.max(initial=0), 0)) + 1)
     hexes = ["#%02x%02x%02x" % tuple(int(255 * c) for c in palette[k]) if k >= 0 else "#999999"
@@ -112,10 +119,26 @@ def embedding_scatter(xy: np.ndarray, colour: np.ndarray, colour_name: str,
                                    marker={"size": 11, "color": "rgba(0,0,0,0)",
                                            "line": {"width": 1.5, "color": "black"}},
                                    hoverinfo="skip"))
-    fig.update_layout(template=TEMPLATE, height=380, width=460, showlegend=False,
-                      margin={"l": 30, "r": 10, "t": 40, "b": 30},
+    values, counts = np.unique(colour[colour >= 0], return_counts=True)
+    shown = values[np.argsort(-counts, kind="stable")][:LEGEND_LABELS]
+    prefix = "#" if colour_name.startswith("pseudo") else "class "
+    for k in sorted(shown):
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"{prefix}{k}",
+                                 marker={"color": hexes[int(np.flatnonzero(colour == k)[0])],
+                                         "size": 8}, hoverinfo="skip"))
+    more = len(values) - len(shown)
+    fig.update_layout(template=TEMPLATE, height=400, width=620,
+                      margin={"l": 50, "r": 10, "t": 40, "b": 45},
+                      xaxis_title=f"{axis_name} 1", yaxis_title=f"{axis_name} 2",
+                      legend={"title": {"text": colour_name + (f" (top {len(shown)} of "
+                                                               f"{len(values)})" if more else "")},
+                              "font": {"size": 10}, "itemclick": False,
+                              "itemdoubleclick": False},
                       title={"text": title or f"class tokens, coloured by {colour_name}",
                              "font": {"size": 13}})
+    fig.data[0].showlegend = False
+    if len(fig.data) > 1 and fig.data[1].name == "selected":
+        fig.data[1].showlegend = False
     return fig
 
 
@@ -152,9 +175,11 @@ def teacher_compare_figure(distances: dict[str, tuple[list, list]],
             fig.add_vline(x=selected_step, line={"dash": "dot", "color": "#444"}, row=1, col=col)
     fig.update_xaxes(title_text="step")
     fig.update_yaxes(range=[0, 1.02], row=1, col=2)
-    fig.update_layout(template=TEMPLATE, height=340, width=1100,
+    # no fixed width: the figure fills the output area (a fixed 1,100 px cut off the EMA panel
+    # and the legend in a narrower notebook)
+    fig.update_layout(template=TEMPLATE, height=380, autosize=True,
                       margin={"l": 50, "r": 20, "t": 40, "b": 40},
-                      legend={"orientation": "h", "y": -0.25})
+                      legend={"orientation": "h", "y": -0.3})
     return fig
 
 
