@@ -22,7 +22,7 @@ from PIL import Image
 from plaml_lab.config import PretrainConfig, diff, to_dict
 from plaml_lab.data import build_dataset
 from plaml_lab.errors import ConfigError
-from plaml_lab.variants import variant_name
+from plaml_lab.method.rules import variant_name
 from plaml_lab.method import MONITOR_KEYS
 
 FIGURE_TAG = "figures/"
