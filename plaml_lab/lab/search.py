@@ -36,7 +36,8 @@ from plaml_lab.config import repo_root
 from plaml_lab.errors import ConfigError
 from plaml_lab.lab.grids import threads_per_worker
 from plaml_lab.lab.search_file import Search, identity_json, load_search
-from plaml_lab.lab.sweep import _kill_group, _Running, read_results
+from plaml_lab.lab.running import Running, kill_point
+from plaml_lab.lab.sweep import read_results
 from plaml_lab.runs.checkpoint import atomic_path, write_atomic
 from plaml_lab.runs.folder import read_json
 from plaml_lab.runs.lock import run_lock
@@ -87,7 +88,7 @@ class _Rows:
 
 
 def run_trial(search: Search, trial, out: Path, *, threads: int | None,
-              running: _Running) -> float:
+              running: Running) -> float:
     """Train one trial in its own process, reporting the metric to the pruner as it is logged;
     returns the objective value (optuna.TrialPruned / TrialFailed otherwise)."""
     values = {p.key: p.suggest(trial) for p in search.params}
@@ -118,7 +119,7 @@ def run_trial(search: Search, trial, out: Path, *, threads: int | None,
                     last = float(value)
                     trial.report(last, int(row["step"]))
                     if search.pruner is not None and trial.should_prune():
-                        _kill_group(proc)
+                        kill_point(proc)
                         proc.wait()
                         trial.set_user_attr("seconds", round(time.perf_counter() - t0, 1))
                         raise optuna.TrialPruned(f"{search.metric}={last:.4g} at step "
@@ -126,14 +127,14 @@ def run_trial(search: Search, trial, out: Path, *, threads: int | None,
                 if rc is not None:
                     break
                 if search.timeout and time.perf_counter() - t0 > search.timeout:
-                    _kill_group(proc)
+                    kill_point(proc)
                     proc.wait()
                     raise TrialFailed(f"timeout: stopped after {search.timeout:g} s")
                 time.sleep(POLL_S)
         except (optuna.TrialPruned, TrialFailed):
             raise
         except BaseException:  # Ctrl-C in this thread: stop the run, run the trial again later
-            _kill_group(proc)
+            kill_point(proc)
             proc.wait()
             _interrupted(trial)
             raise
@@ -302,7 +303,7 @@ def run_search(search_path: str | Path, out: str | Path | None = None,
                 + (f"; trials {', '.join(map(str, again))} were interrupted: run again"
                    if again else "") + f" -> {out}")
         lock = threading.Lock()
-        running = _Running()
+        running = Running()
 
         def objective(trial):
             try:
