@@ -329,9 +329,9 @@ def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...] | None) -
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PretrainConfig:
     """YAML preset (optional: a path, or a shipped preset's name such as `demo`; plaml_lab.paths)
-    + dotted overrides -> validated PretrainConfig. An override the
-    chosen variant never reads (e.g. teachers.reconstruction.momentum with method.teachers=single)
-    is reported as a ConfigWarning: it would change nothing."""
+    + dotted overrides -> validated PretrainConfig. An override the chosen variant never reads
+    (e.g. teachers.reconstruction.momentum with method.teachers=single) is reported as a
+    ConfigWarning: it would change nothing."""
     data = load_yaml(find_file(path, "config file")) if path else {}
     cfg = from_dict(apply_overrides(data, overrides))
     for msg in unread_keys(cfg, [parse_override(o)[0] for o in overrides or []]):

@@ -108,8 +108,8 @@ def shipped_file(value: str | Path, kind: str = "configs") -> Path | None:
 def find_file(value: str | Path, what: str = "file", bases: list[Path] | None = None,
               kind: str = "configs") -> Path:
     """A file the user named (a preset, grid, notebook): relative to `bases` (`candidates`),
-    then the package's copy (`shipped_file`; a bare name is a file of `kind`). ConfigError `<what> not found: <value>` (listing
-    the preset names for a config) when there is none."""
+    then the package's copy (`shipped_file`; a bare name is a file of `kind`). ConfigError
+    `<what> not found: <value>` (listing the preset names for a config) when there is none."""
     for c in candidates(value, bases):
         if c.is_file():
             return c.resolve()

@@ -222,3 +222,17 @@ def test_checked_cells_show_a_measured_number_only_as_off_finite_or_not():
     both = {"pretrained": {"knn_top1": 0.25}, "random init": {"knn_top1": 0.2}}
     assert comparison(both, ["knn_top1"], coarse_values=True).splitlines() == [
         "metric    pretrained  random init", "knn_top1      finite       finite"]
+
+
+def test_plaml_smoke_precision_sets_the_precision_of_every_smoke_run(monkeypatch):
+    """How CI runs the notebooks in bf16 on a CPU where auto means fp32
+    (tools/test_other_class.sh): the SMOKE settings carry run.precision from the variable."""
+    from plaml_lab.config import load_config
+    from plaml_lab.notebook.params import settings
+
+    monkeypatch.delenv("PLAML_SMOKE_PRECISION", raising=False)
+    assert load_config(*settings("", [], True)).run.precision == "auto"
+    monkeypatch.setenv("PLAML_SMOKE_PRECISION", "bf16")
+    path, overrides = settings("", ["mask.ratio=0.5"], True)
+    cfg = load_config(path, overrides)
+    assert (cfg.run.precision, cfg.mask.ratio) == ("bf16", 0.5)

@@ -10,6 +10,7 @@ then the package's own copy of a preset, grid or notebook: plaml_lab.paths); a f
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -34,6 +35,14 @@ SMOKE_OVERRIDES = [
     "run.progress=false", "run.num_threads=1",
     "data.num_train=256", "data.num_val=128", "eval.max_train=256", "eval.max_val=128",
 ]
+
+
+def smoke_overrides() -> list[str]:
+    """SMOKE_OVERRIDES, plus run.precision=<PLAML_SMOKE_PRECISION> when that is set: CI runs
+    the notebooks once more in bf16 on a CPU without native bf16, where auto means fp32
+    (tools/test_other_class.sh)."""
+    forced = os.environ.get("PLAML_SMOKE_PRECISION", "")
+    return SMOKE_OVERRIDES + ([f"run.precision={forced}"] if forced else [])
 
 
 def repo_path(path: str | Path | None) -> Path | None:
@@ -84,7 +93,7 @@ def settings(config: str | None, overrides: list[str] | str | None, smoke: bool
     overrides = as_list(overrides)
     if smoke:
         torch.set_num_threads(1)  # as run.num_threads=1: checked outputs match on any CPU count
-        return str(find_file(QUICK, "config file")), SMOKE_OVERRIDES + overrides
+        return str(find_file(QUICK, "config file")), smoke_overrides() + overrides
     return (str(find_file(config, "config file")) if config else None), overrides
 
 
@@ -103,8 +112,8 @@ def smoke_run(overrides: list[str] | None = None) -> Path:
     temporary folder: what 03_dashboards and 04_evaluate open under SMOKE."""
 
     out = Path(tempfile.mkdtemp(prefix="plaml_smoke_")) / "run"
-    pretrain(find_file(QUICK, "config file"), out, SMOKE_OVERRIDES + ["run.ckpt_every=2", "run.keep_ckpts=3"]
-             + list(overrides or []))
+    pretrain(find_file(QUICK, "config file"), out,
+             smoke_overrides() + ["run.ckpt_every=2", "run.keep_ckpts=3"] + list(overrides or []))
     return out
 
 
