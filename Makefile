@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PYTHONHASHSEED := 0
 
-.PHONY: demo test test-fast test-browser test-notebooks lab bench ablation notebooks clean-runs help
+.PHONY: demo test test-fast test-browser test-notebooks test-other-class lab bench ablation notebooks clean-runs help
 
 # nbval over the committed notebooks: cells marked NBVAL_CHECK_OUTPUT are compared (sanitized),
 # every cell must run; CI=true selects the notebooks' SMOKE settings, which made those outputs.
@@ -22,6 +22,7 @@ help:
 	@echo "make notebooks re-execute and re-save every notebook (the one way to refresh outputs)"
 	@echo "make test-notebooks  nbval over notebooks/ only"
 	@echo "make test-browser    the dashboards in JupyterLab + Chromium (needs: apt-get install chromium)"
+	@echo "make test-other-class  the precision/ISA-sensitive tests and nbval as the other CPU class (.ci/run)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +40,11 @@ test: $(STAMP)
 
 test-notebooks: $(STAMP)
 	CI=$${CI:-true} $(PY) -m pytest -q $(NBVAL) notebooks
+
+# bench, DDP, engine resume, hardware and nbval once more as the CPU class this one is not:
+# capped at AVX2 on a CPU with native bf16, with the SMOKE runs in bf16 on one without
+test-other-class: $(STAMP)
+	PY=$(PY) tools/test_other_class.sh
 
 notebooks: $(STAMP)
 	$(PY) tools/make_notebooks.py

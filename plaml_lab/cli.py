@@ -75,7 +75,7 @@ def _pretrain(sub) -> None:
     p = sub.add_parser("pretrain", help="pretrain one configuration (resumes an existing --out)",
                        description="Pretrain one configuration. Re-running with the same --out "
                        "resumes from --out/checkpoints/last.pt.")
-    p.add_argument("--config", help="YAML preset, e.g. experiments/configs/lab.yaml")
+    p.add_argument("--config", help="YAML preset: a path, or a preset name (demo, lab, quick)")
     p.add_argument("--out", help="run folder (default experiments/runs/<run.name>)")
     p.add_argument("--force-new", action="store_true",
                    help="move an existing run in --out aside to a dated folder and start anew")
@@ -195,8 +195,8 @@ def _search(sub) -> None:
 def bench_arguments(p: argparse.ArgumentParser) -> None:
     """`plaml-lab bench`'s arguments (benchmarks/bench.py adds its own to the same set)."""
     p.add_argument("--preset", default="experiments/configs/lab.yaml",
-                   help="YAML preset (default experiments/configs/lab.yaml; the config defaults "
-                   "if that file is absent or with 'none')")
+                   help="YAML preset or preset name (default experiments/configs/lab.yaml; "
+                   "'none': the config defaults)")
     p.add_argument("--variants", action="append", metavar="A,B",
                    help=f"comma-separated variants (default all: {','.join(VARIANTS)})")
     p.add_argument("--precisions", action="append", metavar="A,B",
@@ -259,8 +259,8 @@ def _demo(sub) -> None:
         description="Pretrain the dual-teacher pseudo-labelling MAE (demo preset: the lab "
         "preset's data and model on a budget of minutes), evaluate it against a random-init "
         "encoder on the held-out split, and save figures next to the run. Re-running resumes.")
-    p.add_argument("--config", default="experiments/configs/demo.yaml",
-                   help="YAML preset (default experiments/configs/demo.yaml)")
+    p.add_argument("--config", default="demo",
+                   help="YAML preset or preset name (default demo: experiments/configs/demo.yaml)")
     p.add_argument("--out", default="experiments/runs/demo",
                    help="run folder (default experiments/runs/demo)")
     _overrides(p)

@@ -17,6 +17,7 @@ from typing import Literal
 from plaml_lab import typed_tree
 from plaml_lab.errors import ConfigError
 from plaml_lab.method.rules import Variant, unread_keys
+from plaml_lab.paths import find_file, repo_root  # noqa: F401  (repo_root: callers import it here)
 # diff, load_yaml, save_yaml: part of the config API (`from plaml_lab.config import ...`)
 from plaml_lab.typed_tree import (build, check_ranges, diff, knob, load_yaml,  # noqa: F401
                                   opt, parse_override, save_yaml)
@@ -319,23 +320,12 @@ def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...] | None) -
     return typed_tree.apply_overrides(PretrainConfig, data, overrides)
 
 
-def repo_root(start: str | Path | None = None) -> Path:
-    """The project folder (the nearest one at or above `start`, default cwd then this package,
-    that holds pyproject.toml): `experiments/...` paths in grids and notebook parameters are
-    relative to it."""
-    starts = [Path(start)] if start is not None else [Path.cwd(), Path(__file__).parent]
-    for s in starts:
-        for folder in [s.resolve(), *s.resolve().parents]:
-            if (folder / "pyproject.toml").is_file():
-                return folder
-    return Path.cwd().resolve()
-
-
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PretrainConfig:
-    """YAML preset (optional) + dotted overrides -> validated PretrainConfig. An override the
-    chosen variant never reads (e.g. teachers.reconstruction.momentum with method.teachers=single)
-    is reported as a ConfigWarning: it would change nothing."""
-    data = load_yaml(path) if path else {}
+    """YAML preset (optional: a path, or a shipped preset's name such as `demo`; plaml_lab.paths)
+    + dotted overrides -> validated PretrainConfig. An override the chosen variant never reads
+    (e.g. teachers.reconstruction.momentum with method.teachers=single) is reported as a
+    ConfigWarning: it would change nothing."""
+    data = load_yaml(find_file(path, "config file")) if path else {}
     cfg = from_dict(apply_overrides(data, overrides))
     for msg in unread_keys(cfg, [parse_override(o)[0] for o in overrides or []]):
         warnings.warn(msg, ConfigWarning, stacklevel=2)

@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+from plaml_lab import hardware
 from plaml_lab.lab import bench, bench_table, measure
 from plaml_lab.cli import main
 from plaml_lab.method import PLAML, ViTEncoder
@@ -19,7 +20,8 @@ from plaml_lab.method.vit import fused_attention
 def test_bench_cli_writes_a_complete_table_of_finite_figures_for_every_variant(tmp_path, capsys):
     out = tmp_path / "bench.csv"
     rc = main(["bench", "--preset", "experiments/configs/quick.yaml", "--steps", "2",
-               "--warmup", "1", "--csv", str(out), "run.num_threads=1"])
+               "--warmup", "1", "--precisions", "fp32", "--csv", str(out),
+               "run.num_threads=1"])
     assert rc == 0
     rows = list(csv.DictReader(out.open()))
     assert [r["variant"] for r in rows] == list(bench.VARIANTS)
@@ -34,6 +36,20 @@ def test_bench_cli_writes_a_complete_table_of_finite_figures_for_every_variant(t
         assert r["device"] == "cpu" and r["precision"] == "fp32"
     printed = capsys.readouterr().out
     assert all(v in printed for v in bench.VARIANTS) and "dual/mae FLOP/s" in printed
+
+
+@pytest.mark.parametrize("native, expected", [(False, "fp32"), (True, "bf16")])
+def test_bench_precision_auto_is_the_precision_a_run_on_this_cpu_would_use(
+        tmp_path, monkeypatch, native, expected):
+    """auto is benchmarked as what run.precision=auto resolves to: the probe's answer, mocked
+    both ways (the CPU running the test decides nothing)."""
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: native)
+    out = tmp_path / "bench.csv"
+    rc = main(["bench", "--preset", "experiments/configs/quick.yaml", "--variants", "mae",
+               "--precisions", "auto", "--steps", "1", "--warmup", "0", "--no-memory",
+               "--matmul-n", "64", "--csv", str(out), "run.num_threads=1"])
+    assert rc == 0
+    assert [r["precision"] for r in csv.DictReader(out.open())] == [expected]
 
 
 def test_flop_count_of_an_encoder_forward_equals_the_transformer_formula():

@@ -11,14 +11,12 @@ from pathlib import Path
 import pytest
 
 from plaml_lab.runs.checkpoint import load_checkpoint
+from rounding import REORDER_FACTOR, max_difference, one_ulp_drift
 
 pytestmark = [pytest.mark.slow, pytest.mark.ddp]
 
 COMMON = ["run.num_threads=1", "run.precision=fp32", "run.eval_knn=false", "run.ckpt_every=4",
           "run.log_every=2"]
-# Float summation order differs (gloo averages two half-batch gradients instead of one
-# full-batch mean); after 8 AdamW steps at lr ~1e-4 the weights agree to this tolerance.
-ATOL = 1e-4
 
 
 def _torchrun(out: Path, quick_yaml: str, *overrides: str) -> None:
@@ -40,29 +38,35 @@ def _model(run: Path) -> dict:
     return ckpt
 
 
-def _assert_close(a: dict, b: dict) -> None:
+def _assert_close(a: dict, b: dict, tol: float) -> None:
     assert a["step"] == b["step"]
-    for k, v in a["model"].items():
-        diff = float((v - b["model"][k]).abs().max())
-        assert diff <= ATOL, (k, diff)
+    diff, key = max_difference(a["model"], b["model"])
+    assert diff <= tol, (key, diff, tol)
 
 
-def test_two_gloo_processes_match_one_process_with_same_global_batch(tmp_path, quick_yaml):
+def test_two_gloo_processes_match_one_process_with_same_global_batch(tmp_path, quick_yaml,
+                                                                    monkeypatch):
+    """Equal up to float summation order (gloo averages two half-batch gradients instead of
+    one full-batch mean): within REORDER_FACTOR x the drift a one-ulp nudge of the starting
+    weights produces over the same 8 steps on this CPU (tests/rounding.py)."""
     _single(tmp_path / "one", quick_yaml, "run.max_steps=8")
+    drift = one_ulp_drift(monkeypatch, lambda out: _single(out, quick_yaml, "run.max_steps=8"),
+                          tmp_path / "one", tmp_path / "nudged")
+    tol = REORDER_FACTOR * drift
     _torchrun(tmp_path / "two", quick_yaml, "run.max_steps=8")
     one, two = _model(tmp_path / "one"), _model(tmp_path / "two")
     assert two["world_size"] == 2
-    _assert_close(one, two)
+    _assert_close(one, two, tol)
     # the run was written once, by rank 0
     assert len((tmp_path / "two" / "metrics.jsonl").read_text().splitlines()) == 4
 
     # DDP checkpoint -> single process, and single-process checkpoint -> DDP
     _torchrun(tmp_path / "ddp_then_one", quick_yaml, "run.max_steps=4")
     _single(tmp_path / "ddp_then_one", quick_yaml, "run.max_steps=8")
-    _assert_close(one, _model(tmp_path / "ddp_then_one"))
+    _assert_close(one, _model(tmp_path / "ddp_then_one"), tol)
     _single(tmp_path / "one_then_ddp", quick_yaml, "run.max_steps=4")
     _torchrun(tmp_path / "one_then_ddp", quick_yaml, "run.max_steps=8")
-    _assert_close(one, _model(tmp_path / "one_then_ddp"))
+    _assert_close(one, _model(tmp_path / "one_then_ddp"), tol)
 
 
 def test_resume_with_another_global_batch_is_refused(tmp_path, quick_yaml):

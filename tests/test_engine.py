@@ -19,6 +19,7 @@ from plaml_lab.runs.checkpoint import CheckpointError, load_checkpoint, save_ato
 from plaml_lab.method import PLAML
 from plaml_lab.runs import load_run
 from plaml_lab.train import RunError, pretrain
+from rounding import REORDER_FACTOR, max_difference, one_ulp_drift
 
 # Bitwise comparisons need the same kernels in every process: one thread, fp32.
 DET = ["run.num_threads=1", "run.precision=fp32", "run.eval_knn=false", "run.deterministic=true"]
@@ -174,19 +175,23 @@ def test_every_precision_trains_with_finite_losses(tmp_path, quick_yaml, precisi
     assert ("scale" in ckpt["scaler"]) == (precision == "fp16"), ckpt["scaler"]
 
 
-def test_accumulation_matches_one_big_batch(tmp_path, quick_yaml):
+def test_accumulation_matches_one_big_batch(tmp_path, quick_yaml, monkeypatch):
     """2 micro-batches of 16 + accum = one step of 32 when nothing depends on batch statistics:
-    same images per step, same schedules; tolerance for float summation order."""
+    same images per step, same schedules; equal up to float summation order, i.e. within
+    REORDER_FACTOR x the drift a one-ulp nudge of the weights produces (tests/rounding.py)."""
     common = DET + ["run.max_steps=3", "method.target=pixels", "method.pseudo_labels=none",
                     "data.views=1", "data.aug.crop_scale_min=1.0", "data.aug.flip=false",
                     "data.aug.color_jitter=0", "data.aug.grayscale_p=0"]
     # masks are drawn per micro-batch, so use mask noise that does not depend on the batch split
-    pretrain(quick_yaml, tmp_path / "big", common + ["optim.batch_size=32"])
+    def big(out):
+        pretrain(quick_yaml, out, common + ["optim.batch_size=32"])
+
+    big(tmp_path / "big")
+    drift = one_ulp_drift(monkeypatch, big, tmp_path / "big", tmp_path / "nudged")
     pretrain(quick_yaml, tmp_path / "acc", common + ["optim.batch_size=16",
                                                      "optim.accum_steps=2"])
-    a, b = _state(tmp_path / "big"), _state(tmp_path / "acc")
-    for k in a["model"]:
-        assert torch.allclose(a["model"][k], b["model"][k], atol=2e-5), k
+    diff, key = max_difference(_state(tmp_path / "big")["model"], _state(tmp_path / "acc")["model"])
+    assert diff <= REORDER_FACTOR * drift, (key, diff, drift)
 
 
 def test_clip_grad_clips_the_student_and_compile_compiles_the_step(tmp_path, quick_yaml,

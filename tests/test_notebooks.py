@@ -203,3 +203,36 @@ def test_the_config_summary_shows_a_teacher_schedule_given_as_windows():
                                               "teachers.reconstruction.window_end=0.5"])).splitlines()[1]
     assert "labelling momentum window 0.1 of the run -> 1.0" in line
     assert "reconstruction 0.999 -> window 0.5" in line
+
+
+def test_checked_cells_show_a_measured_number_only_as_off_finite_or_not():
+    """What 01/02/04 print for nbval: the same text for two CPU classes' values of a loss
+    (3.029 vs 3.024), distinct text for a term that is off (0) and for a NaN, and the values
+    themselves where coarse is not asked for."""
+    from plaml_lab.notebook.display import comparison, metrics_text, table
+
+    avx2, avx512 = {"loss_cls": 3.029, "steps": 6}, {"loss_cls": 3.024, "steps": 6}
+    shown = [metrics_text(r, ["steps", "loss_cls"], coarse_keys=["loss_cls"])
+             for r in (avx2, avx512)]
+    assert shown[0] == shown[1] == "steps          6\nloss_cls       finite"
+    rows = [{"point": "mae", "loss_cls": 0.0}, {"point": "bad", "loss_cls": float("nan")}]
+    lines = table(rows, ["loss_cls"], first="point", coarse_keys=["loss_cls"]).splitlines()
+    assert [ln.split() for ln in lines[1:]] == [["mae", "0"], ["bad", "nan"]]
+    assert "3.029" in metrics_text(avx2, ["loss_cls"])
+    both = {"pretrained": {"knn_top1": 0.25}, "random init": {"knn_top1": 0.2}}
+    assert comparison(both, ["knn_top1"], coarse_values=True).splitlines() == [
+        "metric    pretrained  random init", "knn_top1      finite       finite"]
+
+
+def test_plaml_smoke_precision_sets_the_precision_of_every_smoke_run(monkeypatch):
+    """How CI runs the notebooks in bf16 on a CPU where auto means fp32
+    (tools/test_other_class.sh): the SMOKE settings carry run.precision from the variable."""
+    from plaml_lab.config import load_config
+    from plaml_lab.notebook.params import settings
+
+    monkeypatch.delenv("PLAML_SMOKE_PRECISION", raising=False)
+    assert load_config(*settings("", [], True)).run.precision == "auto"
+    monkeypatch.setenv("PLAML_SMOKE_PRECISION", "bf16")
+    path, overrides = settings("", ["mask.ratio=0.5"], True)
+    cfg = load_config(path, overrides)
+    assert (cfg.run.precision, cfg.mask.ratio) == ("bf16", 0.5)

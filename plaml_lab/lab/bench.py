@@ -52,6 +52,7 @@ from plaml_lab.lab.measure import (PeakMemory, default_matmul_n, exact_rss, matm
 from plaml_lab.method import PLAML
 from plaml_lab.optim import make_optimizer
 from plaml_lab.method.rules import VARIANTS
+from plaml_lab.paths import find_file
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEFAULT_PRESET = "experiments/configs/lab.yaml"
@@ -187,7 +188,7 @@ def run_bench(preset: str | Path | None = DEFAULT_PRESET, overrides: list[str] |
               log: Callable[[str], None] | None = print) -> BenchResult:
     """Benchmark every (variant, precision) case; see the module docstring.
 
-    preset: a YAML file (None, 'none' or a missing default -> the config defaults); overrides:
+    preset: a YAML file or preset name (None or 'none' -> the config defaults); overrides:
     dotted key=value strings for every case (run.device, run.num_threads, run.compile,
     model.attn_impl, ...); extra_cases: further cases timed round-robin with the others, by name
     (benchmarks/bench.py adds the reference MAE and the SDPA-attention twins this way)."""
@@ -198,8 +199,8 @@ def run_bench(preset: str | Path | None = DEFAULT_PRESET, overrides: list[str] |
         preset = None
     preset_data: dict = {}
     preset_name = "defaults"
-    if preset is not None and (Path(preset).exists() or str(preset) != DEFAULT_PRESET):
-        preset_data = load_yaml(preset)
+    if preset is not None:
+        preset_data = load_yaml(find_file(preset, "--preset"))
         preset_name = str(preset)
     base = from_dict(apply_overrides(preset_data, overrides))
     requested = list(precisions or [base.run.precision])

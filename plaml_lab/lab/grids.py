@@ -19,8 +19,10 @@ runner (a cluster executor calls `load_grid(path).points`).
 
 With both `points` and `axes`, every named point is crossed with every combination of axis
 values (`mae__mask.ratio=0.6`). With `seeds`, every such variant runs once per seed, seed-major
-(the whole first seed first), named `<variant>-s<seed>`. Relative paths are relative to the
-repo root (the folder holding pyproject.toml above the grid file). Unknown keys, malformed
+(the whole first seed first), named `<variant>-s<seed>`. A relative `config` or `notebook` is
+looked up in the grid file's own folder, then in the checkout holding it (the folder with
+pyproject.toml above it: `experiments/configs/quick.yaml`), then among the files the package
+ships (a preset name such as `quick`; plaml_lab.paths). Unknown keys, malformed
 overrides and unsafe point names are a ConfigError naming the file and the key.
 """
 
@@ -35,7 +37,8 @@ from pathlib import Path
 
 import yaml
 
-from plaml_lab.config import PretrainConfig, apply_overrides, load_yaml, repo_root
+from plaml_lab.config import PretrainConfig, apply_overrides, load_yaml
+from plaml_lab.paths import checkout_of, find_file
 from plaml_lab.errors import ConfigError
 from plaml_lab.lab.cluster import cluster_settings
 
@@ -156,24 +159,26 @@ def _variants(path: Path, data: dict) -> dict[str, list[str]]:
 def load_grid(path: str | Path) -> Grid:
     """Read and check a grid file; ConfigError (one line naming the file and key) when it is
     malformed or names a file that does not exist."""
-    path = Path(path)
+    path = find_file(path, "grid file", kind="grids")
     data = load_yaml(path, "grid file")
     unknown = [k for k in data if k not in GRID_KEYS]
     if unknown:
         raise ConfigError(f"{path}: unknown grid key '{unknown[0]}' (known: {', '.join(GRID_KEYS)})")
-    root = repo_root(path.resolve().parent)
+    # relative paths: the grid's own folder, then the checkout holding it (grids in
+    # experiments/grids name experiments/configs/...), then the package's presets and notebooks
+    here = path.resolve().parent
+    bases = [here, *[c for c in [checkout_of(here)] if c is not None]]
 
-    def file(key: str) -> Path | None:
+    def file(key: str, kind: str) -> Path | None:
         value = data.get(key)
         if value is None:
             return None
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{path}: {key}: expected a path")
-        p = Path(value).expanduser()
-        p = p if p.is_absolute() else root / p
-        if not p.is_file():
-            raise ConfigError(f"{path}: {key}: file not found: {value}")
-        return p
+        try:
+            return find_file(value, "file", bases, kind)
+        except ConfigError:
+            raise ConfigError(f"{path}: {key}: file not found: {value}") from None
 
     variants = _variants(path, data)
     seeds = data.get("seeds", [])
@@ -201,8 +206,9 @@ def load_grid(path: str | Path) -> Grid:
     check_overrides(path, "overrides", overrides)
     for name, own in variants.items():
         check_overrides(path, f"points.{name}", own)
-    return Grid(path=path, config=file("config"),
+    return Grid(path=path, config=file("config", "configs"),
                 overrides=overrides,
-                variants=variants, seeds=list(dict.fromkeys(seeds)), notebook=file("notebook"),
+                variants=variants, seeds=list(dict.fromkeys(seeds)),
+                notebook=file("notebook", "notebooks"),
                 timeout=float(timeout) if timeout else None, parameters=parameters,
                 baseline=baseline, cluster=cluster)

@@ -26,6 +26,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import yaml
 
-from plaml_lab.config import repo_root
+from plaml_lab.paths import checkout_of, find_file, repo_root
 from plaml_lab.errors import ConfigError
 from plaml_lab.lab import submit
 from plaml_lab.lab.cluster import check_kind, cluster_settings, split_cluster_overrides
@@ -45,6 +46,18 @@ from plaml_lab.runs.folder import read_json
 
 DEFAULT_NOTEBOOK = "notebooks/01_pretrain.ipynb"
 KERNEL = "python3"
+
+
+def kernel_path(folder: Path, env: dict) -> str:
+    """A JUPYTER_PATH whose first entry (`folder`) holds kernel KERNEL for this interpreter:
+    papermill's kernel then imports this plaml_lab whatever kernels the user has registered
+    (a pip install registers none; a user-wide `python3` may be another Python)."""
+    spec = folder / "kernels" / KERNEL
+    spec.mkdir(parents=True, exist_ok=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": f"Python 3 ({sys.executable})", "language": "python"}))
+    return os.pathsep.join([str(folder), *[p for p in [env.get("JUPYTER_PATH")] if p]])
 
 
 # --- one point ----------------------------------------------------------------------------------
@@ -80,8 +93,11 @@ def _summary_metrics(run_dir: Path) -> dict:
 
 
 def notebook_of(grid: Grid) -> Path:
-    """The grid's notebook, else DEFAULT_NOTEBOOK of the repo."""
-    return grid.notebook or repo_root(grid.path.resolve().parent) / DEFAULT_NOTEBOOK
+    """The grid's notebook, else DEFAULT_NOTEBOOK of the checkout holding the grid, else the
+    package's copy (plaml_lab.paths)."""
+    checkout = checkout_of(grid.path.resolve().parent)
+    return grid.notebook or find_file(DEFAULT_NOTEBOOK, "notebook",
+                                      [checkout] if checkout else [])
 
 
 def run_point(grid: Grid, point: Point, out: Path, *, notebook: Path | None = None,
@@ -111,7 +127,8 @@ def run_point(grid: Grid, point: Point, out: Path, *, notebook: Path | None = No
         env.setdefault("OMP_NUM_THREADS", str(threads))
     t0 = time.perf_counter()
     log = point_dir / "papermill.log"
-    with open(log, "w") as log_f:
+    with open(log, "w") as log_f, tempfile.TemporaryDirectory(prefix="plaml-kernel-") as kdir:
+        env["JUPYTER_PATH"] = kernel_path(Path(kdir), env)
         proc = subprocess.Popen(cmd, stdout=log_f, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)
         if running is not None:
@@ -215,15 +232,6 @@ def default_out(grid_path: str | Path) -> Path:
     return repo_root() / "experiments" / "runs" / "sweeps" / Path(grid_path).stem
 
 
-def _user_path(value: str | Path, what: str) -> Path:
-    """A path given on the command line or in a notebook: cwd-relative, else repo-relative."""
-    p = Path(value).expanduser()
-    for cand in ([p] if p.is_absolute() else [Path.cwd() / p, repo_root() / p]):
-        if cand.is_file():
-            return cand.resolve()
-    raise ConfigError(f"{what}: file not found: {value}")
-
-
 def run_sweep(grid_path: str | Path, notebook: str | Path | None = None,
               out: str | Path | None = None, workers: int = 1, timeout: float | None = None,
               *, config: str | Path | None = None, overrides: list[str] | None = None,
@@ -239,11 +247,11 @@ def run_sweep(grid_path: str | Path, notebook: str | Path | None = None,
     check_kind(executor, detach)
     grid = load_grid(grid_path)
     if config:
-        grid.config = _user_path(config, "--config")
+        grid.config = find_file(config, "--config")
     overrides, cluster_overrides = split_cluster_overrides(list(overrides or []))
     settings = cluster_settings(grid.cluster, cluster_overrides)
     grid.overrides = grid.overrides + override_list(overrides, "overrides")
-    nb = _user_path(notebook, "--notebook") if notebook else notebook_of(grid)
+    nb = find_file(notebook, "--notebook") if notebook else notebook_of(grid)
     out = Path(out).expanduser().resolve() if out else default_out(grid_path)
     out.mkdir(parents=True, exist_ok=True)
     timeout = timeout or grid.timeout

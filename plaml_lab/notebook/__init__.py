@@ -3,8 +3,8 @@ nb`). params: parameters -> runs; display: text, figures, dashboards; tour: 00_m
 one batch through the method; demo: `plaml-lab demo`."""
 
 from plaml_lab.notebook.display import (PLOTLY_MAX_BYTES, LiveLoss, Shelf, app_status, collapse_figure,
-                                        comparison,
-                                        describe_config, loss_figure, metrics_text, png_bytes,
+                                        coarse, comparison, describe_config, loss_figure,
+                                        metrics_text, png_bytes,
                                         pseudo_label_gallery, run_files, show, show_app, table)
 from plaml_lab.notebook.params import (PRETRAIN_OUT, QUICK, SMOKE_OVERRIDES, as_list,
                                        evaluate_against_baseline, eval_target, load, open_run,
@@ -12,7 +12,7 @@ from plaml_lab.notebook.params import (PRETRAIN_OUT, QUICK, SMOKE_OVERRIDES, as_
                                        smoke_run)
 
 __all__ = ["PLOTLY_MAX_BYTES", "PRETRAIN_OUT", "QUICK", "SMOKE_OVERRIDES", "LiveLoss", "Shelf",
-           "app_status", "as_list", "collapse_figure", "comparison", "describe_config", "eval_target",
-           "evaluate_against_baseline", "load", "loss_figure", "metrics_text", "open_run",
+           "app_status", "as_list", "coarse", "collapse_figure", "comparison", "describe_config",
+           "eval_target", "evaluate_against_baseline", "load", "loss_figure", "metrics_text", "open_run",
            "png_bytes", "pseudo_label_gallery", "repo_path", "repo_root", "run_dir", "run_files",
            "settings", "show", "show_app", "shown_path", "smoke_run", "table"]

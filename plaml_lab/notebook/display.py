@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -54,30 +55,47 @@ def describe_config(cfg) -> str:
     return "\n".join(lines)
 
 
-def metrics_text(values: dict, keys: list[str] | tuple[str, ...], digits: int = 3) -> str:
-    """`key  value` lines, numbers rounded (what notebooks print and nbval compares)."""
-    lines = []
-    for k in keys:
-        v = values.get(k)
-        shown = f"{round(v, digits) + 0.0:.{digits}f}" if isinstance(v, float) else str(v)
-        lines.append(f"{k:<14} {shown}")
-    return "\n".join(lines)
+def coarse(v) -> str:
+    """What a checked notebook cell shows of a measured number: only what no CPU class or
+    precision changes (nbval compares it on every machine): `0` (the term is off), `finite`,
+    or the non-finite value itself (`nan`, `inf`); None is blank, other text unchanged."""
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return str(v)
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    if x == 0:
+        return "0"
+    return "finite" if math.isfinite(x) else str(x)
+
+
+def _fmt(v, digits: int) -> str:
+    if isinstance(v, float):
+        return f"{round(v, digits) + 0.0:.{digits}f}"  # + 0.0: no "-0.000"
+    return "" if v is None else str(v)
+
+
+def metrics_text(values: dict, keys: list[str] | tuple[str, ...], digits: int = 3,
+                 coarse_keys: tuple[str, ...] | list[str] = ()) -> str:
+    """`key  value` lines, numbers rounded (keys in coarse_keys shown by `coarse`: what a
+    checked cell may show)."""
+    shown = [coarse(values.get(k)) if k in coarse_keys else _fmt(values.get(k), digits)
+             for k in keys]
+    return "\n".join(f"{k:<14} {v}".rstrip() for k, v in zip(keys, shown))
 
 
 def table(rows: dict[str, dict] | list[dict], keys: list[str], first: str = "",
-          digits: int = 3) -> str:
+          digits: int = 3, coarse_keys: tuple[str, ...] | list[str] = ()) -> str:
     """A fixed-width text table: one line per row (a dict of name -> values, or a list of dicts
-    whose `first` key names the row), one column per key."""
+    whose `first` key names the row), one column per key (those in coarse_keys by `coarse`)."""
     items = list(rows.items()) if isinstance(rows, dict) else [(r.get(first, ""), r) for r in rows]
-
-    def fmt(v) -> str:
-        if isinstance(v, float):
-            return f"{round(v, digits) + 0.0:.{digits}f}"  # + 0.0: no "-0.000"
-        return "" if v is None else str(v)
-
     names = [str(n) for n, _ in items]
     width0 = max([len(first)] + [len(n) for n in names])
-    cells = [[fmt(r.get(k)) for k in keys] for _, r in items]
+    cells = [[coarse(r.get(k)) if k in coarse_keys else _fmt(r.get(k), digits) for k in keys]
+             for _, r in items]
     widths = [max([len(k)] + [len(c[i]) for c in cells]) for i, k in enumerate(keys)]
     out = [f"{first:<{width0}}  " + "  ".join(f"{k:>{w}}" for k, w in zip(keys, widths))]
     for n, c in zip(names, cells):
@@ -85,21 +103,24 @@ def table(rows: dict[str, dict] | list[dict], keys: list[str], first: str = "",
     return "\n".join(line.rstrip() for line in out)
 
 
-def comparison(results: dict[str, dict], keys: list[str] | tuple[str, ...], digits: int = 3
-               ) -> str:
+def comparison(results: dict[str, dict], keys: list[str] | tuple[str, ...], digits: int = 3,
+               coarse_values: bool = False) -> str:
     """Metrics as rows, one column per result (e.g. pretrained, random init), plus the
-    difference of the first two; metrics no result has are left out."""
+    difference of the first two; metrics no result has are left out. coarse_values: every
+    value by `coarse` and no difference column (what a checked cell may show)."""
     names = list(results)
     keys = [k for k in keys if any(isinstance(r.get(k), (int, float)) for r in results.values())]
+    with_diff = len(names) > 1 and not coarse_values
     rows = {}
     for k in keys:
         row = {n: results[n].get(k) for n in names}
         a, b = (results[n].get(k) for n in names[:2]) if len(names) > 1 else (None, None)
-        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        if with_diff and isinstance(a, (int, float)) and isinstance(b, (int, float)):
             row["difference"] = a - b
         rows[k] = row
-    cols = names + (["difference"] if len(names) > 1 else [])
-    return table(rows, cols, first="metric", digits=digits)
+    cols = names + (["difference"] if with_diff else [])
+    return table(rows, cols, first="metric", digits=digits,
+                 coarse_keys=cols if coarse_values else ())
 
 
 def app_status(name: str, app) -> str:

@@ -1,20 +1,24 @@
-"""Notebook parameters -> plaml_lab calls: repo-relative paths, the SMOKE preset, the run a
-notebook trains, opens or evaluates.
+"""Notebook parameters -> plaml_lab calls: paths, the SMOKE preset, the run a notebook trains,
+opens or evaluates.
 
 Notebooks run with cwd = notebooks/ under JupyterLab, papermill and nbval, but their parameters
-name files the way the CLI does (`experiments/configs/lab.yaml`), so every path a notebook takes
-is resolved against the repo root (the folder holding pyproject.toml).
+name files the way the CLI does (`experiments/configs/lab.yaml`, `experiments/runs/demo`): a
+path that exists is found as every loader finds it (the current directory, then the repo root,
+then the package's own copy of a preset, grid or notebook: plaml_lab.paths); a folder to write
+(out_dir) is relative to the repo root (the folder holding pyproject.toml).
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
 import torch
 import yaml
 
-from plaml_lab.config import load_config, repo_root
+from plaml_lab.config import load_config
+from plaml_lab.paths import find_file, repo_root, shipped_file, user_path
 from plaml_lab.evaluate import evaluate
 from plaml_lab.runs import load_run, random_init_run
 from plaml_lab.runs.checkpoint import CheckpointError
@@ -33,12 +37,27 @@ SMOKE_OVERRIDES = [
 ]
 
 
+def smoke_overrides() -> list[str]:
+    """SMOKE_OVERRIDES, plus run.precision=<PLAML_SMOKE_PRECISION> when that is set: CI runs
+    the notebooks once more in bf16 on a CPU without native bf16, where auto means fp32
+    (tools/test_other_class.sh)."""
+    forced = os.environ.get("PLAML_SMOKE_PRECISION", "")
+    return SMOKE_OVERRIDES + ([f"run.precision={forced}"] if forced else [])
+
+
 def repo_path(path: str | Path | None) -> Path | None:
-    """An absolute path: relative paths are taken relative to the repo root."""
+    """An absolute path: an existing file or folder where plaml_lab.paths finds it (current
+    directory, repo root, for a file name the package's copy), else relative to the repo
+    root (a folder to be written)."""
     if path is None or str(path) == "":
         return None
     path = Path(path).expanduser()
-    return path if path.is_absolute() else repo_root() / path
+    if path.is_absolute():
+        return path
+    found = user_path(path)
+    if found.is_absolute():
+        return found
+    return (shipped_file(path) if path.suffix else None) or repo_root() / path
 
 
 def shown_path(path: str | Path) -> str:
@@ -74,9 +93,8 @@ def settings(config: str | None, overrides: list[str] | str | None, smoke: bool
     overrides = as_list(overrides)
     if smoke:
         torch.set_num_threads(1)  # as run.num_threads=1: checked outputs match on any CPU count
-        return str(repo_path(QUICK)), SMOKE_OVERRIDES + overrides
-    path = repo_path(config)
-    return (str(path) if path else None), overrides
+        return str(find_file(QUICK, "config file")), smoke_overrides() + overrides
+    return (str(find_file(config, "config file")) if config else None), overrides
 
 
 def run_dir(out_dir: str | Path, smoke: bool) -> Path:
@@ -94,8 +112,8 @@ def smoke_run(overrides: list[str] | None = None) -> Path:
     temporary folder: what 03_dashboards and 04_evaluate open under SMOKE."""
 
     out = Path(tempfile.mkdtemp(prefix="plaml_smoke_")) / "run"
-    pretrain(repo_path(QUICK), out, SMOKE_OVERRIDES + ["run.ckpt_every=2", "run.keep_ckpts=3"]
-             + list(overrides or []))
+    pretrain(find_file(QUICK, "config file"), out,
+             smoke_overrides() + ["run.ckpt_every=2", "run.keep_ckpts=3"] + list(overrides or []))
     return out
 
 
@@ -139,12 +157,12 @@ def evaluate_against_baseline(run: Path | None, probes: list[str] | str,
 
 def load(config: str | None, overrides: list[str] | None):
     """A validated PretrainConfig from notebook parameters (paths resolved as above)."""
-    return load_config(repo_path(config), overrides)
+    return load_config(config or None, overrides)
 
 
 def open_run(run: str | None, config: str | None, overrides: list[str] | None):
     """A notebook's `run` parameter -> Run: the run folder / checkpoint when given, else a
     random-init model of `config` + `overrides` (seeded by run.seed)."""
     if run:
-        return load_run(repo_path(run))
+        return load_run(run)
     return random_init_run(load(config, overrides))

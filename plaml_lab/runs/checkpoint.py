@@ -23,11 +23,28 @@ FORMAT = "plaml_lab.checkpoint"
 VERSION = 1
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (os.umask can only
+    be read by setting it, which would race with files other threads create meanwhile)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path):
     """Yields a temporary path beside `path`; when the block ends without error, the file written
     there (flushed to disk) is renamed over `path`: a kill mid-write leaves the previous file
-    intact. The one way plaml_lab replaces a file (checkpoints, summaries, tables, exports)."""
+    intact. The one way plaml_lab replaces a file (checkpoints, summaries, tables, exports).
+    The file gets the mode a plain open() would give it (0666 less the umask: 0644 under umask
+    022), whatever the writer used for the temporary file (safetensors writes 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -35,6 +52,7 @@ def atomic_path(path: str | Path):
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except OSError as e:  # a full disk says so without a name: name the file being replaced
         if e.filename is None or str(e.filename) == str(tmp):

@@ -18,6 +18,7 @@ from plaml_lab.config import (PretrainConfig, apply_overrides, diff, from_dict, 
 from plaml_lab.errors import ConfigError, RunError
 from plaml_lab.method import PLAML
 from plaml_lab.method.rules import unread_reasons
+from plaml_lab.paths import user_path
 from plaml_lab.runs.checkpoint import (CheckpointError, load_checkpoint, load_model_state,
                                        write_atomic)
 
@@ -87,7 +88,9 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    path = Path(path)
+    """A run folder or checkpoint as typed (plaml_lab.paths.user_path: the current directory,
+    then the repo root) -> the checkpoint file (a folder's checkpoints/last.pt)."""
+    path = user_path(path)
     if path.is_dir():
         ckpt = path / "checkpoints" / "last.pt"
         if not ckpt.exists():

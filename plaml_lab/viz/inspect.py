@@ -14,22 +14,21 @@ import numpy as np
 import torch
 
 from plaml_lab import schedules
-from plaml_lab.config import PretrainConfig, repo_root
+from plaml_lab.config import PretrainConfig
 from plaml_lab.data import build_dataset, get_items, normalize, steps_per_epoch, unnormalize
 from plaml_lab.method import PLAML, losses
 from plaml_lab.method.masking import num_visible, sample_noise
+from plaml_lab.paths import shipped_file
 from plaml_lab.runs import Run, load_run, random_init_run
 from plaml_lab.runs.checkpoint import CheckpointError, load_checkpoint
 
-CONFIG_DIR = repo_root() / "experiments" / "configs"  # where a checkout keeps its presets
-
-
 def default_preset() -> Path | None:
-    """The lab preset (experiments/configs/lab.yaml), else quick.yaml, else None (the config
-    defaults: an installed package without the repo's experiments/)."""
+    """The lab preset (experiments/configs/lab.yaml, or the package's copy), else quick.yaml,
+    else None (the config defaults)."""
     for name in ("lab.yaml", "quick.yaml"):
-        if (CONFIG_DIR / name).exists():
-            return CONFIG_DIR / name
+        found = shipped_file(name)
+        if found is not None:
+            return found
     return None
 
 

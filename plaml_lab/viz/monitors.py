@@ -14,6 +14,7 @@ import torch
 from plaml_lab.collapse import rows_per_step
 from plaml_lab.config import load_config
 from plaml_lab.method import PLAML
+from plaml_lab.paths import user_path
 from plaml_lab.probes import nmi_ari
 from plaml_lab.runs import Run, read_metrics
 from plaml_lab.viz import canvas as C, figures as F, inspect as I, plots as P
@@ -22,11 +23,13 @@ from plaml_lab.viz.app import (App, ImageView, PlotlyView, PollingApp, build, dr
 
 
 def _run_dir(run) -> Path | None:
+    """The run folder of a Run, or of a run folder / checkpoint path as typed (resolved as by
+    every loader: the current directory, then the repo root; plaml_lab.paths)."""
     if isinstance(run, Run):
         return run.path
     if run is None:
         return None
-    path = Path(run)
+    path = user_path(run)
     return path.parent.parent if path.suffix == ".pt" else path
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from plaml_lab.paths import user_path
 from plaml_lab.viz.plots import smooth
 
 try:  # the C loader reads a config.yaml ~10x faster: it matters at hundreds of runs
@@ -155,7 +156,7 @@ class RunSet:
     re-reads only runs whose files changed; returns whether anything changed."""
 
     def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
+        self.folder = user_path(folder)  # as every loader: cwd, then the repo root
         if not self.folder.is_dir():
             raise FileNotFoundError(f"runs folder not found: {self.folder}")
         self.runs: dict[str, RunRecord] = {}

@@ -102,6 +102,17 @@ def diagnose(page, errors: list[str]) -> str:
             + "\nfailing outputs:\n  " + "\n  ".join(bad or ["none"]))
 
 
+def wait_for_idle_notebook(page) -> None:
+    """Until the notebook JupyterLab opened has its cells and an idle kernel."""
+    page.wait_for_function(
+        """() => {
+            const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+            const k = w && w.sessionContext && w.sessionContext.session
+                      && w.sessionContext.session.kernel;
+            return k && k.status === 'idle' && w.content && w.content.widgets.length > 0;
+        }""", timeout=RUN_ALL_S * 1000)
+
+
 def wait_for(page, condition: str, arg, timeout_ms: int) -> bool:
     """Whether the JS `condition(arg)` became true within the timeout."""
     try:
@@ -134,13 +145,7 @@ def lab_page(browser, lab_server, sign_in, artifacts):
     page.on("pageerror", lambda e: errors.append(str(e)))
     try:
         sign_in(page, "/lab/tree/03_dashboards.ipynb")
-        page.wait_for_function(
-            """() => {
-                const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-                const k = w && w.sessionContext && w.sessionContext.session
-                          && w.sessionContext.session.kernel;
-                return k && k.status === 'idle' && w.content && w.content.widgets.length > 0;
-            }""", timeout=RUN_ALL_S * 1000)
+        wait_for_idle_notebook(page)
         page.evaluate("""() => {
             window.jupyterapp.shell.collapseLeft();  // the file browser: room for the apps
             return window.jupyterapp.commands.execute('notebook:run-all-cells');
@@ -257,3 +262,75 @@ def test_embedding_scatter_draws_one_point_per_image(lab_page):
     points = root.locator(".plaml-view-embedding .scatterlayer .trace").first.locator(
         "path.point")
     assert points.count() == int(shown.group(1))
+
+
+# --- a run named by its path relative to the repo root ---------------------------------------------
+
+RELATIVE_RUN = "experiments/runs/rel"
+RELATIVE_NOTEBOOK = """\
+from IPython.display import display
+from plaml_lab import notebook as nb, viz
+
+run = "{run}"  # relative to the project folder; this kernel runs in its notebooks/
+monitor_app = viz.training_monitor(run, auto_refresh=False)
+teacher_app = viz.teacher_compare(run)
+display(monitor_app, teacher_app)
+print(nb.app_status("training_monitor", monitor_app))
+print(nb.app_status("teacher_compare", teacher_app))
+"""
+
+
+@pytest.fixture(scope="module")
+def relative_run_notebook(lab_server):
+    """A project laid out as a checkout inside the lab root (pyproject.toml, a short run with
+    checkpoints in experiments/runs/rel, a notebook in notebooks/ that names the run by its
+    repo-relative path, as README.md does); returns the notebook's /lab/tree URL path."""
+    import nbformat
+
+    from plaml_lab.train import pretrain
+    project = lab_server.root / "project"
+    (project / "notebooks").mkdir(parents=True)
+    (project / "pyproject.toml").write_text("[project]\nname = \"a-users-lab\"\n")
+    pretrain("quick", project / RELATIVE_RUN,
+             ["run.device=cpu", "run.max_steps=4", "run.ckpt_every=2", "run.keep_ckpts=3",
+              "run.num_threads=1", "run.eval_knn=false", "run.progress=false",
+              "data.num_train=256", "data.num_val=128"])
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        RELATIVE_NOTEBOOK.format(run=RELATIVE_RUN))])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, project / "notebooks" / "relative_run.ipynb")
+    return "/lab/tree/project/notebooks/relative_run.ipynb"
+
+
+def test_monitor_and_teacher_comparison_open_a_run_by_its_repo_relative_path(
+        browser, lab_server, sign_in, relative_run_notebook, artifacts):
+    """The issue's case: from a notebook in notebooks/, `run = "experiments/runs/..."` finds the
+    project's run (current folder first, then the repo root: plaml_lab.paths.user_path) in the
+    two dashboards over a run's history, as it does in the four image dashboards."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1800})
+    context.set_default_timeout(STEP_MS)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        sign_in(page, relative_run_notebook)
+        wait_for_idle_notebook(page)
+        page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        assert wait_for(page, """() => [...document.querySelectorAll('.jp-OutputArea-output')]
+            .some(e => /teacher_compare:|Traceback/.test(e.innerText))""", None,
+                        RUN_ALL_S * 1000), diagnose(page, errors)
+        status = page.locator(".jp-OutputArea-output", has_text="teacher_compare:").inner_text()
+        lines = [ln for ln in status.splitlines() if ln.startswith(("training_monitor",
+                                                                   "teacher_compare"))]
+        assert len(lines) == 2 and all(ln.endswith("; rendered") for ln in lines), status
+        for name, view in (("training-monitor", "metrics"), ("teacher-compare", "compare")):
+            marks = app(page, name).locator(f".plaml-view-{view} .js-plotly-plot .trace path")
+            assert wait_for(page, "sel => document.querySelectorAll(sel).length > 0",
+                            f".plaml-{name} .plaml-view-{view} .js-plotly-plot .trace path",
+                            ACTION_MS), f"{name}: {view} not drawn\n{diagnose(page, errors)}"
+            assert marks.count() > 0
+        page.screenshot(path=str(artifacts / "browser_relative_run.png"), full_page=True)
+    finally:
+        context.close()
+        lab_server.shutdown_kernels()
