@@ -11,7 +11,9 @@ import contextlib
 import json
 import shutil
 import time
+from itertools import islice
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -20,61 +22,24 @@ from tqdm.auto import tqdm
 from plaml_lab import schedules
 from plaml_lab.collapse import CollapseMonitor, rows_per_step
 from plaml_lab.config import PretrainConfig, apply_overrides, from_dict, load_config, to_dict
-from plaml_lab.data import (FolderDataset, build_dataset, epoch_batches, make_views,
-                            steps_per_epoch)
+from plaml_lab.data import FolderDataset, build_dataset, epoch_batches, steps_per_epoch
 from plaml_lab.data.datasets import not_images
 from plaml_lab.errors import CheckpointError, ConfigError, DatasetError, RunError
 from plaml_lab.evaluate import knn_eval
-from plaml_lab.hardware import (Precision, autocast, resolve_device, resolve_precision, try_compile,
-                                warn_if_emulated)
-from plaml_lab.method import LOSS_KEYS, MONITOR_KEYS, PLAML
-from plaml_lab.optim import clip_gradients, make_optimizer
-from plaml_lab.method.masking import sample_noise
+from plaml_lab.hardware import resolve_device, resolve_precision, try_compile, warn_if_emulated
+from plaml_lab.method import LOSS_KEYS, PLAML
+from plaml_lab.method.rules import variant_name
+from plaml_lab.nonfinite import FiniteGuard
+from plaml_lab.optim import make_optimizer
 from plaml_lab.pretrained import init_from, init_teacher_from
 from plaml_lab.runs import distributed as du, read_metrics
-from plaml_lab.nonfinite import FiniteGuard
 from plaml_lab.runs.checkpoint import copy_atomic, load_model_state, set_rng_state, write_atomic
-from plaml_lab.runs.lock import run_lock
-from plaml_lab.runs.tensorboard import TensorBoardSink
 from plaml_lab.runs.folder import RUN_FILES, check_run_dir, prune_periodic
+from plaml_lab.runs.lock import run_lock
 from plaml_lab.runs.resume import (find_resume_checkpoint, prepare_folder, save_checkpoint,
                                    storage_error)
-from plaml_lab.method.rules import variant_name
-
-# --- the run folder ---------------------------------------------------------------------------
-
-
-def _step_generator(device: torch.device, seed: int, step: int) -> torch.Generator:
-    """The same stream on every rank and micro-batch of a step: each draws the randomness of
-    the whole global batch and keeps its own rows (see step_randomness)."""
-    g = torch.Generator(device=device)
-    g.manual_seed((seed * 1_000_003 + step * 7919 + 17) % (2**63 - 1))
-    return g
-
-
-def global_rows(batch: int, micro: int, rank: int, world: int) -> torch.Tensor:
-    """Positions, within the step's global batch, of this (micro-batch, rank)'s samples:
-    rank r reads every world-th sample of the epoch order (DistributedSampler), micro-batches
-    are consecutive in its share."""
-    return world * (micro * batch + torch.arange(batch)) + rank
-
-
-def step_randomness(images: torch.Tensor, cfg: PretrainConfig, step: int, micro: int, rank: int,
-                    world: int, num_patches: int) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Augmented views and masking noise (V*B, L) for one micro-batch. Drawn per sample of the
-    global batch, so 1 process x batch N, N/2 x 2 accumulation steps and 2 ranks x N/2 see the
-    same views and masks: runs agree across world sizes and resume exactly."""
-    batch = images.shape[0]
-    total = batch * cfg.optim.accum_steps * world
-    rows = global_rows(batch, micro, rank, world)
-    g = _step_generator(images.device, cfg.run.seed, step)
-    views = make_views(images, cfg.data.aug, cfg.data.views, cfg.model.img_size, generator=g,
-                       rows=(rows, total))
-    noise = sample_noise(cfg.data.views * total, num_patches, cfg.mask.strategy,
-                         cfg.mask.block_size, device=images.device, generator=g)
-    noise = noise.view(cfg.data.views, total, -1)[:, rows.to(images.device)]
-    return views, noise.reshape(cfg.data.views * batch, -1)
-
+from plaml_lab.runs.tensorboard import TensorBoardSink
+from plaml_lab.train_step import StepResult, TrainState, train_step
 
 # --- the loop ----------------------------------------------------------------------------------
 
@@ -189,10 +154,16 @@ def _pretrain(cfg: PretrainConfig, out: Path, device: torch.device, force_new: b
     if cfg.run.compile:
         step_module = try_compile(step_module)
 
+    last = ckpt_dir / "last.pt"
+    state = TrainState(
+        cfg, model, optimizer, sched, device=device, precision=precision, scaler=scaler,
+        step_module=step_module, step=start_step, counters=counters, rank=rank, world=world,
+        # under a GradScaler (fp16) an overflowing gradient is routine: the scaler skips it
+        guard=FiniteGuard(cfg.run.on_nonfinite, not precision.uses_scaler, device, last,
+                          start_step if last.exists() else None))
     try:
         try:
-            return _loop(cfg, out, device, precision, model, step_module, optimizer, scaler,
-                         sched, train_set, start_step, counters, callback)
+            return _loop(state, train_set, out, callback)
         except OSError as e:  # a full disk, a folder made read-only, a quota: one line
             if isinstance(e, FileNotFoundError):
                 raise
@@ -212,154 +183,147 @@ def _pretrain(cfg: PretrainConfig, out: Path, device: torch.device, force_new: b
         raise
 
 
-def _loop(cfg, out, device, precision: Precision, model, step_module, optimizer, scaler, sched,
-          train_set, start_step, counters, callback) -> dict:
-    rank, world = du.rank(), du.world_size()
-    main = rank == 0
-    accum = cfg.optim.accum_steps
-    spe = sched.steps_per_epoch
-    end = sched.end
-    metrics_path = out / "metrics.jsonl"
-    ckpt_dir = out / "checkpoints"
+# --- the loop: train_step and the books around it --------------------------------------------
 
-    bar = None
-    if main and cfg.run.progress and end > start_step:
-        bar = tqdm(total=end, initial=start_step, desc=f"pretrain {cfg.run.name}", unit="step",
-                   dynamic_ncols=True)
+def _micro_batches(state: TrainState, train_set) -> Iterator[dict]:
+    """This rank's loader batches from state.step on, epoch after epoch: accum_steps of them a
+    step, each epoch in the order (run.seed, epoch) gives (its leftover batches dropped)."""
+    cfg, spe, accum = state.cfg, state.sched.steps_per_epoch, state.cfg.optim.accum_steps
+    epoch, start = divmod(state.step, spe)
+    while True:
+        yield from islice(epoch_batches(train_set, cfg.optim.batch_size, seed=cfg.run.seed,
+                                        epoch=epoch, rank=state.rank, world_size=state.world,
+                                        start_step=start * accum,
+                                        num_workers=cfg.data.num_workers, device=state.device),
+                          (spe - start) * accum)
+        epoch, start = epoch + 1, 0
 
-    sink = TensorBoardSink(out / "tensorboard", cfg, start_step) if (
-        main and cfg.run.tensorboard and end > start_step) else None
 
-    protos = [p for n, p in model.student.named_parameters() if n.endswith("prototypes.weight")]
-    params = [p for p in model.student.parameters() if p.requires_grad]
-    monitor = CollapseMonitor(cfg.pl.num_prototypes, rows_per_step(cfg))
-    model.train()
-    sums = {k: torch.zeros((), device=device) for k in LOSS_KEYS}
-    n_logged = 0
-    # under a GradScaler (fp16) an overflowing gradient is routine: the scaler skips that step
-    guard = FiniteGuard(cfg.run.on_nonfinite, not precision.uses_scaler, device,
-                        ckpt_dir / "last.pt",
-                        start_step if (ckpt_dir / "last.pt").exists() else None)
+class _Interval:
+    """One log interval: the sums of its applied steps' loss parts (on the device, so no host
+    sync until its row is written), its step count and start time."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums = {k: torch.zeros((), device=self.device) for k in LOSS_KEYS}
+        self.applied = self.steps = 0
+        self.stats: dict = {}
+        self.t0 = time.perf_counter()
+
+    def add(self, result: StepResult) -> None:
+        if result.applied:
+            for k, v in result.losses.items():
+                self.sums[k] += v
+            self.applied += 1
+        self.steps += 1
+        self.stats = result.stats
+
+    def row(self, state: TrainState) -> dict:
+        """The metrics.jsonl row of the interval ending at state.step."""
+        cfg, sched, step = state.cfg, state.sched, state.step
+        dt = time.perf_counter() - self.t0
+        row = {"step": step, "epoch": round(step / sched.steps_per_epoch, 4)}
+        for k in LOSS_KEYS:  # None when every step of the interval was skipped
+            row[k] = float(self.sums[k] / self.applied) if self.applied else None
+        row.update({k: float(v) for k, v in self.stats.items()})
+        row.update(lr=sched.lr(step - 1), teacher_temp=sched.teacher_temp(step - 1),
+                   imgs_per_s=round(self.steps * cfg.optim.batch_size * cfg.optim.accum_steps
+                                    * state.world / max(dt, 1e-9), 2),
+                   precision=state.precision.name)
+        for name, m in sched.momenta(step - 1).items():
+            row[f"momentum_{name}"] = m
+        row.update(state.counters)
+        return row
+
+
+class _RunLog:
+    """Rank 0's outputs while a run trains: metrics.jsonl, the collapse warnings, the progress
+    bar, the caller's callback(row) and the TensorBoard sink."""
+
+    def __init__(self, state: TrainState, out: Path, callback):
+        cfg, end = state.cfg, state.sched.end
+        self.metrics, self.callback = out / "metrics.jsonl", callback
+        self.monitor = CollapseMonitor(cfg.pl.num_prototypes, rows_per_step(cfg))
+        self.bar = tqdm(total=end, initial=state.step, desc=f"pretrain {cfg.run.name}",
+                        unit="step", dynamic_ncols=True) if (
+            cfg.run.progress and end > state.step) else None
+        self.sink = TensorBoardSink(out / "tensorboard", cfg, state.step) if (
+            cfg.run.tensorboard and end > state.step) else None
+
+    def write(self, row: dict, state: TrainState) -> None:
+        with open(self.metrics, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        self.monitor.warn(row)
+        if self.bar and row["loss"] is not None:
+            self.bar.set_postfix(loss=f"{row['loss']:.4f}")
+        if self.callback:
+            self.callback(row)
+        if self.sink:
+            self.sink.log(row, state.model, state.cfg)
+
+
+def _save(state: TrainState, ckpt_dir: Path) -> None:
+    """Rank 0, at a checkpoint step: last.pt (never with a non-finite weight) and, every
+    run.ckpt_every steps, a kept copy (run.keep_ckpts of them)."""
+    cfg, step = state.cfg, state.step
+    state.guard.check_weights(state.model, step)
+    save_checkpoint(ckpt_dir / "last.pt", cfg, state.model, state.optimizer, state.scaler, step,
+                    step / state.sched.steps_per_epoch, state.counters)
+    state.guard.saved_step = step
+    if cfg.run.keep_ckpts and cfg.run.ckpt_every and step % cfg.run.ckpt_every == 0:
+        copy_atomic(ckpt_dir / "last.pt", ckpt_dir / f"step_{step:07d}.pt")
+        prune_periodic(ckpt_dir, cfg.run.keep_ckpts)
+
+
+def _loop(state: TrainState, train_set, out: Path, callback) -> dict:
+    """train_step until sched.end, and the books: a metrics row every run.log_every steps, a
+    checkpoint every run.ckpt_every, the summary at the end."""
+    cfg, end = state.cfg, state.sched.end
+    accum, log_every, ckpt_every = cfg.optim.accum_steps, cfg.run.log_every, cfg.run.ckpt_every
+    log = _RunLog(state, out, callback) if state.rank == 0 else None
+    interval = _Interval(state.device)
+    batches = _micro_batches(state, train_set)
     last_row: dict = {}
-    out_parts: dict = {}  # the last forward's outputs (its collapse statistics are logged)
-    t_log = time.perf_counter()
-    steps_since_log = 0
-    batches = None
-    batches_epoch = -1
-
-    step = start_step
-    while step < end:
-        epoch = step // spe
-        if epoch != batches_epoch:
-            batches = epoch_batches(train_set, cfg.optim.batch_size, seed=cfg.run.seed,
-                                    epoch=epoch, rank=rank, world_size=world,
-                                    start_step=(step % spe) * accum,
-                                    num_workers=cfg.data.num_workers, device=device)
-            batches = iter(batches)
-            batches_epoch = epoch
-        lr = sched.lr(step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        temp = sched.teacher_temp(step)
-        patch_temp = sched.patch_teacher_temp(step)
+    state.model.train()
+    while state.step < end:
         # the collapse statistics are taken on the step that ends a log interval only
-        watch = (step + 1) % cfg.run.log_every == 0 or step + 1 == end
+        monitor = (state.step + 1) % log_every == 0 or state.step + 1 == end
+        interval.add(train_step(state, islice(batches, accum), monitor=monitor))
+        step = state.step
+        if log and log.bar:
+            log.bar.update(1)
 
-        micro_parts = []
-        for micro in range(accum):
-            batch = next(batches)
-            counters["bad_images"] += int(batch.get("num_bad", 0))
-            if not len(batch["image"]):  # every image unreadable (warned and counted): no data
-                if world > 1:  # the other ranks would wait for this one's gradients forever
-                    raise DatasetError(f"data.root={cfg.data.root}: a batch with no readable "
-                                       "image; remove the unreadable files named above")
-                continue
-            views, noise = step_randomness(batch["image"], cfg, step, micro, rank, world,
-                                           model.student.num_patches)
-            sync = contextlib.nullcontext()
-            if isinstance(step_module, DDP) and micro < accum - 1:
-                sync = step_module.no_sync()
-            with sync:
-                with autocast(device, precision.name):
-                    out_parts = step_module(views, temp, patch_teacher_temp=patch_temp,
-                                            noise=noise, monitor=watch)
-                scaler.scale(out_parts["loss"] / accum).backward()
-            micro_parts.append(torch.stack([out_parts[k].detach().float() for k in LOSS_KEYS]))
-
-        skipped = not micro_parts  # no readable image in the whole step
-        if micro_parts:
-            # the step's loss parts: the mean over its micro-batches (a NaN in any one shows)
-            parts = micro_parts[0] if len(micro_parts) == 1 else torch.stack(micro_parts).mean(0)
-            skipped = guard.skip_step(step, parts, params)
-
-        if skipped:
-            optimizer.zero_grad(set_to_none=True)
-            counters["skipped_steps"] += 1
-        else:
-            if cfg.optim.clip_grad > 0:
-                scaler.unscale_(optimizer)
-                clip_gradients(params, cfg.optim.clip_grad, cfg.optim.clip_mode)
-            if step < sched.freeze_protos:
-                for p in protos:
-                    p.grad = None  # DINO: prototypes stay fixed while the heads settle
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            model.update_teachers(sched.momenta(step))
-            for k, v in zip(LOSS_KEYS, parts):
-                sums[k] += v
-            n_logged += 1
-        steps_since_log += 1
-        step += 1
-        if bar:
-            bar.update(1)
-
-        is_log = step % cfg.run.log_every == 0 or step == end
-        is_ckpt = (cfg.run.ckpt_every and step % cfg.run.ckpt_every == 0) or step == end
+        is_log = step % log_every == 0 or step == end
+        is_ckpt = (ckpt_every and step % ckpt_every == 0) or step == end
         if is_log or is_ckpt:
-            guard.raise_if_bad()
+            state.guard.raise_if_bad()
         if is_log:
-            dt = time.perf_counter() - t_log
-            row = {"step": step, "epoch": round(step / spe, 4)}
-            for k in LOSS_KEYS:  # None when every step of the interval was skipped
-                row[k] = float(sums[k] / n_logged) if n_logged else None
-            row.update({k: float(v) for k, v in out_parts.items() if k in MONITOR_KEYS})
-            row.update(lr=lr, teacher_temp=temp,
-                       imgs_per_s=round(steps_since_log * cfg.optim.batch_size * accum * world
-                                        / max(dt, 1e-9), 2),
-                       precision=precision.name)
-            for name, m in sched.momenta(step - 1).items():
-                row[f"momentum_{name}"] = m
-            row.update(counters)
-            if main and cfg.run.knn_every and step % cfg.run.knn_every == 0:
-                row.update(_knn_during_training(model, cfg, device))
-            if main:
-                with open(metrics_path, "a") as f:
-                    f.write(json.dumps(row) + "\n")
-                monitor.warn(row)
-                if bar and row["loss"] is not None:
-                    bar.set_postfix(loss=f"{row['loss']:.4f}")
-                if callback:
-                    callback(row)
-                if sink:
-                    sink.log(row, model, cfg)
-            last_row = row
-            sums = {k: torch.zeros((), device=device) for k in LOSS_KEYS}
-            n_logged = 0
-            t_log = time.perf_counter()
-            steps_since_log = 0
-        if is_ckpt and main:
-            guard.check_weights(model, step)
-            save_checkpoint(ckpt_dir / "last.pt", cfg, model, optimizer, scaler, step,
-                            step / spe, counters)
-            guard.saved_step = step
-            if cfg.run.keep_ckpts and cfg.run.ckpt_every and step % cfg.run.ckpt_every == 0:
-                copy_atomic(ckpt_dir / "last.pt", ckpt_dir / f"step_{step:07d}.pt")
-                prune_periodic(ckpt_dir, cfg.run.keep_ckpts)
-    if bar:
-        bar.close()
+            last_row = interval.row(state)
+            # per-log-step extras join last_row here, before it is written
+            if state.rank == 0 and cfg.run.knn_every and step % cfg.run.knn_every == 0:
+                last_row.update(_knn_during_training(state.model, cfg, state.device))
+            if log:
+                log.write(last_row, state)
+            interval.reset()
+        if is_ckpt and state.rank == 0:
+            _save(state, out / "checkpoints")
+    if log and log.bar:
+        log.bar.close()
     du.barrier()
+    summary = _summary(state, out, last_row)
+    if log and log.sink:  # the run's config against its final numbers, for the HParams tab
+        log.sink.hparams(cfg, summary)
+        log.sink.close()
+    return summary
 
+
+def _summary(state: TrainState, out: Path, last_row: dict) -> dict:
+    """The run's summary.json (rank 0 writes it; every rank returns it): where it stopped, the
+    last logged loss parts, the counters and the end-of-run evaluation."""
+    cfg, sched, step, main = state.cfg, state.sched, state.step, state.rank == 0
     summary_path = out / "summary.json"
     if not last_row:  # nothing ran (already complete): keep what the finished run wrote
         rows = read_metrics(out) if main else []
@@ -367,19 +331,17 @@ def _loop(cfg, out, device, precision: Precision, model, step_module, optimizer,
             return json.loads(summary_path.read_text())
         last_row = rows[-1] if rows else {}
     summary = {"run": str(out), "steps": step, "total_steps": sched.total,
-               "epochs": round(step / spe, 4), "complete": step >= sched.total,
-               "variant": variant_name(cfg), "precision": precision.name,
-               "precision_reason": precision.reason}
+               "epochs": round(step / sched.steps_per_epoch, 4),
+               "complete": step >= sched.total, "variant": variant_name(cfg),
+               "precision": state.precision.name, "precision_reason": state.precision.reason}
     summary.update({k: last_row.get(k) for k in LOSS_KEYS})
-    summary.update(counters)
+    summary.update(state.counters)
+    # end-of-run evaluation: rank 0 alone
     if cfg.run.eval_knn and main:
-        model.eval()
-        summary.update(knn_eval(model.student.encoder, cfg, device=device))
+        state.model.eval()
+        summary.update(knn_eval(state.model.student.encoder, cfg, device=state.device))
     if main:
         write_atomic(summary_path, json.dumps(summary, indent=2) + "\n")
-    if sink:  # the run's config against its final numbers, for TensorBoard's HParams tab
-        sink.hparams(cfg, summary)
-        sink.close()
     return summary
 
 

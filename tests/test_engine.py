@@ -200,17 +200,17 @@ def test_clip_grad_clips_the_student_and_compile_compiles_the_step(tmp_path, qui
     optim.clip_mode) on every step, and run.compile=true hands the step module to
     torch.compile (stood in for by a spy: a real compile takes minutes on a CPU); with both
     off, neither is called."""
-    import plaml_lab.train as train_mod
+    import plaml_lab.train_step as step_mod
     compiled, clipped = [], []
     monkeypatch.setattr(torch, "compile", lambda m, *a, **k: compiled.append(m) or m)
-    real_clip = train_mod.clip_gradients
+    real_clip = step_mod.clip_gradients
 
     def clip(params, max_norm, mode):
         params = list(params)
         clipped.append((len(params), max_norm, mode))
         return real_clip(params, max_norm, mode)
 
-    monkeypatch.setattr(train_mod, "clip_gradients", clip)
+    monkeypatch.setattr(step_mod, "clip_gradients", clip)
     s = pretrain(quick_yaml, tmp_path / "c", ["run.max_steps=3", "run.eval_knn=false",
                                               "optim.clip_grad=0.5", "run.compile=true"])
     assert torch.isfinite(torch.tensor(s["loss"]))

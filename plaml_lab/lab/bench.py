@@ -1,9 +1,9 @@
 """`plaml-lab bench`: step time, images/s, peak memory, FLOPs and MFU of the method's variants.
 
-One training step = what `train._loop` does per optimiser step, minus data loading: (optionally
-the batched augmentation,) the PLAML forward under autocast, backward, AdamW step, zero_grad and
-the EMA update of every teacher. Inputs are fixed synthetic views on the device (random normal
-images of the preset's size), so no dataset is needed, at 224 px either.
+One training step = what `train_step.train_step` does per optimiser step, minus data loading:
+(optionally the batched augmentation,) the PLAML forward under autocast, backward, AdamW step,
+zero_grad and the EMA update of every teacher. Inputs are fixed synthetic views on the device
+(random normal images of the preset's size), so no dataset is needed, at 224 px either.
 
 How each column is measured (benchmarks/README.md has the numbers and their analysis):
 - step_ms: median over --steps timed steps, after --warmup untimed ones. Variants (and
