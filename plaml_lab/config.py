@@ -92,8 +92,12 @@ class DataConfig:
     download: bool = False  # cifar10: allow torchvision to download
     views: Literal[1, 2] = 2  # 2: cross-view class-token targets (DINO); 1: same-view only
     num_train: int = knob(20000, 1)  # shapes: generated training images
-    num_val: int = knob(2000, 1)  # shapes: generated held-out images
-    val_fraction: float = knob(0.2, 0, 1, open_lo=True, open_hi=True)  # digits / folder
+    num_val: int = knob(2000, 1)  # shapes: generated validation images (for choosing settings)
+    num_test: int = knob(2000, 1)  # shapes: generated test images (for reporting)
+    # digits / folder / cifar10: the share of each class held out as val (and, where the
+    # dataset has no test split of its own, as test), carved from train with a fixed seed
+    val_fraction: float = knob(0.2, 0, 1, open_lo=True, open_hi=True)
+    test_fraction: float = knob(0.2, 0, 1, open_lo=True, open_hi=True)
     num_workers: int = knob(0, 0)  # DataLoader workers for file datasets
     on_bad_image: Literal["skip", "error"] = "skip"  # a corrupt image in a folder dataset
     seed_data: int = 0  # generation seed of the embedded dataset (fixed across runs)
@@ -356,6 +360,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 def _relations(cfg: PretrainConfig) -> None:
     """The rules that tie fields of different sections together."""
     d, m, mk, me = cfg.data, cfg.model, cfg.mask, cfg.method
+    if d.val_fraction + d.test_fraction >= 1:
+        raise ConfigError(f"data.test_fraction={d.test_fraction}: data.val_fraction + "
+                          "data.test_fraction must be below 1 (the rest trains)")
     if d.dataset == "folder" and not d.root:
         raise ConfigError("data.root='': data.dataset=folder needs data.root (an image folder)")
     if m.img_size % m.patch_size:
