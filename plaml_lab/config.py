@@ -156,7 +156,11 @@ class PseudoLabelConfig:
     warmup_teacher_temp_epochs: float = knob(0.0, 0)  # 0 = flat (no warm-up)
     center_momentum: float = knob(0.9, 0, 1)  # centering only
     sinkhorn_iters: int = knob(3, 1)  # sinkhorn only
-    freeze_prototypes_epochs: float = knob(1.0, 0)  # DINO/iBOT freeze the last layer 1 epoch
+    # The prototypes stay frozen for max(freeze_prototypes_epochs epochs, freeze_prototypes_frac
+    # of the run's steps): DINO freezes its last layer 1 epoch of 100 (1%), so a share of the run
+    # scales to short runs, where 1 epoch was 80% of the lab preset's 390 steps (docs/method.md)
+    freeze_prototypes_epochs: float = knob(0.0, 0)
+    freeze_prototypes_frac: float = knob(0.01, 0, 1)
 
 
 @dataclass
