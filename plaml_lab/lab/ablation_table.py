@@ -14,10 +14,10 @@ import csv
 import math
 from pathlib import Path
 
+from plaml_lab.lab.paired import CONFIDENCE, paired_differences, paired_interval
 from plaml_lab.viz.figures import new_figure
 
 BASELINE = "random_init"
-CONFIDENCE = 0.95  # of the paired confidence intervals
 
 
 # Columns of the CSV, in order (those a probe did not produce are left empty).
@@ -92,42 +92,21 @@ def write_csv(rows: list[dict], path: Path) -> None:
                        + ["" if r.get(m) is None else f"{r[m]:.6g}" for m in METRICS])
 
 
+def read_csv(path: Path) -> list[dict]:
+    """The rows `write_csv` wrote (empty cells -> None): a committed table's per-run rows, so its
+    paired verdicts can be recomputed (tools/paired_verdicts.py)."""
+    with open(path, newline="") as f:
+        return [{"variant": r["variant"], "seed": int(r["seed"]),
+                 "steps": int(r["steps"]) if r.get("steps") else None,
+                 **{m: float(r[m]) if r.get(m) else None for m in METRICS}}
+                for r in csv.DictReader(f)]
+
+
 def _fmt(mean: float, std: float, metric: str) -> str:
     if math.isnan(mean):
         return "n/a"
     digits = 1 if metric in ("prototypes_used", "assignment_perplexity") else 3
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def paired_differences(rows: list[dict], better: str, worse: str, metric: str
-                       ) -> dict[int, float]:
-    """{seed: better - worse} on `metric` for every seed both variants have a finite value of."""
-    def by_seed(variant):
-        return {r["seed"]: float(r[metric]) for r in rows
-                if r["variant"] == variant and r.get(metric) is not None
-                and math.isfinite(float(r[metric]))}
-    a, b = by_seed(better), by_seed(worse)
-    return {s: a[s] - b[s] for s in a if s in b}
-
-
-def paired_interval(diffs: list[float], confidence: float = CONFIDENCE) -> dict:
-    """Mean of paired differences and its Student-t confidence interval (n - 1 degrees of
-    freedom, the sample std / sqrt(n) as standard error) with a verdict: held (the interval
-    above 0), reversed (below), unresolved (it spans 0); no verdict with fewer than two pairs."""
-    from scipy import stats  # scikit-learn's dependency; imported where a table is written
-
-    n = len(diffs)
-    if n == 0:
-        return {"pairs": 0, "mean_diff": math.nan, "ci_low": math.nan, "ci_high": math.nan,
-                "paired_verdict": "no verdict (no paired seeds)"}
-    mean, std = mean_std(diffs)
-    if n < 2:
-        return {"pairs": 1, "mean_diff": mean, "ci_low": math.nan, "ci_high": math.nan,
-                "paired_verdict": "no verdict (one pair: no interval)"}
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
-    lo, hi = mean - half, mean + half
-    verdict = "held" if lo > 0 else "reversed" if hi < 0 else "unresolved"
-    return {"pairs": n, "mean_diff": mean, "ci_low": lo, "ci_high": hi, "paired_verdict": verdict}
 
 
 def compare(agg: dict, better: str, worse: str, metric: str,
