@@ -314,3 +314,14 @@ def test_ablation_bad_input_exits_2(tmp_path, capsys):
     assert "--workers 0" in capsys.readouterr().err
     assert cli.main(["ablation", "--grid", str(tmp_path / "none.yaml")]) == 2
     assert cli.main(["ablation", "--preset", QUICK, "--probes", "knn,bogus", "--runs", str(tmp_path)]) == 2
+
+
+def test_read_csv_returns_the_rows_write_csv_wrote_so_old_tables_can_be_paired(tmp_path):
+    rows = [{"variant": "dual", "seed": 0, "steps": 390, "knn_top1": 0.8, "nmi": None},
+            {"variant": "token", "seed": 0, "steps": 390, "knn_top1": 0.9, "nmi": None}]
+    T.write_csv(rows, tmp_path / "t.csv")
+    back = T.read_csv(tmp_path / "t.csv")
+    assert [(r["variant"], r["seed"], r["steps"], r["knn_top1"], r["nmi"]) for r in back] == \
+        [("dual", 0, 390, 0.8, None), ("token", 0, 390, 0.9, None)]
+    v = [x for x in T.claim_verdicts(T.aggregate(back), back) if x["metric"] == "knn_top1"]
+    assert v[0]["diffs"] == {0: pytest.approx(-0.1)}
