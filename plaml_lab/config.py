@@ -44,7 +44,7 @@ class RunConfig:
     deterministic: bool = False  # torch.use_deterministic_algorithms (bitwise resume on CPU)
     on_nonfinite: Literal["stop", "skip"] = "stop"  # what a NaN/inf loss does
     progress: bool = True  # tqdm progress bar
-    eval_knn: bool = True  # kNN accuracy on the held-out split in summary.json
+    eval_knn: bool = True  # kNN accuracy on the val split in summary.json (knn_split: val)
     tensorboard: bool = False  # also write RUN/tensorboard/ events (metrics.jsonl stays the truth)
     tensorboard_images: int = knob(32, 0)  # held-out images in the logged figures; 0 = none
 

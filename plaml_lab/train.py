@@ -381,7 +381,9 @@ def _loop(cfg, out, device, precision: Precision, model, step_module, optimizer,
     summary.update(counters)
     if cfg.run.eval_knn and main:
         model.eval()
-        summary.update(knn_eval(model.student.encoder, cfg, device=device))
+        # val: training-time scores choose settings; test is for a table (plaml-lab eval)
+        summary.update(knn_eval(model.student.encoder, cfg, device=device, split="val"),
+                       knn_split="val")
     if main:
         write_atomic(summary_path, json.dumps(summary, indent=2) + "\n")
     return summary

@@ -104,3 +104,15 @@ def test_eval_cli_scores_val_or_test_and_names_the_split(dataset, tmp_path, monk
     with pytest.raises(SystemExit) as bad:  # argparse's one-line error, exit 2
         cli_main(["eval", "--random-init", "--config", QUICK, "--split", "train"])
     assert bad.value.code == 2
+
+
+def test_training_time_knn_scores_the_val_split_and_says_so(tmp_path):
+    from plaml_lab.evaluate import evaluate
+    from plaml_lab.train import pretrain
+
+    summary = pretrain(QUICK, tmp_path / "run", [*TINY, "run.max_steps=2", "optim.batch_size=16"])
+    assert summary["knn_split"] == "val"
+    val = evaluate(tmp_path / "run", ["knn"], split="val")
+    test = evaluate(tmp_path / "run", ["knn"], split="test")
+    assert summary["knn_top1"] == pytest.approx(val["knn_top1"])
+    assert test["split"] == "test" and val["split"] == "val"
