@@ -259,7 +259,8 @@ def _build_cifar10(data_cfg, img_size: int, split: str) -> ArrayDataset:
 
     root = Path(data_cfg.root).expanduser()
     try:  # test: the official 10,000 test images; val: carved from the 50,000 training images
-        ds = torchvision.datasets.CIFAR10(str(root), train=(split != "test"), download=bool(data_cfg.download))
+        ds = torchvision.datasets.CIFAR10(str(root), train=(split != "test"),
+                                          download=bool(data_cfg.download))
     except (RuntimeError, OSError) as exc:  # OSError: a download without network
         if data_cfg.download:
             raise DatasetError(f"{root}: could not download CIFAR-10 ({type(exc).__name__}: {exc})") from exc

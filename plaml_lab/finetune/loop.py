@@ -124,7 +124,8 @@ def finetune(checkpoint=None, *, config=None, fraction: float | None = None, blo
                                                     ft.seed))
     val_labels = R.dataset_labels(val_base)
     labelled = torch.nonzero(val_labels >= 0).flatten()  # a stratified sample, not the first N
-    val_set = R.Subset(val_base, labelled[stratified_order(val_labels[labelled])[:cfg.eval.max_val]])
+    sample = stratified_order(val_labels[labelled])[:cfg.eval.max_val]
+    val_set = R.Subset(val_base, labelled[sample])
     try:
         spe = steps_per_epoch(len(train_set), ft.batch_size)
     except ValueError:
