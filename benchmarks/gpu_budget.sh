@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The mono lab preset's budget study on one GPU, the step the 2-core CPU cannot take
-# (docs/results.md, "Where the pseudo labels form on the mono shapes"; docs/gpu.md): the
+# (docs/results_history.md, "Where the pseudo labels form on the mono shapes"; docs/gpu.md): the
 # paper's variant, one teacher doing both, the token-only MAE, pseudo labels only and the DINO
 # control of experiments/grids/pl_mono_curve.yaml for every seed at every budget, one process per
 # (budget, seed) at once, then per budget the 3-seed table (the runner reuses the finished runs)

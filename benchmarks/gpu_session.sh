@@ -3,7 +3,7 @@
 # the GPU (runs in parallel processes), the engine checks, and the ViT-B/16 benchmark.
 # Since 2026-11-30 the lab preset draws mono shapes (grey from 2026-11-26): add
 # data.shapes.palette=colour to the ablation commands to reproduce the colour-palette table of
-# that session (docs/results.md, round 1). The budget study is benchmarks/gpu_budget.sh.
+# that session (docs/results_history.md, round 1). The budget study is benchmarks/gpu_budget.sh.
 # Usage on a CUDA machine with torch + timm, from the repo root: OUT=/some/dir bash benchmarks/gpu_session.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"

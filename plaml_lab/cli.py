@@ -88,8 +88,9 @@ def _pretrain(sub) -> None:
 def _eval(sub) -> None:
     p = sub.add_parser(
         "eval", help="evaluate frozen features of a run (one JSON object to stdout)",
-        description="Probe the frozen encoder of a run on the dataset's fixed held-out split "
-        "(docs/evaluation.md). Prints one JSON object; progress bars go to stderr.")
+        description="Probe the frozen encoder of a run on one of the dataset's fixed held-out "
+        "splits, val (for choosing settings) or test (for reporting; docs/evaluation.md). Prints "
+        "one JSON object (its `split` names the split); progress bars go to stderr.")
     p.add_argument("--checkpoint", help="checkpoint file or run folder")
     p.add_argument("--config", help="with --random-init and no checkpoint: the model's preset")
     p.add_argument("--probes", default=",".join(PROBES), type=_names,
@@ -100,6 +101,9 @@ def _eval(sub) -> None:
                    "labelling teacher's pseudo labels)")
     p.add_argument("--random-init", action="store_true",
                    help="evaluate an untrained encoder of the same shape (the baseline)")
+    p.add_argument("--split", default="val", choices=["val", "test"],
+                   help="held-out split the probes score: val for choosing settings (default), "
+                   "test for reporting a table once")
     p.add_argument("--device", default="cpu", help="cpu | cuda | mps | auto (default cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     _overrides(p, "non-model settings of the loaded config, e.g. eval.max_train=2000")
@@ -245,6 +249,9 @@ def _ablation(sub) -> None:
     p.add_argument("--out", default="experiments/results",
                    help="results folder (default experiments/results)")
     p.add_argument("--device", default="cpu", help="device for the probes' feature extraction")
+    p.add_argument("--split", choices=["val", "test"],
+                   help="held-out split the table scores (default: the grid's `split`, else "
+                   "val); report a table on test once its settings were chosen on val")
     p.add_argument("--workers", type=int, default=1,
                    help="pretrain this many grid points at once (processes; default 1)")
     _executor(p, "the grid points are pretrained (one job per point and seed)")
@@ -323,7 +330,8 @@ def cmd_eval(args) -> int:
         raise ConfigError("--checkpoint: required (or --random-init with --config)")
     result = evaluate(args.checkpoint, probes=probes, encoder=args.encoder,
                       random_init=args.random_init, config=args.config, overrides=args.overrides,
-                      device=resolve_device(args.device), progress=not args.no_progress)
+                      device=resolve_device(args.device), progress=not args.no_progress,
+                      split=args.split)
     print(json.dumps(result, indent=2))
     return 0
 

@@ -30,7 +30,7 @@ from plaml_lab.typed_tree import (build, check_ranges, diff, knob, load_yaml,  #
 
 @dataclass
 class RunConfig:
-    name: str = opt("run", "a plain name (no path): the default run folder is experiments/runs/<name>")
+    name: str = opt("run", "a plain name (no path): the run folder is experiments/runs/<name>")
     seed: int = opt(0, "seeds init, data order, augmentation and masking")
     device: Literal["auto", "cpu", "cuda", "mps"] = opt("auto", "auto: cuda, then mps, then cpu")
     # auto: bf16 on GPUs that have it (else fp16 + GradScaler), bf16 on CPUs with native bf16
@@ -46,7 +46,7 @@ class RunConfig:
     deterministic: bool = opt(False, "torch.use_deterministic_algorithms (bitwise resume on CPU)")
     on_nonfinite: Literal["stop", "skip"] = opt("stop", "a NaN/inf loss: stop (exit 3) or skip")
     progress: bool = opt(True, "tqdm progress bar")
-    eval_knn: bool = opt(True, "kNN accuracy on the held-out split in summary.json")
+    eval_knn: bool = opt(True, "kNN accuracy on the val split in summary.json (knn_split: val)")
     # what `plaml-lab search` prunes on: knn_top1 in that metrics.jsonl row
     knn_every: int = knob(0, 0, help="steps between kNN probes while training; 0 = only at the end")
     tensorboard: bool = opt(False, "also write RUN/tensorboard/ (metrics.jsonl stays the truth)")
@@ -96,9 +96,14 @@ class DataConfig:
     download: bool = opt(False, "cifar10: allow torchvision to download")
     views: Literal[1, 2] = opt(2, "2: cross-view class-token targets (DINO); 1: same-view only")
     num_train: int = knob(20000, 1, help="shapes: generated training images")
-    num_val: int = knob(2000, 1, help="shapes: generated held-out images")
+    num_val: int = knob(2000, 1, help="shapes: generated validation images (for choosing)")
+    num_test: int = knob(2000, 1, help="shapes: generated test images (for reporting)")
+    # digits / folder / cifar10: the share of each class held out as val (and, where the
+    # dataset has no test split of its own, as test), carved from train with a fixed seed
     val_fraction: float = knob(0.2, 0, 1, open_lo=True, open_hi=True,
-                               help="digits / folder: fraction of images held out")
+                               help="share of each class held out as val (fixed seed)")
+    test_fraction: float = knob(0.2, 0, 1, open_lo=True, open_hi=True,
+                                help="share held out as test where there is no test split")
     num_workers: int = knob(0, 0, help="DataLoader workers for file datasets")
     on_bad_image: Literal["skip", "error"] = opt("skip", "a corrupt image: skip (counted) or stop")
     seed_data: int = opt(0, "generation seed of the embedded dataset (fixed across runs)")
@@ -161,7 +166,11 @@ class PseudoLabelConfig:
     warmup_teacher_temp_epochs: float = knob(0.0, 0, help="temperature warm-up; 0 = flat")
     center_momentum: float = knob(0.9, 0, 1, help="centering: EMA momentum of the center")
     sinkhorn_iters: int = knob(3, 1, help="sinkhorn: Sinkhorn-Knopp iterations")
-    freeze_prototypes_epochs: float = knob(1.0, 0, help="prototypes frozen this long (DINO: 1)")
+    # The prototypes stay frozen for max(freeze_prototypes_epochs epochs, freeze_prototypes_frac
+    # of the run's steps): DINO freezes its last layer 1 epoch of 100 (1%), so a share of the run
+    # scales to short runs, where 1 epoch was 80% of the lab preset's 390 steps (docs/method.md)
+    freeze_prototypes_epochs: float = knob(0.0, 0, help="prototypes frozen >= this many epochs")
+    freeze_prototypes_frac: float = knob(0.01, 0, 1, help="prototypes frozen >= this share of steps")
 
 
 @dataclass
@@ -344,6 +353,9 @@ def _relations(cfg: PretrainConfig) -> None:
         # it names the folder experiments/runs/<run.name>: a path would write elsewhere
         raise ConfigError(f"run.name={name!r}: must be a plain name (no '/', '\\' or '..'); "
                           "choose the folder with --out")
+    if d.val_fraction + d.test_fraction >= 1:
+        raise ConfigError(f"data.test_fraction={d.test_fraction}: data.val_fraction + "
+                          "data.test_fraction must be below 1 (the rest trains)")
     if d.dataset == "folder" and not d.root:
         raise ConfigError("data.root='': data.dataset=folder needs data.root (an image folder)")
     if m.img_size % m.patch_size:

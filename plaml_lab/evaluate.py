@@ -4,7 +4,9 @@ encoder of the same shape, the baseline every table needs).
 
 Features come from an encoder in eval mode, without gradients, in batches: the class token and
 the mean of the data tokens are reported separately, because a pixel MAE's class token gets no
-direct training signal. Held-out splits are the datasets' fixed `val` splits (docs/evaluation.md).
+direct training signal. Probes score the dataset's fixed `val` split (for choosing settings,
+and the training-time kNN) or its `test` split (for reporting), never both for one choice
+(docs/evaluation.md). Every capped subset is a fixed-seed sample stratified by class.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from tqdm.auto import tqdm
 
 from plaml_lab import probes as probes_lib
 from plaml_lab.config import PROBES, ConfigError
-from plaml_lab.data import build_dataset, get_items
+from plaml_lab.data import SPLITS, build_dataset, get_items, probe_indices
 from plaml_lab.data.transforms import normalize
 from plaml_lab.runs import load_run, random_init_run
 from plaml_lab.method.rules import variant_name
@@ -26,23 +28,30 @@ def extract_features(encoder: torch.nn.Module, dataset, *, device="cpu", batch_s
                      max_items: int | None = None, keep_patches: bool = False,
                      patch_items: int | None = None, progress: bool = False,
                      desc: str = "features") -> dict[str, torch.Tensor]:
-    """Run `encoder` over the first `max_items` items of `dataset`.
+    """Run `encoder` over `max_items` items of `dataset`: all of them when they fit, else a
+    fixed-seed sample stratified by class (data.probe_indices; a folder lists its files class by
+    class, so the first N would be one or two classes).
 
-    Returns cls (N, D), mean (N, D) (mean-pooled data tokens), labels (N,), and with keep_patches
-    patches (P, L, D) for the first P = min(N, patch_items) items (all N when patch_items is
-    None: data tokens are L times bigger than class tokens, so dense probes keep fewer); plus
+    Returns index (N,) (the items read, in order), cls (N, D), mean (N, D) (mean-pooled data
+    tokens), labels (N,), and with keep_patches patches (P, L, D) for the first P = min(N,
+    patch_items) items (all N when patch_items is None: data tokens are L times bigger than class
+    tokens, so dense probes keep fewer; every prefix of the sample is stratified too); plus
     masks (N, H, W) / boxes (N, 4) when the dataset has them."""
-    n = len(dataset) if max_items is None else min(len(dataset), max_items)
+    n_all = len(dataset) if max_items is None else min(len(dataset), max_items)
+    # the dense prefix must be a stratified sample too, not the first items in file order
+    index = probe_indices(dataset, max_items, prefix=keep_patches and patch_items is not None
+                          and patch_items < n_all)
+    n = len(index)
     was_training = encoder.training
     encoder.eval()
-    out: dict[str, list] = {"cls": [], "mean": [], "labels": []}
+    out: dict[str, list] = {"index": [index], "cls": [], "mean": [], "labels": []}
     if keep_patches:
         out["patches"] = []
     starts = range(0, n, batch_size)
     if progress:
         starts = tqdm(starts, desc=desc, leave=False)
     for start in starts:
-        batch = get_items(dataset, torch.arange(start, min(n, start + batch_size)))
+        batch = get_items(dataset, index[start:start + batch_size])
         x = normalize(batch["image"].to(device))
         tokens = encoder(x).float()
         out["cls"].append(tokens[:, 0].cpu())
@@ -83,15 +92,20 @@ def knn_accuracy(train_feats, train_labels, test_feats, test_labels, k: int = 20
     return float((pred == test_labels).float().mean())
 
 
-def eval_splits(cfg):
-    """The fixed (train, held-out) datasets evaluation uses for a config's dataset."""
+def eval_splits(cfg, split: str = "val"):
+    """The fixed (train, held-out) datasets evaluation uses for a config's dataset: the held-out
+    one is `split`, val (choosing) or test (reporting)."""
+    if split not in SPLITS[1:]:
+        raise ConfigError(f"--split {split}: choose val or test")
     return (build_dataset(cfg.data, cfg.model.img_size, "train"),
-            build_dataset(cfg.data, cfg.model.img_size, "val"))
+            build_dataset(cfg.data, cfg.model.img_size, split))
 
 
-def knn_eval(encoder: torch.nn.Module, cfg, *, device="cpu", progress: bool = False) -> dict:
-    """kNN top-1 on the held-out split, class token and mean-pooled data tokens."""
-    train_set, val_set = eval_splits(cfg)
+def knn_eval(encoder: torch.nn.Module, cfg, *, device="cpu", progress: bool = False,
+             split: str = "val") -> dict:
+    """kNN top-1 on the held-out `split` (val during training), class token and mean-pooled
+    data tokens."""
+    train_set, val_set = eval_splits(cfg, split)
     e = cfg.eval
     tr = extract_features(encoder, train_set, device=device, batch_size=e.batch_size,
                           max_items=e.max_train, progress=progress, desc="features (train)")
@@ -119,10 +133,11 @@ def _not_applicable(notes: dict, probe: str, why: str) -> None:
 
 
 def _pseudo_label_assignments(run, dataset, *, device, e, progress: bool
-                              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The labelling teacher's class-token pseudo labels on the first eval.max_val items of
-    `dataset`, as training forms them (PLAML.pseudo_labels: centred or Sinkhorn targets'
-    argmax). Returns (assignments (N,), labels (N,))."""
+                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The labelling teacher's class-token pseudo labels on eval.max_val items of `dataset`
+    (the stratified sample of extract_features), as training forms them (PLAML.pseudo_labels:
+    centred or Sinkhorn targets' argmax). Returns (assignments (N,), labels (N,), the items'
+    indices (N,))."""
     teacher = run.model.labelling_teacher
     feats = extract_features(teacher.encoder.to(device), dataset, device=device,
                              batch_size=e.batch_size, max_items=e.max_val, progress=progress,
@@ -131,18 +146,19 @@ def _pseudo_label_assignments(run, dataset, *, device, e, progress: bool
     with torch.no_grad():
         scores = torch.cat([head(c.to(device)).float().cpu()
                             for c in feats["cls"].split(e.batch_size)])
-    return run.model.pseudo_labels(scores, "cls"), feats["labels"]
+    return run.model.pseudo_labels(scores, "cls"), feats["labels"], feats["index"]
 
 
 def run_probes(enc: torch.nn.Module, run, probes, *, device="cpu", progress: bool = False,
-               dense_max_train: int = DENSE_MAX_TRAIN) -> dict:
-    """Run `probes` on the frozen encoder `enc` (a module of `run`, or of a random-init run):
-    returns the metrics and a `notes` dict saying why a probe was not applicable."""
+               dense_max_train: int = DENSE_MAX_TRAIN, split: str = "val") -> dict:
+    """Run `probes` on the frozen encoder `enc` (a module of `run`, or of a random-init run),
+    scored on the held-out `split` (val or test): returns the metrics, the split, and a
+    `notes` dict saying why a probe was not applicable."""
     cfg = run.cfg
     e = cfg.eval
-    train_set, val_set = eval_splits(cfg)
+    train_set, val_set = eval_splits(cfg, split)
     notes: dict[str, str] = {}
-    result: dict = {"dataset": cfg.data.dataset}
+    result: dict = {"dataset": cfg.data.dataset, "split": split}
     num_classes = int(getattr(train_set, "num_classes", 0) or 0)
     has_masks = bool(getattr(train_set, "has_masks", False))
     labelled = num_classes > 0
@@ -197,13 +213,13 @@ def run_probes(enc: torch.nn.Module, run, probes, *, device="cpu", progress: boo
             _not_applicable(notes, "clusters", "no class-token pseudo labels in this run "
                             f"(method.pseudo_labels={cfg.method.pseudo_labels})")
         else:
-            assign, labels = _pseudo_label_assignments(run, val_set, device=device, e=e,
-                                                       progress=progress)
+            assign, labels, index = _pseudo_label_assignments(run, val_set, device=device,
+                                                              e=e, progress=progress)
             labels = labels if labelled else None
             result.update(probes_lib.cluster_metrics(assign, labels, cfg.pl.num_prototypes))
             if has_masks:  # what else the pseudo labels follow: NMI per nuisance factor
-                n = len(assign)
-                factors = probes_lib.nuisance_factors(val_set.images[:n], val_set.masks[:n])
+                factors = probes_lib.nuisance_factors(val_set.images[index],
+                                                      val_set.masks[index])
                 result["nmi_nuisance"] = {name: probes_lib.nmi_ari(assign, f)["nmi"]
                                           for name, f in factors.items()}
             if labels is None:
@@ -215,13 +231,15 @@ def run_probes(enc: torch.nn.Module, run, probes, *, device="cpu", progress: boo
 
 def evaluate(checkpoint=None, probes=PROBES, *, encoder: str = "student",
              random_init: bool = False, config=None, overrides=None, device="cpu",
-             progress: bool = False) -> dict:
+             progress: bool = False, split: str = "val") -> dict:
     """Evaluate a run's frozen encoder (or a random-init one of the same shape) with probes.
 
     checkpoint: run folder or checkpoint file (optional with random_init + config).
     probes: any of PROBES. encoder: student | labelling | reconstruction. The clusters probe
     always uses the labelling teacher (its pseudo labels); with random_init, that of the
-    random-init model. Returns one flat dict of metrics plus `notes` for skipped probes."""
+    random-init model. split: the held-out split the probes score, val (for choosing
+    settings) or test (for reporting). Returns one flat dict of metrics (with `split`) plus
+    `notes` for skipped probes."""
 
     probes = [probes] if isinstance(probes, str) else list(probes)
     unknown = [p for p in probes if p not in PROBES]
@@ -229,6 +247,8 @@ def evaluate(checkpoint=None, probes=PROBES, *, encoder: str = "student",
         raise ConfigError(f"--probes: unknown probe '{unknown[0]}'; available: {', '.join(PROBES)}")
     if encoder not in ("student", "labelling", "reconstruction"):
         raise ConfigError(f"--encoder {encoder}: choose student, labelling or reconstruction")
+    if split not in SPLITS[1:]:
+        raise ConfigError(f"--split {split}: choose val or test")
     if checkpoint is not None:
         run = load_run(checkpoint, overrides)
         if random_init:
@@ -244,6 +264,7 @@ def evaluate(checkpoint=None, probes=PROBES, *, encoder: str = "student",
               "random_init": bool(random_init), "step": 0 if random_init else run.step,
               "variant": variant_name(run.cfg), "probes": probes}
     with probes_lib.num_threads(run.cfg.run.num_threads):  # run.num_threads, as pretrain
-        result.update(run_probes(enc, run, probes, device=device, progress=progress))
+        result.update(run_probes(enc, run, probes, device=device, progress=progress,
+                                 split=split))
     return result
 

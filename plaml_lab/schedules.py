@@ -20,7 +20,9 @@ class Schedule:
         self.warmup = int(round(o.warmup_epochs * steps_per_epoch))
         self.base_lr = o.lr if o.lr > 0 else o.blr * global_batch / 256
         self.temp_warmup = int(round(pl.warmup_teacher_temp_epochs * steps_per_epoch))
-        self.freeze_protos = int(round(pl.freeze_prototypes_epochs * steps_per_epoch))
+        # the longer of an absolute number of epochs and a share of the run (docs/method.md)
+        self.freeze_protos = max(int(round(pl.freeze_prototypes_epochs * steps_per_epoch)),
+                                 int(round(pl.freeze_prototypes_frac * self.total)))
 
     def lr(self, step: int) -> float:
         return warmup_cosine(step, self.warmup, self.total, self.base_lr, self.cfg.optim.min_lr)

@@ -339,7 +339,9 @@ def _summary(state: TrainState, out: Path, last_row: dict) -> dict:
     # end-of-run evaluation: rank 0 alone
     if cfg.run.eval_knn and main:
         state.model.eval()
-        summary.update(knn_eval(state.model.student.encoder, cfg, device=state.device))
+        # val: training-time scores choose settings; test is for a table (plaml-lab eval)
+        summary.update(knn_eval(state.model.student.encoder, cfg, device=state.device,
+                                split="val"), knn_split="val")
     if main:
         write_atomic(summary_path, json.dumps(summary, indent=2) + "\n")
     return summary

@@ -75,6 +75,47 @@ def test_a_tagged_point_stands_for_its_variant_only_when_it_is_the_only_one():
     assert two == []
 
 
+def test_paired_ci_matches_scipy_ttest_rel_and_decides_the_verdict():
+    """The issue's lab-budget case: dual - token is -0.013, -0.0165, -0.0145 kNN in seeds 0-2, a
+    consistent loss the unpaired view calls within the seed spread; the paired 95% CI is that of
+    scipy.stats.ttest_rel and lies below 0: reversed."""
+    from scipy import stats
+
+    token = {0: 0.700, 1: 0.640, 2: 0.760}  # a wide seed spread ...
+    dual = {s: token[s] + d for s, d in zip(token, (-0.013, -0.0165, -0.0145))}  # ... paired loss
+    rows = [{"variant": v, "seed": s, "knn_top1": x, "linear_top1": x}
+            for v, by in (("dual", dual), ("token", token)) for s, x in by.items()]
+    verdicts = {(x["better"], x["worse"], x["metric"]): x
+                for x in T.claim_verdicts(T.aggregate(rows), rows)}
+    v = verdicts[("dual", "token", "knn_top1")]
+    ref = stats.ttest_rel(list(dual.values()), list(token.values())).confidence_interval(0.95)
+    assert (v["ci_low"], v["ci_high"]) == pytest.approx((ref.low, ref.high), abs=1e-12)
+    diffs = np.array([-0.013, -0.0165, -0.0145])
+    half = stats.t.ppf(0.975, 2) * diffs.std(ddof=1) / np.sqrt(3)  # the t formula in numpy
+    assert v["ci_low"] == pytest.approx(diffs.mean() - half)
+    assert v["mean_diff"] == pytest.approx(diffs.mean()) and v["pairs"] == 3
+    assert list(v["diffs"]) == [0, 1, 2] and v["diffs"][1] == pytest.approx(-0.0165)
+    assert v["paired_verdict"] == "reversed" and v["verdict"] == "within seed spread"
+    held = T.paired_interval([0.02, 0.03, 0.025])
+    spans = T.paired_interval([0.02, -0.03, 0.01])
+    assert held["paired_verdict"] == "held" and spans["paired_verdict"] == "unresolved"
+    assert T.paired_interval([0.1])["paired_verdict"].startswith("no verdict")
+
+
+def test_claims_csv_has_the_paired_columns(tmp_path):
+    rows = [{"variant": v, "seed": s, "knn_top1": x}
+            for v, base in (("dual", 0.6), ("token", 0.5), ("random_init", 0.3))
+            for s, x in ((0, base), (1, base + 0.01), (2, base - 0.005))]
+    agg = T.aggregate(rows)
+    T.write_claims_csv(T.claim_verdicts(agg, rows) + T.baseline_verdicts(agg, rows),
+                       tmp_path / "c.csv")
+    with open(tmp_path / "c.csv") as f:
+        got = list(csv.DictReader(f))
+    assert set(T.CLAIM_COLUMNS) <= set(got[0]) and {"ci_low", "ci_high", "paired_verdict"} <= set(got[0])
+    row = next(r for r in got if r["better"] == "dual" and r["worse"] == "token")
+    assert row["diffs"] == "0:+0.1 1:+0.1 2:+0.1" and row["paired_verdict"] == "held"
+
+
 # --- end to end ---------------------------------------------------------------------------------
 
 def _main(tmp_path, *extra):
@@ -118,9 +159,11 @@ def test_ablation_writes_csv_markdown_and_plot_and_resumes_without_rework(tmp_pa
     assert rows[2]["steps"] == "0" and rows[0]["steps"] == "2"
     md = (res / "ablation_shapes.md").read_text()
     assert "| mae | 1 |" in md and "| random_init | 1 |" in md and "±" in md
-    assert "## Against the random-init encoder (kNN)" in md and "| mae | knn_top1 |" in md
+    assert "## Against the random-init encoder (paired by seed)" in md and "| mae | knn_top1 |" in md
+    assert "`shapes`, val split" in md and (res / "ablation_shapes_claims.csv").is_file()
     assert (res / "ablation_shapes.png").read_bytes()[:4] == b"\x89PNG"
     ev = json.loads((tmp_path / "runs" / "dual-s0" / "eval.json").read_text())
+    assert ev["split"] == "val"
     assert float(rows[1]["linear_top1"]) == pytest.approx(ev["linear_top1"], abs=1e-6)
     # the finetune column: the table's budget on each run and on the random-init encoder
     ft = json.loads((tmp_path / "runs" / "dual-s0" / "finetune" / "student-all-f0.1"
@@ -142,6 +185,13 @@ def test_ablation_writes_csv_markdown_and_plot_and_resumes_without_rework(tmp_pa
     before = (res / "ablation_shapes.csv").read_text()
     assert _main(tmp_path) == 0
     assert (res / "ablation_shapes.csv").read_text() == before
+    # the test split: the same runs, probed again into eval_test.json and *_test.* tables
+    monkeypatch.undo()
+    monkeypatch.setattr(A, "pretrain", refuse)
+    assert _main(tmp_path, "--split", "test", "--probes", "knn") == 0
+    ev_test = json.loads((tmp_path / "runs" / "dual-s0" / "eval_test.json").read_text())
+    assert ev_test["split"] == "test" and "test split" in (res / "ablation_shapes_test.md").read_text()
+    assert (res / "ablation_shapes.csv").read_text() == before  # the val table is kept
 
 
 @pytest.mark.slow  # seconds on 2 busy cores: make test runs it, make test-fast does not
@@ -268,3 +318,14 @@ def test_ablation_bad_input_exits_2(tmp_path, capsys):
     assert "--workers 0" in capsys.readouterr().err
     assert cli.main(["ablation", "--grid", str(tmp_path / "none.yaml")]) == 2
     assert cli.main(["ablation", "--preset", QUICK, "--probes", "knn,bogus", "--runs", str(tmp_path)]) == 2
+
+
+def test_read_csv_returns_the_rows_write_csv_wrote_so_old_tables_can_be_paired(tmp_path):
+    rows = [{"variant": "dual", "seed": 0, "steps": 390, "knn_top1": 0.8, "nmi": None},
+            {"variant": "token", "seed": 0, "steps": 390, "knn_top1": 0.9, "nmi": None}]
+    T.write_csv(rows, tmp_path / "t.csv")
+    back = T.read_csv(tmp_path / "t.csv")
+    assert [(r["variant"], r["seed"], r["steps"], r["knn_top1"], r["nmi"]) for r in back] == \
+        [("dual", 0, 390, 0.8, None), ("token", 0, 390, 0.9, None)]
+    v = [x for x in T.claim_verdicts(T.aggregate(back), back) if x["metric"] == "knn_top1"]
+    assert v[0]["diffs"] == {0: pytest.approx(-0.1)}

@@ -12,7 +12,7 @@ from plaml_lab.config import AugConfig, DataConfig, ShapesConfig
 from plaml_lab.data import (IMAGENET_MEAN, IMAGENET_STD, SHAPE_NAMES, ArrayDataset, DatasetError, FolderDataset, build_dataset,
                             color_jitter, color_nuisance, epoch_batches, make_views, normalize, random_resized_crop,
                             render_shapes, steps_per_epoch, tone_remap)
-from plaml_lab.data.datasets import SHAPES_VAL_OFFSET, _fixed_split
+from plaml_lab.data.datasets import SHAPES_TEST_OFFSET, SHAPES_VAL_OFFSET, SPLITS
 
 
 def shapes_knobs(**over) -> ShapesConfig:
@@ -139,28 +139,41 @@ def test_shapes_rotation_off_keeps_square_axis_aligned():
 
 
 # ----------------------------------------------------------------------------- builders
-def test_shapes_train_val_fixed_disjoint_and_cached():
-    cfg = data_cfg(num_train=40, num_val=20)
+def test_shapes_train_val_test_fixed_disjoint_and_cached():
+    cfg = data_cfg(num_train=40, num_val=20, num_test=10)
     train, val = build_dataset(cfg, 32, "train"), build_dataset(cfg, 32, "val")
-    assert len(train) == 40 and len(val) == 20 and train.has_masks and train.num_classes == 10
+    test = build_dataset(cfg, 32, "test")
+    assert len(train) == 40 and len(val) == 20 and len(test) == 10
+    assert train.has_masks and train.num_classes == 10
     assert build_dataset(cfg, 32, "val") is val  # in-process cache
     direct = render_shapes(torch.arange(SHAPES_VAL_OFFSET, SHAPES_VAL_OFFSET + 20))
     assert torch.equal(val.labels, direct["label"])
     assert (val.images.float() / 255 - direct["image"]).abs().max() <= 0.5 / 255 + 1e-6
+    direct = render_shapes(torch.arange(SHAPES_TEST_OFFSET, SHAPES_TEST_OFFSET + 10))
+    assert torch.equal(test.labels, direct["label"])  # its own index range: new images
+    assert not torch.equal(test.images, val.images[:10])
     item = train[0]
     assert item["image"].shape == (3, 32, 32) and item["mask"].shape == (32, 32) and item["box"].shape == (4,)
 
 
-def test_digits_split_disjoint_and_fixed():
-    train_idx, val_idx = _fixed_split(1797, 0.2, "train"), _fixed_split(1797, 0.2, "val")
-    assert len(set(train_idx.tolist()) & set(val_idx.tolist())) == 0
-    assert len(train_idx) + len(val_idx) == 1797 and len(val_idx) == round(1797 * 0.2)
+def test_digits_three_splits_disjoint_stratified_and_fixed():
+    from plaml_lab.data.datasets import _digits_8x8
+    from plaml_lab.data.stratify import carve
+
+    _, labels = _digits_8x8()
+    parts = carve(labels, {"val": 0.2, "test": 0.2})
+    sets = [set(parts[s].tolist()) for s in SPLITS]
+    assert sum(map(len, sets)) == 1797 and len(set().union(*sets)) == 1797  # disjoint, complete
+    for c in range(10):  # every class in proportion in every held-out split
+        n_c = int((labels == c).sum())
+        for s in ("val", "test"):
+            assert int((labels[parts[s]] == c).sum()) == round(n_c * 0.2)
     cfg = data_cfg(dataset="digits", seed_data=5)
-    train, val = build_dataset(cfg, 16, "train"), build_dataset(cfg, 16, "val")
-    assert len(train) == 1797 - 359 and len(val) == 359 and val.num_classes == 10 and not val.has_masks
+    val, test = build_dataset(cfg, 16, "val"), build_dataset(cfg, 16, "test")
+    assert len(val) == len(parts["val"]) and val.num_classes == 10 and not val.has_masks
     again = build_dataset(data_cfg(dataset="digits", seed_data=9), 16, "val")
     assert torch.equal(val.images, again.images) and torch.equal(val.labels, again.labels)
-    assert val.images.shape[1:] == (3, 16, 16)
+    assert val.images.shape[1:] == (3, 16, 16) and len(test) == len(parts["test"])
 
 
 def _write_images(folder: Path, n: int, size=(12, 10), seed=0):
@@ -172,12 +185,14 @@ def _write_images(folder: Path, n: int, size=(12, 10), seed=0):
         Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(folder / f"img{i}.png")
 
 
-def test_folder_two_trees(tmp_path):
+def test_folder_own_split_trees(tmp_path):
     for cls, n in (("cat", 3), ("dog", 2)):
         _write_images(tmp_path / "train" / cls, n)
     _write_images(tmp_path / "val" / "dog", 2)
+    _write_images(tmp_path / "test" / "cat", 1)
     cfg = data_cfg(dataset="folder", root=str(tmp_path))
     train, val = build_dataset(cfg, 8, "train"), build_dataset(cfg, 8, "val")
+    assert len(build_dataset(cfg, 8, "test")) == 1
     assert len(train) == 5 and len(val) == 2 and train.num_classes == 2 and not train.has_masks
     assert val[0]["label"].item() == 1 and val[0]["image"].shape == (3, 8, 8)
     assert 0 <= val[0]["image"].min() and val[0]["image"].max() <= 1
@@ -186,10 +201,12 @@ def test_folder_two_trees(tmp_path):
 def test_folder_single_tree_split(tmp_path):
     for cls in ("a", "b", "c"):
         _write_images(tmp_path / cls, 4)
-    cfg = data_cfg(dataset="folder", root=str(tmp_path), val_fraction=0.25)
+    cfg = data_cfg(dataset="folder", root=str(tmp_path), val_fraction=0.25, test_fraction=0.25)
     train, val = build_dataset(cfg, 8, "train"), build_dataset(cfg, 8, "val")
-    assert len(train) == 9 and len(val) == 3 and train.classes == ["a", "b", "c"]
-    assert not set(train.files) & set(val.files)
+    test = build_dataset(cfg, 8, "test")
+    assert len(train) == 6 and len(val) == 3 and len(test) == 3 and train.classes == ["a", "b", "c"]
+    assert sorted(val.labels) == sorted(test.labels) == [0, 1, 2]  # one of each class
+    assert not set(train.files) & set(val.files) and not set(test.files) & (set(train.files) | set(val.files))
     assert build_dataset(cfg, 8, "val").files == val.files
 
 
@@ -197,7 +214,7 @@ def test_folder_flat_unlabeled(tmp_path):
     _write_images(tmp_path, 5)
     cfg = data_cfg(dataset="folder", root=str(tmp_path), val_fraction=0.2)
     train = build_dataset(cfg, 8, "train")
-    assert len(train) == 4 and train.num_classes == 0 and train[0]["label"].item() == -1
+    assert len(train) == 3 and train.num_classes == 0 and train[0]["label"].item() == -1
 
 
 def test_folder_missing_root_error_names_path(tmp_path):
@@ -215,6 +232,8 @@ def test_folder_empty_root_error_names_extensions(tmp_path):
 def test_folder_corrupt_image_skipped_with_warning(tmp_path):
     _write_images(tmp_path / "train" / "a", 3)
     (tmp_path / "train" / "a" / "broken.png").write_bytes(b"not a png")
+    for held in ("val", "test"):  # own held-out trees: all four files stay in train
+        _write_images(tmp_path / held / "a", 1)
     ds = build_dataset(data_cfg(dataset="folder", root=str(tmp_path)), 8, "train")
     with pytest.warns(UserWarning, match="broken.png"):
         batches = list(epoch_batches(ds, 4, seed=0, epoch=0))
@@ -240,17 +259,23 @@ def _write_fake_cifar(root: Path, n_per_batch: int = 4):
     (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}))
 
 
-def test_cifar10_fake_folder_loads(tmp_path, monkeypatch):
+def test_cifar10_fake_three_splits_disjoint_fixed_and_val_carved_from_train(tmp_path, monkeypatch):
+    """test is the test batch; val a fixed, class-stratified data.val_fraction of the training
+    batches; train the rest: no image in two splits, the same images on every build."""
     import torchvision.datasets.cifar as cifar
 
-    _write_fake_cifar(tmp_path)
+    _write_fake_cifar(tmp_path, n_per_batch=20)
     monkeypatch.setattr(cifar, "check_integrity", lambda *a, **k: True)  # md5s of the real files
-    cfg = data_cfg(dataset="cifar10", root=str(tmp_path))
-    train, val = build_dataset(cfg, 32, "train"), build_dataset(cfg, 16, "val")
-    assert len(train) == 20 and len(val) == 4 and train.num_classes == 10
-    assert train.images.shape == (20, 3, 32, 32) and val.images.shape == (4, 3, 16, 16)
-    raw = pickle.loads((tmp_path / "cifar-10-batches-py" / "data_batch_1").read_bytes())["data"][0]
-    assert torch.equal(train.images[0].flatten(), torch.as_tensor(raw))  # CHW order preserved
+    cfg = data_cfg(dataset="cifar10", root=str(tmp_path), val_fraction=0.2)
+    train, val, test = (build_dataset(cfg, 32, s) for s in SPLITS)
+    assert len(train) + len(val) == 100 and len(test) == 20 and train.num_classes == 10
+    assert 15 <= len(val) <= 25 and train.images.shape[1:] == (3, 32, 32)
+    rows = [{bytes(im.flatten().tolist()) for im in ds.images} for ds in (train, val, test)]
+    assert not (rows[0] & rows[1]) and not (rows[0] & rows[2]) and not (rows[1] & rows[2])
+    assert torch.equal(build_dataset(cfg, 32, "val").images, val.images)
+    raw = pickle.loads((tmp_path / "cifar-10-batches-py" / "test_batch").read_bytes())["data"][0]
+    assert torch.equal(test.images[0].flatten(), torch.as_tensor(raw))  # CHW order preserved
+    assert build_dataset(cfg, 16, "test").images.shape == (20, 3, 16, 16)
 
 
 def test_cifar10_missing_without_download_names_root_and_option(tmp_path):

@@ -190,7 +190,7 @@ def test_box_probe_is_perfect_when_tokens_encode_objectness():
 
 # --- feature extraction -----------------------------------------------------------------------
 
-def test_extract_features_keeps_data_tokens_for_first_items_only():
+def test_extract_features_keeps_data_tokens_for_the_first_sampled_items_only():
     from plaml_lab.evaluate import eval_splits
     from plaml_lab.runs import random_init_run
 
@@ -201,7 +201,7 @@ def test_extract_features_keeps_data_tokens_for_first_items_only():
     assert f["cls"].shape == (70, 32) and f["patches"].shape == (40, 16, 32)
     assert f["masks"].shape == (70, 16, 16) and f["boxes"].shape == (70, 4)
     with torch.no_grad():
-        full = run.encoder()(normalize(val.get_batch(torch.arange(40))["image"]))
+        full = run.encoder()(normalize(val.get_batch(f["index"][:40])["image"]))
     assert torch.allclose(f["patches"], full[:, 1:], atol=1e-5)
     assert torch.allclose(f["mean"][:40], full[:, 1:].mean(1), atol=1e-5)
 

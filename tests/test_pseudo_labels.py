@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from plaml_lab import cli
-from plaml_lab.data import normalize
+from plaml_lab.data import normalize, probe_indices
 from plaml_lab.evaluate import eval_splits
 from plaml_lab.probes import nmi_ari
 from plaml_lab.runs import load_run
@@ -28,7 +28,7 @@ def test_eval_clusters_and_cluster_explorer_give_the_same_labels_and_nmi(quick_r
     run = load_run(quick_run, overrides)
     app = cluster_explorer(run, "val", max_images=N)
     _, val = eval_splits(run.cfg)
-    batch = I.fetch(val, torch.arange(N))
+    batch = I.fetch(val, probe_indices(val, N))  # the clusters probe's stratified sample
     labels = I.pseudo_labels(run, batch["image"])["cls"]
     assert torch.equal(torch.as_tensor(app.image_labels), labels)
     assert app.scores["nmi"] == pytest.approx(evaluated["nmi"], abs=1e-12)

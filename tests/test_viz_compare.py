@@ -85,6 +85,27 @@ def test_probe_bars_group_runs_that_share_a_config_with_their_seed_spread(runs):
                                                                            "knn_top1"]
 
 
+def test_configs_that_share_seeds_show_their_differences_paired_by_seed(runs):
+    """b at seeds 0-2 against a at seeds 0-2: the paired view lists b - a per seed with the
+    Student-t CI of scipy.stats.ttest_rel; a config of one seed gets no paired row."""
+    from scipy import stats
+
+    a = {0: 0.50, 1: 0.54, 2: 0.47}
+    b = {0: 0.40, 1: 0.45, 2: 0.36}
+    write_fake_run(runs / "a-s2", QUICK, [], knn=a[2], seed=2)
+    write_fake_run(runs / "b-s1", QUICK, ["mask.ratio=0.6"], knn=b[1], seed=1)
+    write_fake_run(runs / "b-s2", QUICK, ["mask.ratio=0.6"], knn=b[2], seed=2)
+    app = compare_runs(runs, auto_refresh=False,
+                       selected=["a-s0", "a-s1", "a-s2", "b-s0", "b-s1", "b-s2", "c-s0"])
+    paired = [p for p in app.state["paired"] if p["metric"] == "knn_top1"]
+    assert len(paired) == 1 and paired[0]["pairs"] == 3
+    p = paired[0]
+    first, second = (a, b) if "ratio=0.75" in p["better"] else (b, a)
+    ci = stats.ttest_rel(list(first.values()), list(second.values())).confidence_interval()
+    assert (p["ci_low"], p["ci_high"]) == pytest.approx((ci.low, ci.high))
+    assert p["paired_verdict"] in ("held", "reversed") and "paired by seed" in app.paired.value
+
+
 def test_refresh_picks_up_rows_of_a_run_still_training_and_new_runs(runs):
     app = compare_runs(runs, auto_refresh=False, selected=["c-s0"])
     assert app.state["finished"] == {"c-s0": False}

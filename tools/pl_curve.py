@@ -11,7 +11,7 @@ A random-init encoder of the first run's shape is the step-0 row. Writes OUT/cur
 per run and checkpoint), OUT/curve_mean.md (per grid point, mean +- sample std over its seeds:
 runs P-s0, P-s1, ... are seeds of point P) and OUT/curve.png (NMI, AMI and kNN against epochs,
 the seed mean with a +-std band). Made for
-experiments/grids/pl_curve.yaml (docs/results.md, "Where the pseudo labels start to form").
+experiments/grids/pl_curve.yaml (docs/results_history.md, "Where the pseudo labels start to form").
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 Every dataset returns per item a dict ``image`` float32 (3, H, W) in [0, 1] and ``label`` int64
 scalar (-1 when unlabeled), plus ``mask`` (H, W) int64 and ``box`` (4,) float32 for `shapes`,
-and exposes ``num_classes`` (0 when unlabeled) and ``has_masks``.  Held-out splits are fixed:
-they never depend on ``seed_data`` or on the training seed.
+and exposes ``num_classes`` (0 when unlabeled) and ``has_masks``.  Every dataset has three
+disjoint splits, train / val / test (SPLITS): val for choosing settings, test for reporting.
+Held-out splits are fixed: they never depend on ``seed_data`` or on the training seed.
 """
 from __future__ import annotations
 
@@ -21,11 +22,13 @@ from tqdm.auto import tqdm
 
 from plaml_lab.errors import DatasetError
 
+from .stratify import carve
 from .synthetic import render_shapes
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+SPLITS = ("train", "val", "test")
 SHAPES_VAL_OFFSET = 10**9  # shapes val indices start here: disjoint from any train size in use
-_SPLIT_SEED = 0  # digits / single-tree folder permutation: fixed so held-out sets never move
+SHAPES_TEST_OFFSET = 2 * 10**9  # and test here (the generator takes indices below 2**32)
 _SHAPES_CHUNK_PIXELS = 2048 * 32 * 32  # images per render call scale with 1 / (H W)
 _SHAPES_CACHE_SIZE = 4
 _shapes_cache: OrderedDict[tuple, "ArrayDataset"] = OrderedDict()
@@ -162,9 +165,9 @@ def _load_image(path: Path, img_size: int) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- builders
 def build_dataset(data_cfg, img_size: int, split: str) -> Dataset:
-    """Build the train or val split named by ``data_cfg.dataset`` (shapes|digits|cifar10|folder)."""
-    if split not in ("train", "val"):
-        raise ValueError(f"split={split!r}: choose 'train' or 'val'")
+    """Build the train, val or test split of ``data_cfg.dataset`` (shapes|digits|cifar10|folder)."""
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r}: choose {', '.join(SPLITS)}")
     name = data_cfg.dataset
     if name == "shapes":
         return _build_shapes(data_cfg, img_size, split)
@@ -178,12 +181,18 @@ def build_dataset(data_cfg, img_size: int, split: str) -> Dataset:
 
 
 def shapes_indices(data_cfg, split: str) -> torch.Tensor:
-    """The fixed sample indices of a shapes split: train [0, num_train), val [1e9, 1e9 + num_val)."""
+    """The fixed sample indices of a shapes split: train [0, num_train), val [1e9, 1e9 +
+    num_val), test [2e9, 2e9 + num_test): three disjoint ranges of the generator's index."""
     if split == "train":
+        if int(data_cfg.num_train) > SHAPES_VAL_OFFSET:
+            raise ValueError(f"data.num_train={data_cfg.num_train} exceeds the train index range")
         return torch.arange(int(data_cfg.num_train), dtype=torch.int64)
-    if int(data_cfg.num_val) > SHAPES_VAL_OFFSET:
-        raise ValueError(f"data.num_val={data_cfg.num_val} exceeds the val index range")
-    return torch.arange(SHAPES_VAL_OFFSET, SHAPES_VAL_OFFSET + int(data_cfg.num_val), dtype=torch.int64)
+    offset, key = ((SHAPES_VAL_OFFSET, "num_val") if split == "val"
+                   else (SHAPES_TEST_OFFSET, "num_test"))
+    n = int(getattr(data_cfg, key))
+    if n > SHAPES_VAL_OFFSET:
+        raise ValueError(f"data.{key}={n} exceeds the {split} index range")
+    return torch.arange(offset, offset + n, dtype=torch.int64)
 
 
 def _shapes_knobs(shapes_cfg) -> dict:
@@ -232,15 +241,20 @@ def generate_shapes(indices: torch.Tensor, seed: int, img_size: int, **knobs) ->
     return ArrayDataset(images, labels, masks, boxes, num_classes=knobs.get("num_classes", 10))
 
 
-def _fixed_split(n: int, val_fraction: float, split: str) -> torch.Tensor:
-    """Indices of a fixed-seed permutation of range(n): the first round(n * val_fraction) are val."""
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"data.val_fraction={val_fraction}: must be in [0, 1)")
-    n_val = round(n * val_fraction)
-    if val_fraction > 0 and n >= 2:
-        n_val = min(max(n_val, 1), n - 1)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(_SPLIT_SEED))
-    return perm[:n_val] if split == "val" else perm[n_val:]
+def _carved(labels, data_cfg, split: str, held: tuple[str, ...] = ("val", "test"),
+            where: str = "the dataset") -> torch.Tensor:
+    """Indices of `split` in a pool that `held` splits are carved from: data.val_fraction /
+    data.test_fraction of each class, fixed seed (stratify.carve). An empty carved split is a
+    DatasetError naming the key to raise."""
+    fractions = {h: float(getattr(data_cfg, f"{h}_fraction")) for h in held}
+    try:
+        parts = carve(labels, fractions)
+    except ValueError as exc:
+        raise DatasetError(f"data.val_fraction / data.test_fraction: {exc}") from None
+    if split in held and len(parts[split]) == 0:
+        raise DatasetError(f"{where}: data.{split}_fraction={fractions[split]} leaves the "
+                           f"{split} split empty; raise it")
+    return parts[split]
 
 
 def _resize_uint8(images: torch.Tensor, img_size: int) -> torch.Tensor:
@@ -270,7 +284,7 @@ def _digits_8x8() -> tuple[torch.Tensor, torch.Tensor]:
 
 def _build_digits(data_cfg, img_size: int, split: str) -> ArrayDataset:
     images, labels = _digits_8x8()
-    keep = _fixed_split(len(labels), float(data_cfg.val_fraction), split)
+    keep = _carved(labels, data_cfg, split, where="digits")
     return ArrayDataset(_resize_uint8(images[keep], img_size), labels[keep], num_classes=10)
 
 
@@ -278,8 +292,9 @@ def _build_cifar10(data_cfg, img_size: int, split: str) -> ArrayDataset:
     import torchvision  # seconds to import: only CIFAR-10 pays
 
     root = Path(data_cfg.root).expanduser()
-    try:
-        ds = torchvision.datasets.CIFAR10(str(root), train=(split == "train"), download=bool(data_cfg.download))
+    try:  # test: the official 10,000 test images; val: carved from the 50,000 training images
+        ds = torchvision.datasets.CIFAR10(str(root), train=(split != "test"),
+                                          download=bool(data_cfg.download))
     except (RuntimeError, OSError) as exc:  # OSError: a download without network
         if data_cfg.download:
             raise DatasetError(f"{root}: could not download CIFAR-10 ({type(exc).__name__}: {exc})") from exc
@@ -287,6 +302,9 @@ def _build_cifar10(data_cfg, img_size: int, split: str) -> ArrayDataset:
                            f"set data.download=true to fetch it") from exc
     images = torch.as_tensor(ds.data).permute(0, 3, 1, 2).contiguous()  # (N, 32, 32, 3) -> (N, 3, 32, 32)
     labels = torch.as_tensor(ds.targets, dtype=torch.int64)
+    if split != "test":
+        keep = _carved(labels, data_cfg, split, held=("val",), where=str(root))
+        images, labels = images[keep], labels[keep]
     return ArrayDataset(_resize_uint8(images, img_size), labels, num_classes=10)
 
 
@@ -323,35 +341,40 @@ def _no_images(path: Path) -> DatasetError:
 
 
 def _build_folder(data_cfg, img_size: int, split: str) -> FolderDataset:
-    """root/train/<class>/* + root/{val,test}/<class>/*; or root/<class>/* split by val_fraction;
-    or a flat root/* of unlabeled images (label -1, num_classes 0), split the same way."""
+    """root/train/<class>/* with root/val/ and root/test/ where they exist; or root/<class>/*;
+    or a flat root/* of unlabeled images (label -1, num_classes 0). A split with no folder of
+    its own is carved from the training pool, stratified by class (data.val_fraction,
+    data.test_fraction, fixed seed)."""
     root = Path(data_cfg.root).expanduser()
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset root does not exist or is not a directory")
     on_bad = data_cfg.on_bad_image
 
     if (root / "train").is_dir():
-        files, labels, classes = _labelled_tree(root / "train")
+        pool = root / "train"
+        files, labels, classes = _labelled_tree(pool)
         if not files:
-            raise _no_images(root / "train")
-        if split == "val":
-            held = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
-            if held is None:
-                raise DatasetError(f"{root}: has train/ but neither val/ nor test/ for the val split")
-            files, labels, _ = _labelled_tree(held, classes)
+            raise _no_images(pool)
+        own = {s: root / s for s in ("val", "test") if (root / s).is_dir()}
+        if split in own:
+            files, labels, _ = _labelled_tree(own[split], classes)
             if not files:
-                raise _no_images(held)
-        return FolderDataset(files, labels, img_size, classes, on_bad)
-
-    files, labels, classes = _labelled_tree(root)
-    if not files:  # no class folders with images: a flat folder of unlabeled images
-        files = _list_images(root, recursive=False)
-        labels, classes = [-1] * len(files), []
-    if not files:
-        raise _no_images(root)
-    keep = _fixed_split(len(files), float(data_cfg.val_fraction), split).tolist()
+                raise _no_images(own[split])
+            return FolderDataset(files, labels, img_size, classes, on_bad)
+        held = tuple(s for s in ("val", "test") if s not in own)
+    else:
+        pool = root
+        files, labels, classes = _labelled_tree(root)
+        if not files:  # no class folders with images: a flat folder of unlabeled images
+            files = _list_images(root, recursive=False)
+            labels, classes = [-1] * len(files), []
+        if not files:
+            raise _no_images(root)
+        held = ("val", "test")
+    keep = _carved(labels, data_cfg, split, held, where=str(pool)).tolist()
     return FolderDataset([files[i] for i in keep], [labels[i] for i in keep], img_size, classes, on_bad)
 
 
-__all__ = ["ArrayDataset", "DatasetError", "FolderDataset", "IMAGE_EXTENSIONS", "SHAPES_VAL_OFFSET",
+__all__ = ["ArrayDataset", "DatasetError", "FolderDataset", "IMAGE_EXTENSIONS", "SHAPES_TEST_OFFSET",
+           "SHAPES_VAL_OFFSET", "SPLITS",
            "build_dataset", "clear_shapes_cache", "generate_shapes", "shapes_indices"]

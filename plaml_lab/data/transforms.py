@@ -166,7 +166,7 @@ def tone_remap(images: torch.Tensor, p: float = 0.0, knots: int = 4,
     once. With knots >= 4 two grey levels a segment apart land on independent values, so the
     grey levels of two views of one image share nothing: on the embedded shapes, where the
     object and background grey are drawn at random per image, that is the cue the class-token
-    pseudo labels otherwise cluster by (docs/results.md), and brightness/contrast jitter or
+    pseudo labels otherwise cluster by (docs/results_history.md), and brightness/contrast jitter or
     negatives keep it (both are monotone, up to a sign). DINO's solarisation is one fixed
     curve of this family.
     """

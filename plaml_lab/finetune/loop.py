@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from plaml_lab import probes as probes_lib
 from plaml_lab.config import diff, from_dict, load_yaml, save_yaml, to_dict
-from plaml_lab.data import epoch_batches, steps_per_epoch
+from plaml_lab.data import epoch_batches, steps_per_epoch, stratified_order
 from plaml_lab.errors import CheckpointError, ConfigError, RunError
 from plaml_lab.evaluate import eval_splits
 from plaml_lab.export import encoder_state_dict, timm_kwargs
@@ -123,7 +123,9 @@ def finetune(checkpoint=None, *, config=None, fraction: float | None = None, blo
     train_set = R.Subset(train_base, R.label_subset(R.dataset_labels(train_base), ft.fraction,
                                                     ft.seed))
     val_labels = R.dataset_labels(val_base)
-    val_set = R.Subset(val_base, torch.nonzero(val_labels >= 0).flatten()[:cfg.eval.max_val])
+    labelled = torch.nonzero(val_labels >= 0).flatten()  # a stratified sample, not the first N
+    sample = stratified_order(val_labels[labelled])[:cfg.eval.max_val]
+    val_set = R.Subset(val_base, labelled[sample])
     try:
         spe = steps_per_epoch(len(train_set), ft.batch_size)
     except ValueError:

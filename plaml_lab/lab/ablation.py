@@ -11,8 +11,10 @@ evaluation in eval.json. Re-running resumes: a run whose summary.json says it fi
 pretrained again (an unfinished one resumes from its last checkpoint), and an eval.json with the
 same probes is reused. A point that fails is reported and does not stop the others (exit 1).
 
-Grid keys read (lab/grids.py): `seeds` ([0]) and `baseline` (the point, default the last, whose
-config builds the random-init model whatever --variants selects). Out: OUT/ablation_<dataset>.*
+Grid keys read (lab/grids.py): `seeds` ([0]), `baseline` (the point, default the last, whose
+config builds the random-init model whatever --variants selects) and `split` (the held-out
+split every probe scores: val, the default, for grids that choose settings; test for a table
+that reports them, once). Out: OUT/ablation_<dataset>.* (OUT/ablation_<dataset>_test.* on test)
 """
 
 from __future__ import annotations
@@ -37,13 +39,14 @@ from plaml_lab.errors import RunError
 from plaml_lab.evaluate import evaluate
 from plaml_lab.finetune import finetune
 from plaml_lab.lab import submit
-from plaml_lab.lab.ablation_table import (BASELINE, METRICS, aggregate, write_csv, write_markdown,
-                                          write_plot)
+from plaml_lab.lab.ablation_table import (BASELINE, METRICS, aggregate, baseline_verdicts,
+                                          claim_verdicts, write_claims_csv, write_csv,
+                                          write_markdown, write_plot)
 from plaml_lab.lab.cluster import (ClusterSettings, check_kind, cluster_settings,
                                    split_cluster_overrides)
+from plaml_lab.lab.eval_files import cached_eval, eval_file, save_eval
 from plaml_lab.lab.grids import Grid, load_grid, threads_per_worker
-from plaml_lab.runs.checkpoint import write_atomic
-from plaml_lab.runs.folder import (EVAL_CONFIG, check_random_init_dir, read_json,
+from plaml_lab.runs.folder import (EVAL_CONFIG, check_random_init_dir,
                                    run_config_changes, save_eval_config, shown_keys)
 from plaml_lab.train import pretrain
 
@@ -90,22 +93,8 @@ def is_finished(out: Path) -> bool:
     return bool(summary.get("complete")) or (max_steps > 0 and summary.get("steps", 0) >= max_steps)
 
 
-def _cached_eval(out: Path, probes: list[str], step: int | None = None) -> dict | None:
-    """eval.json if it holds the same probes (and, for a pretrained run, the same step)."""
-    result = read_json(out / "eval.json")
-    if not isinstance(result, dict):
-        return None
-    if result.get("probes") != list(probes) or (step is not None and result.get("step") != step):
-        return None
-    return result
-
-
-def _save_eval(out: Path, result: dict) -> None:
-    write_atomic(out / "eval.json", json.dumps(result, indent=2) + "\n")
-
-
 def pretrain_and_evaluate(preset: str, overrides: list[str], out: Path, probes: list[str],
-                          device: str = "cpu", log=print) -> dict:
+                          device: str = "cpu", log=print, split: str = "val") -> dict:
     """Pretrain (resuming) into `out` unless finished, then evaluate (unless eval.json has the
     same probes). Returns the evaluation dict."""
 
@@ -120,38 +109,39 @@ def pretrain_and_evaluate(preset: str, overrides: list[str], out: Path, probes: 
         summary = json.loads((out / "summary.json").read_text())
     else:
         summary = pretrain(preset, out, overrides)
-    cached = _cached_eval(out, probes, summary.get("steps"))
+    cached = cached_eval(out, probes, summary.get("steps"), split)
     if cached is not None:
-        log("  eval: reused eval.json")
+        log(f"  eval: reused {eval_file(out, split).name}")
         return cached
-    result = evaluate(out, [p for p in probes if p != FINETUNE], device=device)
+    result = evaluate(out, [p for p in probes if p != FINETUNE], device=device, split=split)
     if FINETUNE in probes:
         result["finetune_top1"] = finetune(out, overrides=list(FINETUNE_BUDGET), device=device,
                                            progress=False)["finetune_top1"]
     result["probes"] = list(probes)
-    _save_eval(out, result)
+    save_eval(out, result, split)
     return result
 
 
 def random_init_evaluate(preset: str, overrides: list[str], out: Path, probes: list[str],
-                         device: str = "cpu", log=print) -> dict:
+                         device: str = "cpu", log=print, split: str = "val") -> dict:
     """Evaluate a random-init model of the baseline point's config (eval.json in `out`, its
     config beside it). An eval.json of another config is an error naming the keys, not reused."""
     cfg = load_config(preset, overrides)
-    cached = _cached_eval(out, probes)
+    cached = cached_eval(out, probes, split=split)
     if cached is not None:
         checked = check_random_init_dir(out, cfg)  # RunError when of another config
-        log("  eval: reused eval.json" + ("" if checked else f" (no {EVAL_CONFIG} to check)"))
+        log(f"  eval: reused {eval_file(out, split).name}"
+            + ("" if checked else f" (no {EVAL_CONFIG} to check)"))
         return cached
     result = evaluate(None, [p for p in probes if p != FINETUNE], random_init=True,
-                      config=preset, overrides=overrides, device=device)
+                      config=preset, overrides=overrides, device=device, split=split)
     if FINETUNE in probes:
         result["finetune_top1"] = finetune(
             None, config=preset, random_init=True, overrides=[*overrides, *FINETUNE_BUDGET],
             out=out / "finetune", device=device, progress=False)["finetune_top1"]
     result["probes"] = list(probes)
     save_eval_config(out, cfg)
-    _save_eval(out, result)
+    save_eval(out, result, split)
     return result
 
 
@@ -186,22 +176,24 @@ def _attempt(fn, *args, **kwargs) -> tuple[dict | None, str | None]:
 
 
 def _pretrain_job(preset: str, overrides: list[str], out: Path, probes: list[str],
-                  device: str, label: str) -> tuple[dict | None, str | None]:
+                  device: str, label: str, split: str = "val") -> tuple[dict | None, str | None]:
     """One grid point in a pool worker, its log lines prefixed with the point's label."""
     def log(msg):
         print(f"[{label}] {msg}", file=sys.stderr, flush=True)
 
-    return _attempt(pretrain_and_evaluate, preset, overrides, out, probes, device, log)
+    return _attempt(pretrain_and_evaluate, preset, overrides, out, probes, device, log, split)
 
 
 def _submitted_point(preset: str, overrides: list[str], out: Path, probes: list[str],
-                     device: str, threads: int | None) -> tuple[dict | None, str | None] | None:
+                     device: str, threads: int | None, split: str = "val"
+                     ) -> tuple[dict | None, str | None] | None:
     """One grid point in a submitit job: every task pretrains (one DDP group when the job has
     several, through submitit's distributed environment), then rank 0 evaluates."""
     if threads:
         _worker_init(threads)
     if submit.export_distributed() == 0:
-        return _attempt(pretrain_and_evaluate, preset, overrides, out, probes, device)
+        return _attempt(pretrain_and_evaluate, preset, overrides, out, probes, device,
+                        print, split)
     if not is_finished(out):  # rank 0 skips a finished run too: nobody joins the group then
         pretrain(preset, out, overrides)
     return None
@@ -209,20 +201,20 @@ def _submitted_point(preset: str, overrides: list[str], out: Path, probes: list[
 
 def _run_jobs(jobs: list[tuple[str, int]], grid: Grid, preset: str, extra: list[str],
               runs_root: Path, probes: list[str], device: str, kind: str,
-              settings: ClusterSettings, detach: bool, log
+              settings: ClusterSettings, detach: bool, log, split: str = "val"
               ) -> tuple[dict[tuple[str, int], tuple[dict | None, str | None]], list]:
     """Pretrain + evaluate `jobs` as submitit jobs (submit.run_jobs: one array on SLURM, each
     recorded in its run folder's job.json); finished runs with a cached evaluation are left to
     the caller. Returns (results, the jobs left running when detach)."""
     folders = {job: run_dir(runs_root, *job) for job in jobs}
     folders = {job: out for job, out in folders.items()
-               if not (is_finished(out) and _cached_eval(out, probes) is not None)}
+               if not (is_finished(out) and cached_eval(out, probes, split=split) is not None)}
 
     def make_calls(keys: list[tuple[str, int]]) -> dict:
         threads = settings.cpus_per_task if kind == "slurm" else threads_per_worker(len(keys))
         return {job: submit.CallJob(folders[job], _submitted_point, preset,
                                     run_overrides(grid, job[0], job[1], extra), folders[job],
-                                    probes, device, threads) for job in keys}
+                                    probes, device, threads, split) for job in keys}
 
     results = {}
 
@@ -238,9 +230,6 @@ def _run_jobs(jobs: list[tuple[str, int]], grid: Grid, preset: str, extra: list[
     return results, queued
 
 
-# --- aggregation and outputs --------------------------------------------------------------------
-
-
 # --- the whole table ------------------------------------------------------------------------------
 
 def _row(variant: str, seed: int, result: dict) -> dict:
@@ -249,7 +238,7 @@ def _row(variant: str, seed: int, result: dict) -> dict:
 
 
 def _run_pool(jobs: list[tuple[str, int]], grid: Grid, preset: str, extra: list[str],
-              runs_root, probes: list[str], device: str, workers: int, log
+              runs_root, probes: list[str], device: str, workers: int, log, split: str = "val"
               ) -> dict[tuple[str, int], tuple[dict | None, str | None]]:
     """Pretrain + evaluate `jobs` on a pool of `workers` spawned processes (longest-first is
     the grid's order: seed-major, so the first seed's table is complete first)."""
@@ -261,7 +250,7 @@ def _run_pool(jobs: list[tuple[str, int]], grid: Grid, preset: str, extra: list[
     try:
         futures = {job: pool.submit(_pretrain_job, preset, run_overrides(grid, job[0], job[1], extra),
                                     run_dir(runs_root, *job), probes, device,
-                                    f"{job[0]}-s{job[1]}")
+                                    f"{job[0]}-s{job[1]}", split)
                    for job in jobs}
         results = {job: f.result() for job, f in futures.items()}
     except BaseException:
@@ -295,7 +284,7 @@ def run_ablation(grid_path: str | Path = DEFAULT_GRID, *, preset: str | None = N
                  overrides: list[str] | None = None, probes: list[str] | None = None,
                  device: str = "cpu", command: str = "plaml-lab ablation",
                  workers: int = 1, executor: str = "local", detach: bool = False,
-                 log=print) -> dict:
+                 split: str | None = None, log=print) -> dict:
     """Run (or resume) the whole table; returns {rows, aggregate, failed, outputs}.
 
     workers > 1 pretrains that many grid points at once in spawned processes, each with
@@ -307,12 +296,18 @@ def run_ablation(grid_path: str | Path = DEFAULT_GRID, *, preset: str | None = N
     executor submitit-local or slurm: one submitit job per pretrained point instead (a job array
     on SLURM, resources from the grid's `cluster` section and `cluster.*` overrides; several
     tasks per job train one point with DDP); detach returns once they are queued, with
-    {"submitted": [...]}, and the same call later collects them."""
+    {"submitted": [...]}, and the same call later collects them.
+
+    split: the held-out split every probe scores (default the grid's `split`, else val); the
+    table's files and header name it."""
 
     grid = load_grid(grid_path)
     if BASELINE in grid.variants:
         raise ConfigError(f"{grid.path}: points.{BASELINE}: the name is reserved for the baseline")
     preset = str(preset or grid.config or DEFAULT_PRESET)
+    split = split or grid.split or "val"
+    if split not in ("val", "test"):
+        raise ConfigError(f"--split {split}: choose val or test")
     grid.seeds = list(seeds or grid.seeds or [0])
     known = (*PROBES, FINETUNE)
     probes = list(probes) if probes else list(known)
@@ -344,14 +339,14 @@ def run_ablation(grid_path: str | Path = DEFAULT_GRID, *, preset: str | None = N
     if executor != "local":
         pooled, queued = _run_jobs([j for j in jobs if j[0] != BASELINE], grid, preset, extra,
                                    Path(runs_root).resolve(), probes, device, executor,
-                                   settings, detach, log)
+                                   settings, detach, log, split)
         if queued:
             return {"rows": [], "aggregate": {}, "failed": {}, "outputs": {},
                     "submitted": [f"{n}-s{s}" for n, s in queued],
                     "seconds": round(time.perf_counter() - t0, 1)}
     elif workers > 1:
         pooled = _run_pool([j for j in jobs if j[0] != BASELINE], grid, preset, extra, runs_root,
-                           probes, device, workers, log)
+                           probes, device, workers, log, split)
     for i, (name, seed) in enumerate(jobs, 1):
         out = run_dir(runs_root, name, seed)
         log(f"[{i}/{len(jobs)}] {name} seed {seed} -> {out}  ({time.perf_counter() - t0:.0f} s)")
@@ -360,11 +355,11 @@ def run_ablation(grid_path: str | Path = DEFAULT_GRID, *, preset: str | None = N
         elif name == BASELINE:
             result, error = _attempt(random_init_evaluate, preset,
                                      run_overrides(grid, baseline, seed, extra), out, probes,
-                                     device, log)
+                                     device, log, split)
         else:
             result, error = _attempt(pretrain_and_evaluate, preset,
                                      run_overrides(grid, name, seed, extra), out, probes,
-                                     device, log)
+                                     device, log, split)
         if error is not None:
             failed[f"{name}-s{seed}"] = error
             log(f"  FAILED: {error}")
@@ -373,18 +368,22 @@ def run_ablation(grid_path: str | Path = DEFAULT_GRID, *, preset: str | None = N
 
     agg = aggregate(rows)
     out_dir = Path(out_dir)
-    stem = f"ablation_{dataset}"
+    stem = f"ablation_{dataset}" + ("" if split == "val" else f"_{split}")
     outputs = {"csv": out_dir / f"{stem}.csv", "md": out_dir / f"{stem}.md",
-               "png": out_dir / f"{stem}.png"}
+               "png": out_dir / f"{stem}.png", "claims_csv": out_dir / f"{stem}_claims.csv"}
     write_csv(rows, outputs["csv"])
+    write_claims_csv([{"claim": v.get("claim", f"beats {BASELINE}"), **v}
+                      for v in claim_verdicts(agg, rows) + baseline_verdicts(agg, rows)],
+                     outputs["claims_csv"])
     header = {"dataset": dataset, "command": command, "preset": _shown(preset),
               "grid": _shown(grid.path),
-              "seeds": seeds, "date": datetime.now().strftime("%Y-%m-%d"),
+              "seeds": seeds, "split": split, "date": datetime.now().strftime("%Y-%m-%d"),
               "machine": f"{platform.machine()}, {platform.system()}, device {device}",
               "failed": failed}
-    write_markdown(agg, outputs["md"], header=header)
+    write_markdown(agg, outputs["md"], header=header, rows=rows)
     if rows:
-        write_plot(rows, agg, outputs["png"], title=f"{stem} (mean ± std over seeds {seeds})")
+        write_plot(rows, agg, outputs["png"],
+                   title=f"{stem} ({split} split; mean ± std over seeds {seeds})")
     return {"rows": rows, "aggregate": agg, "failed": failed, "outputs": outputs,
             "seconds": round(time.perf_counter() - t0, 1)}
 
@@ -406,6 +405,7 @@ def cmd_ablation(args) -> int:
                           out_dir=args.out, overrides=args.overrides,
                           probes=split(args.probes), device=args.device, command=command,
                           workers=args.workers, executor=args.executor, detach=args.detach,
+                          split=getattr(args, "split", None),
                           log=lambda m: print(m, file=sys.stderr, flush=True))
     if result.get("submitted"):
         print(f"{len(result['submitted'])} run(s) queued (job.json in each run folder); the same "

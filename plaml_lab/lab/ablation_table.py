@@ -1,6 +1,12 @@
 """The ablation table: mean +- std over seeds of each variant, the claims (docs/method.md) as
-comparisons between variants (verdicts that allow for the seed spread), and the CSV, markdown
-and bar-plot outputs. Pure functions of the rows ablation.py collects."""
+comparisons between variants, and the CSV, markdown and bar-plot outputs. Pure functions of the
+rows ablation.py collects.
+
+A seed fixes a run's init, data order, augmentations and masks for every variant, so two
+variants' runs of one seed are a pair: a claim's verdict comes from the per-seed paired
+differences (their mean and a 95% Student-t confidence interval: held when it lies above 0,
+reversed below, unresolved when it spans 0). The unpaired difference of means against the
+pooled seed spread stays beside it."""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import csv
 import math
 from pathlib import Path
 
+from plaml_lab.lab.paired import CONFIDENCE, paired_differences, paired_interval
 from plaml_lab.viz.figures import new_figure
 
 BASELINE = "random_init"
@@ -47,7 +54,7 @@ CLAIMS = (
 
 
 # Every pretrained variant against the untrained encoder of the same shape, on these metrics.
-BASELINE_METRICS = ("knn_top1", "knn_top1_mean")
+BASELINE_METRICS = ("knn_top1", "knn_top1_mean", "linear_top1")
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -85,6 +92,16 @@ def write_csv(rows: list[dict], path: Path) -> None:
                        + ["" if r.get(m) is None else f"{r[m]:.6g}" for m in METRICS])
 
 
+def read_csv(path: Path) -> list[dict]:
+    """The rows `write_csv` wrote (empty cells -> None): a committed table's per-run rows, so its
+    paired verdicts can be recomputed (tools/paired_verdicts.py)."""
+    with open(path, newline="") as f:
+        return [{"variant": r["variant"], "seed": int(r["seed"]),
+                 "steps": int(r["steps"]) if r.get("steps") else None,
+                 **{m: float(r[m]) if r.get(m) else None for m in METRICS}}
+                for r in csv.DictReader(f)]
+
+
 def _fmt(mean: float, std: float, metric: str) -> str:
     if math.isnan(mean):
         return "n/a"
@@ -92,10 +109,13 @@ def _fmt(mean: float, std: float, metric: str) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def compare(agg: dict, better: str, worse: str, metric: str) -> dict | None:
+def compare(agg: dict, better: str, worse: str, metric: str,
+            rows: list[dict] | None = None) -> dict | None:
     """Difference of means of `better` minus `worse` on `metric` and a verdict against the seed
     spread s = sqrt(std_a^2 + std_b^2): held (difference > s), reversed (< -s), within seed
-    spread; no verdict with fewer than two seeds. None when either side lacks the metric."""
+    spread; no verdict with fewer than two seeds. None when either side lacks the metric.
+    With `rows` (the per-run rows), also the paired view: `diffs` {seed: difference} and
+    paired_interval's mean_diff, ci_low, ci_high, pairs and paired_verdict."""
     if better not in agg or worse not in agg:
         return None
     (ma, sa, na), (mb, sb, nb) = agg[better][metric], agg[worse][metric]
@@ -107,8 +127,12 @@ def compare(agg: dict, better: str, worse: str, metric: str) -> dict | None:
     else:
         verdict = ("held" if diff > spread else "reversed" if diff < -spread
                    else "within seed spread")
-    return {"metric": metric, "better": better, "worse": worse, "diff": diff,
-            "spread": spread, "seeds": min(na, nb), "verdict": verdict}
+    out = {"metric": metric, "better": better, "worse": worse, "diff": diff,
+           "spread": spread, "seeds": min(na, nb), "verdict": verdict}
+    if rows is not None:
+        diffs = paired_differences(rows, better, worse, metric)
+        out.update(diffs=diffs, **paired_interval(list(diffs.values())))
+    return out
 
 
 def stand_in(agg: dict, variant: str) -> str:
@@ -121,58 +145,105 @@ def stand_in(agg: dict, variant: str) -> str:
     return tagged[0] if len(tagged) == 1 else variant
 
 
-def claim_verdicts(agg: dict) -> list[dict]:
-    """Each CLAIMS comparison present in `agg` (by name or by `stand_in`), scored by `compare`."""
+def claim_verdicts(agg: dict, rows: list[dict] | None = None) -> list[dict]:
+    """Each CLAIMS comparison present in `agg` (by name or by `stand_in`), scored by `compare`
+    (paired too, given the per-run `rows`)."""
     out = []
     for claim, better, worse, metrics in CLAIMS:
         for m in metrics:
-            v = compare(agg, stand_in(agg, better), stand_in(agg, worse), m)
+            v = compare(agg, stand_in(agg, better), stand_in(agg, worse), m, rows)
             if v is not None:
                 out.append({"claim": claim, **v})
     return out
 
 
-def baseline_verdicts(agg: dict) -> list[dict]:
+def baseline_verdicts(agg: dict, rows: list[dict] | None = None) -> list[dict]:
     """Every pretrained variant against the random-init row on BASELINE_METRICS ("held" = it
-    beats random init by more than the seed spread)."""
+    beats random init by more than the seed spread; paired too, given `rows`)."""
     out = []
     for variant in agg:
         if variant == BASELINE:
             continue
         for m in BASELINE_METRICS:
-            v = compare(agg, variant, BASELINE, m)
+            v = compare(agg, variant, BASELINE, m, rows)
             if v is not None:
                 out.append(v)
     return out
 
 
-def write_markdown(agg: dict, path: Path, *, header: dict) -> None:
+CLAIM_COLUMNS = ("claim", "better", "worse", "metric", "pairs", "diffs", "mean_diff", "ci_low",
+                 "ci_high", "paired_verdict", "diff", "spread", "verdict")
+
+
+def write_claims_csv(verdicts: list[dict], path: Path) -> None:
+    """One row per claim (or baseline comparison) and metric: the paired columns (per-seed
+    differences as seed:value pairs, their mean, the 95% CI, the paired verdict), then the
+    unpaired difference of means, the seed spread and its verdict."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(CLAIM_COLUMNS)
+        for v in verdicts:
+            cells = []
+            for c in CLAIM_COLUMNS:
+                x = v.get(c, "")
+                if c == "diffs":
+                    x = " ".join(f"{s}:{d:+.6g}" for s, d in (x or {}).items())
+                elif isinstance(x, float):
+                    x = "" if math.isnan(x) else f"{x:.6g}"
+                cells.append(x)
+            w.writerow(cells)
+
+
+def _ci(v: dict) -> str:
+    if math.isnan(v.get("ci_low", math.nan)):
+        return "n/a"
+    return f"[{v['ci_low']:+.3f}, {v['ci_high']:+.3f}]"
+
+
+def _paired_cells(v: dict) -> str:
+    diffs = " ".join(f"{d:+.3f}" for d in v.get("diffs", {}).values()) or "n/a"
+    mean = "n/a" if math.isnan(v.get("mean_diff", math.nan)) else f"{v['mean_diff']:+.3f}"
+    return f"{diffs} | {mean} | {_ci(v)} | {v.get('paired_verdict', 'n/a')}"
+
+
+def write_markdown(agg: dict, path: Path, *, header: dict, rows: list[dict] | None = None) -> None:
+    """The table (mean ± std per variant), then the claims and the comparisons with the
+    random-init encoder, paired by seed when `rows` are given."""
     metrics = [m for m in TABLE_METRICS if any(not math.isnan(v[m][0]) for v in agg.values())]
-    lines = [f"# Ablation on `{header['dataset']}`: mean ± std over seeds", "",
+    split = header.get("split", "val")
+    lines = [f"# Ablation on `{header['dataset']}`, {split} split: mean ± std over seeds", "",
              f"Written by `{header['command']}` on {header['date']} ({header['machine']}).",
              f"Preset `{header['preset']}`, grid `{header['grid']}`, seeds {header['seeds']}, "
-             f"probes on the frozen student encoder; std is the sample std (n - 1) over seeds.",
+             f"probes on the frozen student encoder, scored on the {split} split; std is the "
+             "sample std (n - 1) over seeds.",
              "", "| variant | seeds | " + " | ".join(metrics) + " |",
              "|---|---|" + "---|" * len(metrics)]
     for variant, stats in agg.items():
         n = max(v[2] for v in stats.values())
         lines.append(f"| {variant} | {n} | "
                      + " | ".join(_fmt(*stats[m][:2], m) for m in metrics) + " |")
-    verdicts = claim_verdicts(agg)
+    level = f"{CONFIDENCE:.0%}"
+    verdicts = claim_verdicts(agg, rows)
     if verdicts:
-        lines += ["", "## Claims (difference of means against the seed spread)", "",
-                  "| claim | metric | difference | spread | verdict |", "|---|---|---|---|---|"]
+        lines += ["", f"## Claims: paired by seed ({level} Student-t CI of the per-seed "
+                  "differences), the unpaired difference of means beside", "",
+                  f"| claim | metric | per-seed differences | mean | {level} CI | verdict | "
+                  "unpaired difference ± spread | unpaired verdict |",
+                  "|---|---|---|---|---|---|---|---|"]
         for v in verdicts:
             lines.append(f"| {v['claim']} ({v['better']} vs {v['worse']}) | {v['metric']} | "
-                         f"{v['diff']:+.3f} | {v['spread']:.3f} | {v['verdict']} |")
-    against = baseline_verdicts(agg)
+                         f"{_paired_cells(v)} | {v['diff']:+.3f} ± {v['spread']:.3f} | "
+                         f"{v['verdict']} |")
+    against = baseline_verdicts(agg, rows)
     if against:
-        lines += ["", "## Against the random-init encoder (kNN)", "",
-                  "| variant | metric | difference | spread | beats random init |",
-                  "|---|---|---|---|---|"]
+        lines += ["", "## Against the random-init encoder (paired by seed)", "",
+                  f"| variant | metric | per-seed differences | mean | {level} CI | beats random "
+                  "init | unpaired difference ± spread | unpaired verdict |",
+                  "|---|---|---|---|---|---|---|---|"]
         for v in against:
-            lines.append(f"| {v['better']} | {v['metric']} | {v['diff']:+.3f} | "
-                         f"{v['spread']:.3f} | {v['verdict']} |")
+            lines.append(f"| {v['better']} | {v['metric']} | {_paired_cells(v)} | "
+                         f"{v['diff']:+.3f} ± {v['spread']:.3f} | {v['verdict']} |")
     if header.get("failed"):
         lines += ["", "## Failed runs", ""] + [f"- {k}: {e}" for k, e in header["failed"].items()]
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,8 @@ runner (a cluster executor calls `load_grid(path).points`).
     seeds: [0, 1]                           # every point once per seed (run.seed)
     baseline: dual                          # ablation: the point whose config builds the
                                             # random-init model (default the last point)
+    split: test                             # ablation: the held-out split the table scores
+                                            # (default val: for grids that choose settings)
     cluster: {partition: gpu, gpus_per_node: 8}  # submitit executors: each job's resources
                                             # (plaml_lab.lab.cluster, docs/cluster.md)
 
@@ -43,7 +45,7 @@ from plaml_lab.errors import ConfigError
 from plaml_lab.lab.cluster import cluster_settings
 
 GRID_KEYS = ("notebook", "config", "overrides", "timeout", "parameters", "points", "axes",
-             "seeds", "baseline", "cluster")
+             "seeds", "baseline", "cluster", "split")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]")  # point names are folder names
 
 
@@ -75,6 +77,7 @@ class Grid:
     timeout: float | None = None
     parameters: dict = field(default_factory=dict)
     baseline: str | None = None
+    split: str | None = None  # ablation: val (choosing) or test (reporting); None = val
     cluster: dict = field(default_factory=dict)  # submit.cluster_settings reads it
 
     @property
@@ -197,6 +200,9 @@ def load_grid(path: str | Path) -> Grid:
     baseline = data.get("baseline")
     if baseline is not None and baseline not in variants:
         raise ConfigError(f"{path}: baseline: '{baseline}' is not a point of the grid")
+    split = data.get("split")
+    if split is not None and split not in ("val", "test"):
+        raise ConfigError(f"{path}: split: '{split}': choose val or test")
     cluster = data.get("cluster") or {}
     try:
         cluster_settings(cluster)  # checked here, read when a submitit executor runs the grid
@@ -211,4 +217,4 @@ def load_grid(path: str | Path) -> Grid:
                 variants=variants, seeds=list(dict.fromkeys(seeds)),
                 notebook=file("notebook", "notebooks"),
                 timeout=float(timeout) if timeout else None, parameters=parameters,
-                baseline=baseline, cluster=cluster)
+                baseline=baseline, split=split, cluster=cluster)

@@ -1,7 +1,7 @@
 """`make demo`: pretrain the paper's variant (token targets + class/data-token pseudo labels,
 labelling + reconstruction teachers) on the embedded dataset with the demo preset (the lab
 preset's data and model on a budget of minutes, experiments/configs/demo.yaml), evaluate it
-against a random-init encoder on the same held-out split, and save figures next to the run."""
+against a random-init encoder on the same val split, and save figures next to the run."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def cmd_demo(args) -> int:
     random = knn_eval(random_init_run(run.cfg).encoder(), run.cfg)
     rows = [("pretrained (student)", summary), ("random init", random)]
     print()
-    print(f"kNN top-1 on the held-out split ({run.cfg.data.dataset}, "
+    print(f"kNN top-1 on the val split ({run.cfg.data.dataset}, "
           f"{run.cfg.data.shapes.num_classes} classes, k={run.cfg.eval.knn_k}):")
     print(f"  {'encoder':<22} {'class token':>12} {'mean data tokens':>18}")
     for name, r in rows:

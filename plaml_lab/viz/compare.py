@@ -86,6 +86,20 @@ def bars_figure(grouped: dict[str, dict[str, tuple]], metrics: list[str]) -> go.
     return fig
 
 
+def paired_table_html(paired: list[dict]) -> str:
+    """The paired view (runset.paired_results): one row per two config groups and metric."""
+    if not paired:
+        return ""
+    rows = "".join(
+        f"<tr><td>{html.escape(p['better'])}</td><td>{html.escape(p['worse'])}</td>"
+        f"<td>{p['metric']}</td><td>{p['pairs']}</td><td>{p['mean_diff']:+.4f}</td>"
+        f"<td>[{p['ci_low']:+.4f}, {p['ci_high']:+.4f}]</td><td>{p['paired_verdict']}</td></tr>"
+        for p in paired)
+    return ("<b>paired by seed</b> (A - B over the seeds both configs ran; 95% Student-t CI)"
+            "<table><tr><th>A</th><th>B</th><th>metric</th><th>seeds</th><th>mean</th>"
+            f"<th>95% CI</th><th>verdict</th></tr>{rows}</table>")
+
+
 def diff_table_html(records: list, keys: list[str]) -> str:
     """An HTML table: a row per run, a column per differing key."""
     if not keys:
@@ -148,9 +162,10 @@ class CompareRuns(PollingApp):
         self.table = self.view("diff", widgets.HTML())
         self.curves = self.view("curves", PlotlyView("curves"))
         self.bars = self.view("bars", PlotlyView("bars"))
+        self.paired = self.view("paired", widgets.HTML())
         self.opened_box = self.view("opened", widgets.VBox())
         self.state["opened"] = None
-        self.finish([self.table, self.curves, self.bars, self.opened_box])
+        self.finish([self.table, self.curves, self.bars, self.paired, self.opened_box])
         self._set_auto(auto_refresh and not all(r.finished for r in self.records()))
 
     # -- data ----------------------------------------------------------------------------------
@@ -212,6 +227,9 @@ class CompareRuns(PollingApp):
             fig = bars_figure(grouped, metrics)
             self.bars.show(fig)
             self.state.update(result_metrics=metrics, grouped=grouped, figure_bars=fig)
+            paired = S.paired_results(records)
+            self.paired.value = paired_table_html(paired)
+            self.state.update(paired=paired)
         finished = {r.name: r.finished for r in records}
         self.state.update(runs=self.runset.names, selected=[r.name for r in records],
                           finished=finished, curve_columns=list(c["metric"].options))
@@ -225,7 +243,8 @@ def compare_runs(folder=None, dataset=None, **options) -> CompareRuns:
     """Runs of a folder side by side: pick runs; a table of only the config keys that differ
     between them; their metrics.jsonl curves overlaid (any column, against step or epoch,
     smoothed); probe results (eval.json, summary.json, finetune_top1) as grouped bars, mean ±
-    std over the seeds of each config; open any run's own dashboards below. Refreshes while
+    std over the seeds of each config, and, where configs share seeds, their differences
+    paired by seed (mean, 95% CI, verdict); open any run's own dashboards below. Refreshes while
     runs train. dataset is not used. options: selected (run names relative to folder), metric,
     x ('step' | 'epoch'), window, log_y, auto_refresh, interval."""
     return build(CompareRuns, folder, dataset, **options)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import ipywidgets as widgets
 
-from plaml_lab.data import normalize
+from plaml_lab.data import normalize, probe_indices
 from plaml_lab.method.masking import mask_from_noise
 from plaml_lab.probes import nmi_ari
 from plaml_lab.viz import canvas as C
@@ -228,9 +228,11 @@ class ClusterExplorer(_ImageApp):
             self.unavailable(f"method.pseudo_labels={self.cfg.method.pseudo_labels}: this run "
                              "has no labelling teacher, so no pseudo labels")
             return
-        n = min(len(self.dataset), int(max_images))
+        # the clusters probe's images: every class in proportion, not the first files of a folder
+        self.indices = probe_indices(self.dataset, int(max_images))
+        n = len(self.indices)
         self.controls["image"].max = n - 1
-        batch = I.fetch(self.dataset, torch.arange(n))
+        batch = I.fetch(self.dataset, self.indices)
         self.images = batch["image"]
         self.labels = batch["label"].numpy()
         self.pl = I.pseudo_labels(self.run, self.images)
@@ -329,7 +331,8 @@ class ClusterExplorer(_ImageApp):
 
 
 def cluster_explorer(run=None, dataset=None, **options) -> ClusterExplorer:
-    """Pseudo-label clusters of the labelling teacher over the first `max_images` images:
+    """Pseudo-label clusters of the labelling teacher over `max_images` images (those of the
+    clusters probe: all, or a fixed-seed sample stratified by class):
     per-image data-token cluster maps (a colour per prototype), a gallery of the images whose
     class token falls in a chosen prototype, a prototype usage histogram, a 2-D embedding
     (PCA or t-SNE; hover shows the image index) coloured by pseudo or true label, NMI / ARI.

@@ -262,6 +262,34 @@ def grouped_results(records: list[RunRecord], metrics: list[str]
     return out
 
 
+PAIRED_METRICS = ("knn_top1", "linear_top1", "finetune_top1")
+MAX_PAIRED_GROUPS = 8  # pairs grow as groups^2: the paired view stops there
+
+
+def paired_results(records: list[RunRecord], metrics=PAIRED_METRICS) -> list[dict]:
+    """For every two config groups (seed_groups) that share at least two run.seed values: per
+    metric, the per-seed differences (first group - second) and their paired Student-t 95% CI
+    and verdict (plaml_lab.lab.paired). [] when no two groups share seeds."""
+    from plaml_lab.lab.paired import paired_interval  # scipy: only when runs share seeds
+
+    groups = list(seed_groups(records).items())[:MAX_PAIRED_GROUPS]
+    by_seed = {label: {r.config.get("run.seed"): r for r in members if r.config}
+               for label, members in groups}
+    out = []
+    for i, (a, _) in enumerate(groups):
+        for b, _ in groups[i + 1:]:
+            seeds = sorted(set(by_seed[a]) & set(by_seed[b]) - {None})
+            if len(seeds) < 2:
+                continue
+            for m in metrics:
+                diffs = {s: by_seed[a][s].results[m] - by_seed[b][s].results[m] for s in seeds
+                         if m in by_seed[a][s].results and m in by_seed[b][s].results}
+                if len(diffs) >= 2:
+                    out.append({"better": a, "worse": b, "metric": m, "diffs": diffs,
+                                **paired_interval(list(diffs.values()))})
+    return out
+
+
 def result_columns(records: list[RunRecord]) -> list[str]:
     """Probe metrics present in any run, accuracies first."""
     cols = set().union(*(r.results for r in records)) if records else set()
