@@ -228,8 +228,7 @@ class ClusterExplorer(_ImageApp):
             self.unavailable(f"method.pseudo_labels={self.cfg.method.pseudo_labels}: this run "
                              "has no labelling teacher, so no pseudo labels")
             return
-        # the clusters probe's images: every class in proportion, not the first files of a folder
-        self.indices = probe_indices(self.dataset, int(max_images))
+        self.indices = probe_indices(self.dataset, int(max_images))  # every class in proportion
         n = len(self.indices)
         self.controls["image"].max = n - 1
         batch = I.fetch(self.dataset, self.indices)
@@ -331,11 +330,11 @@ class ClusterExplorer(_ImageApp):
 
 
 def cluster_explorer(run=None, dataset=None, **options) -> ClusterExplorer:
-    """Pseudo-label clusters of the labelling teacher over `max_images` images (those of the
-    clusters probe: all, or a fixed-seed sample stratified by class):
-    per-image data-token cluster maps (a colour per prototype), a gallery of the images whose
-    class token falls in a chosen prototype, a prototype usage histogram, a 2-D embedding
-    (PCA or t-SNE; hover shows the image index) coloured by pseudo or true label, NMI / ARI.
+    """Pseudo-label clusters of the labelling teacher over `max_images` images (the clusters
+    probe's: all, or a fixed-seed sample stratified by class): per-image data-token cluster
+    maps (a colour per prototype), a gallery of the images whose class token falls in a chosen
+    prototype, a prototype usage histogram, a 2-D embedding (PCA or t-SNE; hover shows the
+    image index) coloured by pseudo or true label, NMI / ARI.
     options: index, max_images (512), embedding, colour_by, gallery_size, tsne_in_background
     (True: t-SNE is computed in a thread once the app is drawn)."""
     return build(ClusterExplorer, run, dataset, **options)
