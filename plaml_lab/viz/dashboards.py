@@ -124,8 +124,7 @@ class MaskExplorer(_ImageApp):
 
 
 def mask_caption(tokens: bool, pixels: bool) -> str:
-    """What grey means in each panel: hidden patches in the student's view, but the positions
-    the student saw (no prediction there) in the token panels."""
+    """What grey means per panel: hidden patches in the view, seen ones in the token panels."""
     caption = "visible: hidden patches grey"
     if pixels:
         caption += "; reconstruction: hidden patches predicted"
