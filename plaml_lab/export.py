@@ -21,14 +21,14 @@ OUT/model.safetensors: the layout timm's own hub export writes (timm.models._hub
     timm.create_model("local-dir:OUT", pretrained=True, num_classes=0)
 
 builds and loads it with nothing else at hand, and a model hub's client can upload the folder as
-is. Exported files get the mode the umask gives a new file (0644 under umask 022): safetensors
-itself creates them 0600, which colleagues on shared storage cannot read.
+is. Exported files get the mode the umask gives a new file (0644 under umask 022): atomic_path
+sets it, since safetensors itself creates them 0600, which colleagues on shared storage cannot
+read.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -65,14 +65,6 @@ def encoder_state_dict(encoder: torch.nn.Module) -> dict[str, torch.Tensor]:
             for k, v in encoder.state_dict().items()}
 
 
-def _umask_mode(path: Path) -> None:
-    """Give a freshly written file the mode open() would (0666 less the umask): safetensors
-    creates its files 0600."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
 def check_out_path(out_path: str | Path, fmt: str = "safetensors") -> Path:
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt}: choose {' or '.join(FORMATS)}")
@@ -97,7 +89,6 @@ def save_encoder(encoder: torch.nn.Module, out_path: str | Path, kwargs: dict,
         out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(out) as tmp:  # a half-written file never carries the final name
             save_file(encoder_state_dict(encoder), str(tmp), metadata=meta)
-            _umask_mode(tmp)
     except OSError as e:
         raise ConfigError(f"--out {out}: cannot write ({e.strerror or e})") from None
     except SafetensorError as e:  # its I/O errors (a read-only folder) are of its own type
@@ -164,11 +155,9 @@ def save_timm_dir(encoder: torch.nn.Module, out_dir: str | Path, kwargs: dict,
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "model.safetensors") as tmp:
         save_file(encoder_state_dict(encoder), str(tmp), metadata={"format": "pt"})
-        _umask_mode(tmp)
     # config last: a folder with a config.json is a complete export
     with atomic_path(out / "config.json") as tmp:
         tmp.write_text(json.dumps(timm_config(kwargs, provenance), indent=2) + "\n")
-        _umask_mode(tmp)
     return out
 
 
