@@ -159,3 +159,53 @@ def test_probe_bars_name_metrics_title_the_y_axis_and_draw_random_init_as_a_line
     knn = metrics.index("knn_top1")
     lines = [s for s in fig.layout.shapes if s.line.dash == "dash"]
     assert [(s.x0, s.x1, s.y0) for s in lines] == [(knn - 0.45, knn + 0.45, 0.2)]
+
+
+@pytest.fixture
+def search_folder(tmp_path):
+    """A search's folder as `plaml-lab search` leaves it: trials/t0000 complete (kNN 0.5),
+    trials/t0001 pruned (stopped early: metrics, no summary.json), trials.csv written by the
+    search's own writer from a study holding those two trials."""
+    import optuna
+
+    from plaml_lab.lab.search import write_trials
+    from plaml_lab.lab.search_file import load_search
+
+    search = load_search(Path(QUICK).parents[1] / "searches" / "quick_blr_mask.yaml")
+    out = tmp_path / "search"
+    study = optuna.create_study(direction="maximize")
+    dist = {p.key: optuna.distributions.FloatDistribution(1e-4, 1.0) for p in search.params}
+    for number, (state, value, blr) in enumerate([("COMPLETE", 0.5, 1e-3),
+                                                  ("PRUNED", None, 1e-2)]):
+        name = f"t{number:04d}"
+        write_fake_run(out / "trials" / name, QUICK, [f"optim.blr={blr}", "mask.ratio=0.6"],
+                       knn=value, finished=state == "COMPLETE", rows=10)
+        study.add_trial(optuna.trial.create_trial(
+            state=getattr(optuna.trial.TrialState, state), value=value,
+            params={"optim.blr": blr, "mask.ratio": 0.6}, distributions=dist,
+            user_attrs={"run": f"trials/{name}"}))
+    write_trials(search, study, out / "trials.csv")
+    return out
+
+
+def test_a_search_folder_shows_its_trials_states_and_objective_and_waits_for_no_pruned_trial(
+        search_folder):
+    app = compare_runs(search_folder, auto_refresh=False)
+    assert app.state["runs"] == ["trials/t0000", "trials/t0001"]
+    # a pruned trial will never write summary.json: it is done, not "still training"
+    assert app.state["finished"] == {"trials/t0000": True, "trials/t0001": True}
+    assert app.polling_done()
+    trials = app.state["trials"]
+    assert {n: (t["state"], t["objective"]) for n, t in trials.items()} == {
+        "trials/t0000": ("complete", "knn_top1"), "trials/t0001": ("pruned", "knn_top1")}
+    assert trials["trials/t0000"]["value"] == 0.5 and np.isnan(trials["trials/t0001"]["value"])
+    table = app.trials.value
+    assert "plaml-trials" in table and "0.5000" in table and "pruned" in table
+    assert "optim.blr" in table and "mask.ratio" not in table  # only the keys that differ
+    assert "trials complete: <b>1</b>" in app.readout.value
+    assert "trials pruned: <b>1</b>" in app.readout.value
+
+
+def test_a_folder_that_is_not_a_search_shows_no_trials_table(runs):
+    app = compare_runs(runs, auto_refresh=False)
+    assert app.state["trials"] == {} and app.trials.value == ""

@@ -7,6 +7,7 @@ side by side. See viz/app.py for the App contract and viz/runset.py for the data
 from __future__ import annotations
 
 import html
+import math
 import time
 
 import ipywidgets as widgets
@@ -100,6 +101,34 @@ def paired_table_html(paired: list[dict]) -> str:
             f"<th>95% CI</th><th>verdict</th></tr>{rows}</table>")
 
 
+def trials_table_html(trials: dict[str, dict], configs: dict[str, dict], keys: list[str]) -> str:
+    """A search folder's trials (runset.read_trials) in trial order, with their state, objective
+    value and the searched keys' values; "" for a folder that is not a search's."""
+    if not trials:
+        return ""
+    objective = html.escape(next(iter(trials.values()))["objective"])
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
+    rows = []
+    for name, t in trials.items():
+        value = "" if math.isnan(t["value"]) else f"{t['value']:.4f}"
+        cells = [str(t["trial"]), str(t["state"]), value,
+                 *(str(configs.get(name, {}).get(k, "—")) for k in keys), name]
+        rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    return (f"<b>search trials</b> (the search's trials.csv: pruned trials stopped early and "
+            f"have no {objective})<div style='max-height:260px;overflow:auto'>"
+            "<table class='plaml-trials' style='font-size:85%;border-collapse:collapse'>"
+            f"<tr><th>trial</th><th>state</th><th>{objective}</th>{head}<th>run</th></tr>"
+            + "".join(rows) + "</table></div>")
+
+
+def _trial_counts(trials: dict[str, dict]) -> dict[str, int]:
+    """The readout's search line: trials by state ({} outside a search folder)."""
+    counts: dict[str, int] = {}
+    for t in trials.values():
+        counts[f"trials {t['state']}"] = counts.get(f"trials {t['state']}", 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def diff_table_html(records: list, keys: list[str]) -> str:
     """An HTML table: a row per run, a column per differing key."""
     if not keys:
@@ -118,7 +147,8 @@ class CompareRuns(PollingApp):
     """state: runs (every run found), selected, diff_keys (config keys that differ between the
     selected runs), curve_columns, metric, x, window, log_y, curves {run: (xs, ys)},
     figure_curves, result_metrics, grouped {group: {metric: (mean, std, n)}}, figure_bars,
-    finished {run: bool}, opened (the app opened for a run, or None), scan_s.
+    finished {run: bool}, opened (the app opened for a run, or None), scan_s, trials (a
+    search folder's trials by run name: state, objective, value; {} for other folders).
 
     `refresh()` re-reads changed runs and re-draws; with auto refresh on, a daemon thread calls
     it every `interval` seconds while a selected run is still training."""
@@ -159,13 +189,14 @@ class CompareRuns(PollingApp):
         opener = widgets.Button(description="open", icon="external-link")
         opener.on_click(lambda _b: self.open_run())
         self.control("open", opener)
+        self.trials = self.view("trials", widgets.HTML())
         self.table = self.view("diff", widgets.HTML())
         self.curves = self.view("curves", PlotlyView("curves"))
         self.bars = self.view("bars", PlotlyView("bars"))
         self.paired = self.view("paired", widgets.HTML())
         self.opened_box = self.view("opened", widgets.VBox())
         self.state["opened"] = None
-        self.finish([self.table, self.curves, self.bars, self.paired, self.opened_box])
+        self.finish([self.trials, self.table, self.curves, self.bars, self.paired, self.opened_box])
         self._set_auto(auto_refresh and not all(r.finished for r in self.records()))
 
     # -- data ----------------------------------------------------------------------------------
@@ -230,12 +261,19 @@ class CompareRuns(PollingApp):
             paired = S.paired_results(records)
             self.paired.value = paired_table_html(paired)
             self.state.update(paired=paired)
+        if wants(parts, "runs", "trials"):
+            trials = self.runset.trials
+            configs = {n: self.runset[n].config for n in trials if n in self.runset.runs}
+            self.trials.value = trials_table_html(
+                trials, configs, S.differing_keys([c for c in configs.values() if c]))
+            self.state.update(trials=trials)
         finished = {r.name: r.finished for r in records}
         self.state.update(runs=self.runset.names, selected=[r.name for r in records],
                           finished=finished, curve_columns=list(c["metric"].options))
         self.set_readout({"runs found": len(self.runset.names), "selected": len(records),
                           "config keys that differ": len(self.state.get("diff_keys", [])),
                           "still training": sum(not f for f in finished.values()),
+                          **_trial_counts(self.runset.trials),
                           "read at": time.strftime("%H:%M:%S")})
 
 
@@ -245,6 +283,7 @@ def compare_runs(folder=None, dataset=None, **options) -> CompareRuns:
     smoothed); probe results (eval.json, summary.json, finetune_top1) as grouped bars, mean ±
     std over the seeds of each config, and, where configs share seeds, their differences
     paired by seed (mean, 95% CI, verdict); open any run's own dashboards below. Refreshes while
-    runs train. dataset is not used. options: selected (run names relative to folder), metric,
+    runs train. A `plaml-lab search` folder also lists its trials (state, objective, searched
+    keys); its pruned trials count as done. dataset is not used. options: selected (run names relative to folder), metric,
     x ('step' | 'epoch'), window, log_y, auto_refresh, interval."""
     return build(CompareRuns, folder, dataset, **options)

@@ -12,6 +12,7 @@ runs of their own here).
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -48,6 +49,7 @@ class RunRecord:
     rows: list[dict] = field(default_factory=list)
     results: dict = field(default_factory=dict)
     finished: bool = False
+    trial: dict = field(default_factory=dict)  # its row of a search's trials.csv, if any
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
@@ -151,9 +153,35 @@ def read_run(path: Path, name: str) -> RunRecord:
                      results=results, finished=bool(summary) or not has_run)
 
 
+def read_trials(folder: Path) -> dict[str, dict]:
+    """A search folder's trials.csv (`plaml-lab search`, docs/search.md) -> {run folder relative
+    to `folder`: {"trial", "state", "objective", "value"}}; {} for a folder that is not a
+    search's. A pruned or failed trial's run stopped for good: it has no summary.json, and
+    without this the dashboard would wait for it to finish."""
+    try:
+        with open(folder / "trials.csv", newline="") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+        metric = reader.fieldnames[2]  # trial, state, the objective's metric, seconds, ...
+    except (OSError, TypeError, IndexError, csv.Error):
+        return {}
+    out = {}
+    for row in rows:
+        if not row.get("run"):
+            continue
+        try:
+            value = float(row.get(metric) or "nan")
+        except ValueError:
+            value = math.nan
+        out[Path(row["run"]).as_posix()] = {"trial": row.get("trial"), "state": row.get("state"),
+                                             "objective": metric, "value": value}
+    return out
+
+
 class RunSet:
     """The runs under a folder, re-read incrementally: `scan()` re-lists the folder and
-    re-reads only runs whose files changed; returns whether anything changed."""
+    re-reads only runs whose files changed; returns whether anything changed. A search's
+    folder (trials.csv beside trials/) also gives each trial run its state and objective."""
 
     def __init__(self, folder: str | Path):
         self.folder = user_path(folder)  # as every loader: cwd, then the repo root
@@ -161,6 +189,8 @@ class RunSet:
             raise FileNotFoundError(f"runs folder not found: {self.folder}")
         self.runs: dict[str, RunRecord] = {}
         self._sigs: dict[str, tuple] = {}
+        self.trials: dict[str, dict] = {}  # a search's trials by run name; {} otherwise
+        self._trials_sig = None
         self.scan()
 
     def scan(self) -> bool:
@@ -177,9 +207,26 @@ class RunSet:
         for gone in set(self.runs) - seen:
             del self.runs[gone], self._sigs[gone]
             changed = True
+        changed |= self._scan_trials(changed)
         if changed:
             self.runs = dict(sorted(self.runs.items()))
         return changed
+
+    def _scan_trials(self, runs_changed: bool) -> bool:
+        try:
+            st = (self.folder / "trials.csv").stat()
+            sig = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            sig = None
+        if sig == self._trials_sig and not runs_changed:
+            return False
+        self._trials_sig = sig
+        self.trials = read_trials(self.folder) if sig else {}
+        for name, record in self.runs.items():
+            record.trial = self.trials.get(name, {})
+            if record.trial.get("state") in ("complete", "pruned", "fail"):
+                record.finished = True
+        return True
 
     @property
     def names(self) -> list[str]:
