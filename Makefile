@@ -46,8 +46,10 @@ test-notebooks: $(STAMP)
 test-other-class: $(STAMP)
 	PY=$(PY) tools/test_other_class.sh
 
+# sync each notebook with its source (notebooks/jupytext.toml), then execute and save outputs
 notebooks: $(STAMP)
-	$(PY) tools/make_notebooks.py
+	$(VENV)/bin/jupytext --sync notebooks/src/[0-9][0-9]_*.py
+	$(PY) tools/execute_notebooks.py
 
 # JupyterLab + Debian's Chromium end to end (docs/browser.md); also part of `make test`
 test-browser: $(STAMP)

@@ -1,4 +1,4 @@
-"""The notebooks: generated from notebooks/src, well-formed for papermill and nbval, small; the
+"""The notebooks: paired with notebooks/src by jupytext, well-formed for papermill and nbval, small; the
 papermill CLI drives them with -p / -y; and nbval's regression check really fails when a
 computed value changes. (nbval itself runs every notebook in `make test`.)"""
 
@@ -28,35 +28,50 @@ def ci_env() -> dict:
     return dict(os.environ, CI="true", PYTHONHASHSEED="0")
 
 
-def load_generator():
-    spec = importlib.util.spec_from_file_location("make_notebooks", ROOT / "tools" /
-                                                  "make_notebooks.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def code_cells(nb) -> list:
     return [c for c in nb.cells if c.cell_type == "code"]
 
 
 # --- form -----------------------------------------------------------------------------------
 
-def test_the_five_notebooks_exist_and_match_their_sources():
+def test_the_five_notebooks_exist_each_paired_with_its_source_by_jupytext():
+    """notebooks/jupytext.toml pairs NN_x.ipynb with src/NN_x.py; jupytext reads both to the
+    same cells (type, source, tags), so an edit to either one without `make notebooks` fails."""
+    import jupytext
+    from jupytext.config import find_jupytext_configuration_file, load_jupytext_configuration_file
+
     assert [p.stem for p in NOTEBOOKS] == NAMES
-    gen = load_generator()
-    assert gen.check(gen.sources()) == []
+    config = load_jupytext_configuration_file(find_jupytext_configuration_file(str(NB_DIR)))
+    assert "ipynb,src//py:percent" in config.formats
+    for path in NOTEBOOKS:
+        src = NB_DIR / "src" / f"{path.stem}.py"
+        text, have = jupytext.read(src), nbformat.read(path, as_version=4)
+        assert len(text.cells) == len(have.cells), path.name
+        for t, h in zip(text.cells, have.cells):
+            assert (t.cell_type, t.source, t.metadata.get("tags", [])) == \
+                (h.cell_type, h.source, h.metadata.get("tags", [])), (path.name, h.id)
 
 
-def test_generator_rejects_parameter_lines_papermill_cannot_parse(tmp_path):
-    gen = load_generator()
-    src = tmp_path / "99_bad.py"
-    src.write_text('# %% id=p tags=parameters\nx: int = 1  # a=b breaks papermill\n')
-    with pytest.raises(gen.SourceError, match="exactly one '='"):
-        gen.parse_source(src)
-    src.write_text('# %% id=a\nx = 1\n# %% id=a\ny = 2\n')
-    with pytest.raises(gen.SourceError, match="duplicate cell id"):
-        gen.parse_source(src)
+def test_sync_rewrites_a_stale_notebook_from_its_edited_source_keeping_cell_ids(tmp_path):
+    """What `make notebooks` relies on: `jupytext --sync` on an edited source updates the
+    notebook's cell and keeps every cell id (nbval and links use them)."""
+    work = tmp_path / "notebooks"
+    (work / "src").mkdir(parents=True)
+    (work / "jupytext.toml").write_text((NB_DIR / "jupytext.toml").read_text())
+    nb_path = work / "01_pretrain.ipynb"
+    nb_path.write_text((NB_DIR / "01_pretrain.ipynb").read_text())
+    src = work / "src" / "01_pretrain.py"
+    src.write_text((NB_DIR / "src" / "01_pretrain.py").read_text().replace(
+        "knn_baseline: bool = True", "knn_baseline: bool = False"))
+    before = nbformat.read(nb_path, as_version=4)
+    os.utime(nb_path, (1, 1))  # the source is the newer file: its inputs win
+    proc = subprocess.run([str(BIN / "jupytext"), "--sync", str(src)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    after = nbformat.read(nb_path, as_version=4)
+    assert [c.id for c in after.cells] == [c.id for c in before.cells]
+    params = next(c for c in after.cells if "parameters" in c.metadata.get("tags", []))
+    assert "knn_baseline: bool = False" in params.source
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -95,6 +110,9 @@ def test_notebook_reads_well_and_takes_typed_parameters(path):
         ast.literal_eval(stmt.value)  # a literal, not an expression
     for line in params.source.splitlines():
         assert "  # " in line, f"no comment on: {line}"
+        # papermill reads one parameter per line and splits it at '=': a second one (say in
+        # the comment) breaks its parse
+        assert line.count("=") == 1, f"more than one '=' on: {line}"
     found = papermill.inspect_notebook(str(path))
     assert {"config", "overrides", "out_dir"} <= set(found)
     for name, p in found.items():

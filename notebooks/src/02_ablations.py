@@ -1,5 +1,12 @@
-"""Source of notebooks/02_ablations.ipynb (tools/make_notebooks.py; `make notebooks`)."""
-# %% [markdown] id=title
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
 # # Ablations: the method's variants side by side
 #
 # **What you will see.** A grid of pretraining runs executed through `plaml-lab sweep`: each point
@@ -14,87 +21,87 @@
 # Completed points are skipped on a re-run; a failed point is reported and does not stop the
 # others. Under CI (`CI` set) every point uses the quick preset and a few steps.
 
-# %% id=imports
+# %%
 import os
 
 from plaml_lab import notebook as nb
 from plaml_lab.lab.sweep import load_grid, run_sweep
 from plaml_lab.viz import results as plots
 
-# %% [markdown] id=parameters-md
+# %% [markdown]
 # ## Parameters
 # `grid` is a YAML file of points and/or axes (format: `docs/notebooks.md`); `overrides` (dotted
 # `key=value` strings, e.g. `["run.seed=1"]`) are added to every point.
 
-# %% id=parameters tags=parameters
+# %% tags=["parameters"]
 grid: str = "experiments/grids/lab_variants.yaml"  # the grid (points and/or axes of overrides)
 config: str = ""  # preset for every point (empty: the grid's own config)
 overrides: list = []  # dotted config overrides added to every point
 out_dir: str = "experiments/runs/sweeps/nb_ablations"  # sweep folder (re-running skips done points)
 workers: int = 2  # points run in parallel, each in its own kernel
 
-# %% id=settings
+# %%
 SMOKE = "CI" in os.environ  # CI: every point runs the quick preset for a few steps
 grid_path = nb.repo_path(grid)
 sweep_dir = nb.run_dir(out_dir, SMOKE)
 overrides = nb.as_list(overrides)
 shelf = nb.Shelf()
 
-# %% [markdown] id=grid-md
+# %% [markdown]
 # ## The grid
 # Each point's overrides come after the grid's own (and after `overrides` above).
 
-# %% id=grid
+# %%
 # NBVAL_CHECK_OUTPUT
 points = load_grid(grid_path).points
 for p in points:
     print(f"{p.name:<8} {' '.join(p.overrides)}")
 
-# %% [markdown] id=run-md
+# %% [markdown]
 # ## Run it
 # One line per finished point. Each point's executed notebook is
 # `<out_dir>/<point>/01_pretrain.ipynb`; a failed point's error is in `<point>/error.txt`.
 
-# %% id=run
+# %%
 rows = run_sweep(grid_path, out=sweep_dir, workers=workers, config=config or None,
                  overrides=overrides)
 
-# %% [markdown] id=table-md
+# %% [markdown]
 # ## The comparison table
 # Last logged loss terms of each run (a term a variant does not have is 0; totals of different
 # variants are sums of different terms, so compare terms, not totals).
 
-# %% id=table
+# %%
 # NBVAL_CHECK_OUTPUT
 terms = ["loss_rec", "loss_cls", "loss_patch"]
 print(nb.table(rows, ["status", "variant", "steps", *terms], first="point", coarse_keys=terms))
 
-# %% id=table-values
+# %%
 # the values (their last digits differ between CPU classes and precisions)
 print(nb.table(rows, terms, first="point"))
 
-# %% [markdown] id=knn-md
+# %% [markdown]
 # ## kNN accuracy of each frozen student
 # Class token and mean-pooled data tokens on the held-out split (`summary.json` of each run).
 # A pixel MAE's class token gets no training signal, so its mean-pooled tokens are the fairer
 # readout; the pseudo-label variants train the class token directly.
 
-# %% id=knn
+# %%
 print(nb.table(rows, ["knn_top1", "knn_top1_mean"], first="point"))
 shelf.show("knn", plots.metric_bars(rows, ["knn_top1", "knn_top1_mean"]))
 
-# %% [markdown] id=curves-md
+# %% [markdown]
 # ## Loss curves and final loss terms
 
-# %% id=curves
+# %%
 shelf.show("curves", plots.loss_curves_by_point(sweep_dir, rows))
 shelf.show("terms", plots.loss_term_bars(rows))
 
-# %% [markdown] id=csv-md
+# %% [markdown]
 # ## results.csv
 # One row per point: `point, status, executed, seconds, overrides`, one column per overridden
 # key, every scalar of the run's `summary.json`, and `error`. Load it with
 # `plaml_lab.lab.sweep.read_results(path)` (or pandas).
 
-# %% id=csv
+# %%
 print(nb.shown_path(sweep_dir / "results.csv"))

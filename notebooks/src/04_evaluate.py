@@ -1,5 +1,12 @@
-"""Source of notebooks/04_evaluate.ipynb (tools/make_notebooks.py; `make notebooks`)."""
-# %% [markdown] id=title
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
 # # Evaluate a run: every probe against the random-init baseline
 #
 # **What you will see.** The frozen encoder of one run (the student by default, or either
@@ -17,7 +24,7 @@
 # `papermill notebooks/04_evaluate.ipynb out.ipynb -p run experiments/runs/dual`. Under CI
 # (`CI` set) a few-step quick run is trained and evaluated on small splits.
 
-# %% id=imports
+# %%
 import os
 
 from plaml_lab import notebook as nb
@@ -26,13 +33,13 @@ from plaml_lab.lab.ablation import FINETUNE_BUDGET, METRICS
 from plaml_lab.runs import load_run
 from plaml_lab.viz import results as plots
 
-# %% [markdown] id=parameters-md
+# %% [markdown]
 # ## Parameters
 # `overrides` change evaluation settings of the run's config, e.g. `["eval.max_train=2000",
 # "eval.knn_k=10"]`; `probes` any of `knn, linear, clusters, seg, box`
 # (`-y 'probes: [knn, linear]'` from papermill).
 
-# %% id=parameters tags=parameters
+# %% tags=["parameters"]
 run: str = "experiments/runs/nb_pretrain"  # run folder or checkpoint (01_pretrain's default)
 config: str = "experiments/configs/demo.yaml"  # preset of the baseline when run is empty
 overrides: list = []  # evaluation-time config overrides (eval.*, data.root)
@@ -42,7 +49,7 @@ encoder: str = "student"  # student | labelling | reconstruction
 finetune_fraction: float = 0.1  # labels the fine-tuning sees (the ablation table's budget)
 finetune_epochs: float = 3.0  # fine-tuning epochs over them (0: no fine-tuning)
 
-# %% id=settings
+# %%
 SMOKE = "CI" in os.environ  # CI: a few-step quick run, small evaluation splits
 run_path = nb.eval_target(run, SMOKE)
 config_path, baseline_overrides = nb.settings(config, overrides, SMOKE)
@@ -50,19 +57,19 @@ shelf = nb.Shelf(out_dir)
 print(f"evaluating: {nb.shown_path(run_path) if run_path else 'no run (baseline only)'}, "
       f"encoder {encoder}, probes {', '.join(probes)}")
 
-# %% [markdown] id=probes-md
+# %% [markdown]
 # ## The probes
 # Every probe reads frozen features only (no fine-tuning). `difference` is pretrained minus
 # random init: what pretraining bought. A probe that does not apply (e.g. seg/box on a dataset
 # without masks, clusters without pseudo labels) is listed under notes.
 
-# %% id=evaluate
+# %%
 results = nb.evaluate_against_baseline(run_path, probes, encoder,
                                        overrides if run_path else baseline_overrides,
                                        config_path)
 shelf.save_json("evaluation", results)
 
-# %% [markdown] id=finetune-md
+# %% [markdown]
 # ## Fine-tuned, not only probed
 # Frozen features undersell ViT encoders, MAE-style ones most (lightly measured an MAE ViT-B on
 # ImageNet at kNN 11.2, linear 46.0, fine-tuned 81.3). `plaml-lab finetune` trains the encoder
@@ -71,7 +78,7 @@ shelf.save_json("evaluation", results)
 # 10% of the labels, 3 epochs, no mixup / cutmix at so few epochs), from the run's encoder and,
 # the same recipe, from random init. The runs go to `RUN/finetune/<tag>/` and resume.
 
-# %% id=finetune
+# %%
 if run_path is not None and finetune_epochs > 0:
     budget = [*FINETUNE_BUDGET, f"finetune.epochs={finetune_epochs}"] + (
         ["finetune.batch_size=16"] if SMOKE else [])
@@ -83,33 +90,33 @@ if run_path is not None and finetune_epochs > 0:
               f"in {ft['train_seconds']} s")
     shelf.save_json("evaluation", results)
 
-# %% id=table
+# %%
 # NBVAL_CHECK_OUTPUT
 print(nb.comparison(results, METRICS, coarse_values=True))
 for name, r in results.items():
     for probe, why in r.get("notes", {}).items():
         print(f"note ({name}): {probe}: {why}")
 
-# %% id=table-values
+# %%
 # the values (their last digits differ between CPU classes and precisions)
 print(nb.comparison(results, METRICS))
 
-# %% [markdown] id=plots-md
+# %% [markdown]
 # ## As bars
 # Accuracies, mIoU / IoU and cluster agreement are all in [0, 1]; the prototype counts are in
 # the table above.
 
-# %% id=plots
+# %%
 unit_metrics = [m for m in METRICS if m not in ("prototypes_used", "assignment_perplexity")]
 shelf.show("probes", plots.comparison_bars(results, unit_metrics, title="frozen-feature probes"))
 
-# %% [markdown] id=gallery-md
+# %% [markdown]
 # ## What the pseudo labels group together
 # Held-out images grouped by the class-token pseudo label of the run's labelling teacher (one row
 # per label, the most used first, with its count). A trained teacher groups by shape; an
 # untrained one by colour or not at all.
 
-# %% id=gallery
+# %%
 if run_path is not None:
     gallery = nb.pseudo_label_gallery(load_run(run_path))
     if gallery is None:
