@@ -1,9 +1,10 @@
-"""Build step: wheels carry the presets, grids and notebooks (plaml_lab/paths.py reads them).
+"""Build step: wheels carry the presets, grids, searches and notebooks (plaml_lab/paths.py reads
+them).
 
-The top-level experiments/configs, experiments/grids and notebooks/ stay the source of truth
-(the repo layout is fixed); a non-editable build copies them into plaml_lab/_shipped/ inside
-the wheel. An editable install reads the checkout's own folders instead, so nothing is copied.
-Everything else is in pyproject.toml.
+The top-level experiments/configs, experiments/grids, experiments/searches and notebooks/ stay
+the source of truth (the repo layout is fixed); a non-editable build copies them into
+plaml_lab/_shipped/ inside the wheel. An editable install reads the checkout's own folders
+instead, so nothing is copied. Everything else is in pyproject.toml.
 """
 
 from pathlib import Path
@@ -15,6 +16,7 @@ HERE = Path(__file__).resolve().parent
 # the same table as plaml_lab.paths.SHIPPED (not imported: the package needs torch)
 SHIPPED = {"configs": ("experiments/configs", "*.yaml"),
            "grids": ("experiments/grids", "*.yaml"),
+           "searches": ("experiments/searches", "*.yaml"),
            "notebooks": ("notebooks", "*.ipynb")}
 
 

@@ -27,6 +27,7 @@ from plaml_lab.errors import ConfigError
 # kind -> (folder in a checkout, file pattern); setup.py copies the same folders into wheels
 SHIPPED = {"configs": ("experiments/configs", "*.yaml"),
            "grids": ("experiments/grids", "*.yaml"),
+           "searches": ("experiments/searches", "*.yaml"),
            "notebooks": ("notebooks", "*.ipynb")}
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -70,8 +71,8 @@ def user_path(value: str | Path) -> Path:
 
 
 def shipped_folder(kind: str) -> Path | None:
-    """The folder of a kind of shipped file (configs, grids, notebooks): the package's copy
-    (a wheel install), else the checkout's (editable install, source tree), else None."""
+    """The folder of a kind of shipped file (configs, grids, searches, notebooks): the package's
+    copy (a wheel install), else the checkout's (editable install, source tree), else None."""
     checkout, _ = SHIPPED[kind]
     for folder in (_PACKAGE / "_shipped" / kind, _PACKAGE.parent / checkout):
         if folder.is_dir():

@@ -1,5 +1,5 @@
-"""A pip user's first session: the wheel carries the presets, grids and notebooks, and from an
-empty folder `plaml-lab demo`, `plaml-lab sweep` and `plaml-lab eval` work.
+"""A pip user's first session: the wheel carries the presets, grids, searches and notebooks, and
+from an empty folder `plaml-lab demo`, `plaml-lab sweep` and `plaml-lab eval` work.
 
 The wheel is built from a copy of the source (the checkout gets no build/ folder) and installed
 with --no-index --no-deps into a fresh venv that sees this interpreter's packages (torch is
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 # what a wheel is built from (pyproject.toml names README.md; setup.py copies the rest)
 SOURCE = ["pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "plaml_lab",
-          "experiments/configs", "experiments/grids", "notebooks"]
+          "experiments/configs", "experiments/grids", "experiments/searches", "notebooks"]
 # a small data budget for every run, so the test takes about a minute
 SMALL = ["run.num_threads=1", "data.num_train=256", "data.num_val=128", "eval.max_train=256",
          "eval.max_val=128"]
@@ -69,7 +69,7 @@ def installed(tmp_path_factory, root):
     return venv / "bin", env
 
 
-def test_the_wheel_ships_presets_grids_and_notebooks_and_its_deps_import(installed, tmp_path):
+def test_the_wheel_ships_presets_grids_searches_and_notebooks_and_its_deps_import(installed, tmp_path):
     bin_dir, env = installed
     out = _run([bin_dir / "python", "-c", textwrap.dedent("""
         import json, ipykernel, papermill, torch, plaml_lab
@@ -77,6 +77,7 @@ def test_the_wheel_ships_presets_grids_and_notebooks_and_its_deps_import(install
         print(json.dumps({"module": plaml_lab.__file__,
                           "configs": paths.shipped_names("configs"),
                           "grids": paths.shipped_names("grids"),
+                          "searches": paths.shipped_names("searches"),
                           "notebooks": paths.shipped_names("notebooks"),
                           "folder": str(paths.shipped_folder("configs"))}))
         """)], tmp_path, env)
@@ -84,6 +85,7 @@ def test_the_wheel_ships_presets_grids_and_notebooks_and_its_deps_import(install
     assert info["module"].startswith(str(bin_dir.parent)), info["module"]
     assert {"demo", "lab", "quick"} <= set(info["configs"])
     assert "quick_variants" in info["grids"] and "01_pretrain" in info["notebooks"]
+    assert "quick_blr_mask" in info["searches"]  # 02_ablations' default search
     assert "_shipped" in info["folder"]
 
 

@@ -254,3 +254,19 @@ def test_plaml_smoke_precision_sets_the_precision_of_every_smoke_run(monkeypatch
     path, overrides = settings("", ["mask.ratio=0.5"], True)
     cfg = load_config(path, overrides)
     assert (cfg.run.precision, cfg.mask.ratio) == ("bf16", 0.5)
+
+
+def test_02s_smoke_search_keeps_the_searched_keys_and_cuts_only_the_budget():
+    """02_ablations under CI runs a copy of its search file: the same keys and ranges, 3 trials of
+    the SMOKE run scored on the final loss, no pruner (6 steps log no kNN to prune on)."""
+    from plaml_lab.lab.search_file import load_search
+    from plaml_lab.notebook.params import search_file
+
+    name = "experiments/searches/quick_blr_mask.yaml"
+    full, smoke = load_search(search_file(name, False)), load_search(search_file(name, True))
+    assert [(p.key, p.corners()) for p in smoke.params] == \
+        [(p.key, p.corners()) for p in full.params]
+    assert (smoke.trials, smoke.metric, smoke.direction, smoke.pruner) == \
+        (3, "loss", "minimize", None)
+    assert "run.max_steps=6" in smoke.overrides and smoke.config.name == "quick.yaml"
+    assert (full.trials, full.metric) == (12, "knn_top1")

@@ -25,7 +25,12 @@
 import os
 
 from plaml_lab import notebook as nb
-from plaml_lab.lab.sweep import load_grid, run_sweep
+from plaml_lab.lab.grids import load_grid
+from plaml_lab.lab.search import run_search
+from plaml_lab.lab.search_file import load_search
+from plaml_lab.lab.sweep import run_sweep
+from plaml_lab import viz
+from plaml_lab.viz import study as study_plots
 from plaml_lab.viz import results as plots
 
 # %% [markdown]
@@ -39,6 +44,9 @@ config: str = ""  # preset for every point (empty: the grid's own config)
 overrides: list = []  # dotted config overrides added to every point
 out_dir: str = "experiments/runs/sweeps/nb_ablations"  # sweep folder (re-running skips done points)
 workers: int = 2  # points run in parallel, each in its own kernel
+search: str = "experiments/searches/quick_blr_mask.yaml"  # a search file (docs/search.md)
+search_trials: int = 6  # trials of the search to finish (a re-run resumes its study)
+search_out: str = "experiments/runs/searches/nb_ablations"  # the search folder
 
 # %%
 SMOKE = "CI" in os.environ  # CI: every point runs the quick preset for a few steps
@@ -105,3 +113,45 @@ shelf.show("terms", plots.loss_term_bars(rows))
 
 # %%
 print(nb.shown_path(sweep_dir / "results.csv"))
+
+# %% [markdown]
+# ## Search ranges instead of points
+# A grid runs the points you name; `plaml-lab search` (docs/search.md) lets an Optuna study
+# sample ranges of the same dotted keys, trains each trial as an ordinary run, stops a trial
+# whose intermediate kNN falls below the median of earlier trials, keeps the study in
+# `<search_out>/study.db` (a re-run resumes it) and writes the best trials as a grid that
+# `plaml-lab sweep` re-runs at several seeds. Under CI a copy of the search file runs 3 trials
+# of the SMOKE run, scored on their final loss.
+
+# %%
+search_path = nb.search_file(search, SMOKE)
+search_dir = nb.run_dir(search_out, SMOKE)
+metric = load_search(search_path).metric
+found = run_search(search_path, out=search_dir, trials=None if SMOKE else search_trials)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+best_points = load_grid(found["grid"]).points  # the grid plaml-lab sweep re-runs
+print(f"{found['finished']} trials finished; best_grid.yaml: {len(best_points)} points, "
+      f"keys {', '.join(sorted({o.split('=')[0] for p in best_points for o in p.overrides}))}")
+
+# %% [markdown]
+# Optuna's own plots of the study: how much of the objective each searched key explains, and
+# every complete trial across the keys.
+
+# %%
+study = study_plots.load_study(search_dir)
+nb.show(study_plots.importance_figure(study, metric))
+nb.show(study_plots.parallel_figure(study, metric))
+
+# %% [markdown]
+# The same folder in the compare-runs dashboard: every trial with its state, objective and
+# searched keys, and the trials' runs side by side.
+
+# %%
+search_app = viz.compare_runs(search_dir, auto_refresh=not SMOKE)
+nb.show_app(search_app, shelf, "compare_search", static=SMOKE)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(nb.app_status("compare_search", search_app))

@@ -8,11 +8,11 @@ from plaml_lab.notebook.display import (PLOTLY_MAX_BYTES, LiveLoss, Shelf, app_s
                                         pseudo_label_gallery, run_files, show, show_app, table)
 from plaml_lab.notebook.params import (PRETRAIN_OUT, QUICK, SMOKE_OVERRIDES, as_list,
                                        evaluate_against_baseline, eval_target, load, open_run,
-                                       repo_path, repo_root, run_dir, settings, shown_path,
-                                       smoke_run)
+                                       repo_path, repo_root, run_dir, search_file, settings,
+                                       shown_path, smoke_run)
 
 __all__ = ["PLOTLY_MAX_BYTES", "PRETRAIN_OUT", "QUICK", "SMOKE_OVERRIDES", "LiveLoss", "Shelf",
            "app_status", "as_list", "coarse", "collapse_figure", "comparison", "describe_config",
            "eval_target", "evaluate_against_baseline", "load", "loss_figure", "metrics_text", "open_run",
            "png_bytes", "pseudo_label_gallery", "repo_path", "repo_root", "run_dir", "run_files",
-           "settings", "show", "show_app", "shown_path", "smoke_run", "table"]
+           "search_file", "settings", "show", "show_app", "shown_path", "smoke_run", "table"]

@@ -107,6 +107,22 @@ def run_dir(out_dir: str | Path, smoke: bool) -> Path:
     return repo_path(path)
 
 
+def search_file(search: str, smoke: bool) -> Path:
+    """The search file a notebook runs (plaml-lab search): the file itself, or under SMOKE a copy
+    in a fresh temporary folder with the same keys and ranges cut to 3 trials of the SMOKE run
+    (the quick preset), scored on the final loss with the pruner off: 6 steps log no kNN."""
+    path = find_file(search, "search file", kind="searches")
+    if not smoke:
+        return path
+    data = yaml.safe_load(path.read_text())
+    data.update(config=str(find_file(QUICK, "config file")), overrides=smoke_overrides(),
+                objective={"metric": "loss", "direction": "minimize"}, pruner="none",
+                trials=3, seeds=[0], best=2)
+    copy = Path(tempfile.mkdtemp(prefix="plaml_smoke_")) / path.name
+    copy.write_text(yaml.safe_dump(data, sort_keys=False))
+    return copy
+
+
 def smoke_run(overrides: list[str] | None = None) -> Path:
     """A few-step quick run (checkpoints every 2 steps, for the teacher comparison) in a fresh
     temporary folder: what 03_dashboards and 04_evaluate open under SMOKE."""
