@@ -381,6 +381,12 @@ def test_teacher_comparison_shows_ema_panel_and_legend_at_1000px_without_fixed_w
                           pt.boxes(plot, ".annotation-text")))
         assert "EMA momentum schedule" in titles, f"subplot titles: {list(titles)}"
         assert pt.inside(titles["EMA momentum schedule"], output), "EMA panel cut off"
+        # each panel's title whole and clear of its neighbours'
+        spans = sorted((b["left"], b["right"], t) for t, b in titles.items())
+        assert spans[0][0] >= svg["left"] - 1 and spans[-1][1] <= svg["right"] + 1, (
+            f"subplot titles cut off: {spans} in a figure [{svg['left']}, {svg['right']}]")
+        overlaps = [(a[2], b[2]) for a, b in zip(spans, spans[1:]) if a[1] > b[0]]
+        assert not overlaps, f"subplot titles overlap: {overlaps}"
         legend = pt.boxes(plot, ".legend .traces")
         assert legend and all(pt.inside(b, output) and pt.inside(b, svg) for b in legend), (
             f"legend outside the output {output}: {legend}")
