@@ -395,6 +395,7 @@ def test_teacher_comparison_shows_ema_panel_and_legend_at_1000px_without_fixed_w
             f"{output['right'] - output['left']:.0f} px")
         save_small_png(screenshot(plot), artifacts / "browser_fix_teacher_compare_1000px.png")
 
+
 # --- a run named by its path relative to the repo root ---------------------------------------------
 
 RELATIVE_RUN = "experiments/runs/rel"
