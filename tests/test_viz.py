@@ -525,5 +525,10 @@ def test_attention_panels_share_one_colour_scale(run, monkeypatch):
 def test_teacher_comparison_and_usage_charts_are_not_cut_off(run):
     fig = P.teacher_compare_figure({"labelling": ([1, 2], [0.1, 0.2])}, {}, {}, {}, None, "abs")
     assert fig.layout.width is None and fig.layout.autosize  # fills the output area
+    # panel titles fit a panel of a 1,000 px window (~210 px: the browser test measures them)
+    rel = P.teacher_compare_figure({}, {}, {}, {}, None, "relative to ||student||")
+    titles = [a for a in rel.layout.annotations if a.text]
+    assert len(titles) == 3 and all(a.font.size <= 12 for a in titles)
+    assert max(len(line) for a in titles for line in a.text.split("<br>")) <= 26
     usage = P.usage_histogram(np.arange(64))
     assert usage.layout.xaxis.title.text and usage.layout.margin.r >= 30

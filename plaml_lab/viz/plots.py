@@ -152,9 +152,12 @@ def teacher_compare_figure(distances: dict[str, tuple[list, list]],
     schedule (line) with the momenta the run logged (points). A dotted line marks the selected
     checkpoint."""
     fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.08,
-                        subplot_titles=(f"teacher - student distance ({distance_label})",
-                                        "pseudo-label agreement of the teachers",
+                        subplot_titles=(f"teacher - student distance<br>({distance_label})",
+                                        "pseudo-label agreement<br>of the teachers",
                                         "EMA momentum schedule"))
+    # two short lines at 12 px: in a 1,000 px window a panel is about 210 px wide, and the
+    # one-line 16 px titles ran into each other and off the figure's left edge
+    fig.update_annotations(font_size=12)
     colours = {"labelling": "#1f77b4", "reconstruction": "#ff7f0e"}
     for name, (steps, vals) in distances.items():
         fig.add_trace(go.Scatter(x=steps, y=vals, name=f"{name} teacher", mode="lines+markers",
@@ -178,7 +181,7 @@ def teacher_compare_figure(distances: dict[str, tuple[list, list]],
     # no fixed width: the figure fills the output area (a fixed 1,100 px cut off the EMA panel
     # and the legend in a narrower notebook)
     fig.update_layout(template=TEMPLATE, height=380, autosize=True,
-                      margin={"l": 50, "r": 20, "t": 40, "b": 40},
+                      margin={"l": 50, "r": 20, "t": 60, "b": 40},
                       legend={"orientation": "h", "y": -0.3})
     return fig
 

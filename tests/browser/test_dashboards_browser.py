@@ -8,6 +8,7 @@ tests run in file order on it. Screenshots: tests/artifacts/browser/ (PLAML_BROW
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 
@@ -17,6 +18,8 @@ try:
     from playwright.sync_api import Error as PlaywrightError
 except ImportError:  # the `browser` fixture skips (or, under CI, fails) with the reason
     PlaywrightError = Exception
+
+import pagetools as pt
 
 pytestmark = pytest.mark.browser
 
@@ -262,6 +265,135 @@ def test_embedding_scatter_draws_one_point_per_image(lab_page):
     points = root.locator(".plaml-view-embedding .scatterlayer .trace").first.locator(
         "path.point")
     assert points.count() == int(shown.group(1))
+
+
+
+# --- the fixes of 49ff16e as the browser draws them (captions, axes, legends, widths) ----------
+
+NARROW = 1000  # px: a laptop's browser window; no dashboard may stick out of its output
+RESIZE_MS = 20_000  # plotly re-draws every figure of the page on a resize: seconds when busy
+
+
+# JupyterLab's layout has followed the window (its panels are sized in a later frame) and every
+# autosized plotly figure (no layout.width) is as wide as its cell's output, give or take the
+# output's padding: the figures' re-draws after a resize have landed
+FIGURES_SETTLED = """() => [...document.querySelectorAll('.js-plotly-plot')]
+    .filter(p => p.layout && !p.layout.width).every(p => {
+        const outputs = [...document.querySelectorAll('.jp-OutputArea-output')]
+            .filter(o => o.contains(p));
+        const o = outputs[0].getBoundingClientRect();
+        const w = p.querySelector('.main-svg').getBoundingClientRect().width;
+        return o.right <= window.innerWidth && w <= o.width + 1 && w >= o.width - 10; })"""
+
+
+@contextlib.contextmanager
+def window_width(page, width: int):
+    """The page at `width` px (JupyterLab re-lays out, plotly's autosized figures follow);
+    the lab_page's own size again afterwards. Each time until the figures' re-draws landed: a
+    resize still under way when the next one starts can leave a figure at the older size."""
+    size = page.viewport_size
+    page.set_viewport_size({"width": width, "height": size["height"]})
+    try:
+        wait_for(page, FIGURES_SETTLED, None, RESIZE_MS)
+        yield page
+    finally:
+        page.set_viewport_size(size)
+        wait_for(page, FIGURES_SETTLED, None, RESIZE_MS)
+
+
+def test_mask_explorer_caption_says_grey_is_hidden_in_the_view_but_visible_in_token_panels(
+        lab_page, artifacts):
+    """The caption is drawn into the PNG: the image the browser shows must carry it."""
+    root = app(lab_page, "mask-explorer")
+    img = root.locator("img.plaml-view-figure")
+    assert "target: tokens" in root.locator(".plaml-readout").inner_text()  # token panels
+    caption = ("visible: hidden patches grey; token panels: hidden patches in PCA colours of "
+               "the reconstruction teacher's tokens, visible patches grey")
+    assert pt.caption_drawn(pt.shown_png(img), caption), (
+        f"the mask explorer's image does not start with the caption {caption!r}")
+    save_small_png(screenshot(img), artifacts / "browser_fix_mask_caption.png")
+
+
+def test_cluster_scatter_has_axis_titles_a_colour_legend_and_nmi_in_words(lab_page, artifacts):
+    root = app(lab_page, "cluster-explorer")
+    plot = root.locator(".plaml-view-embedding .js-plotly-plot")
+    x, y = pt.texts(plot, ".xtitle"), pt.texts(plot, ".ytitle")
+    assert len(x) == len(y) == 1 and re.fullmatch(r"(PCA|t-SNE) 1", x[0]) and (
+        y[0] == x[0][:-1] + "2"), f"scatter axis titles: x {x}, y {y}"
+    entries = pt.texts(plot, ".legend .legendtext")
+    assert entries and all(re.fullmatch(r"(#|class )\d+", e) for e in entries), (
+        f"scatter legend: {entries}")
+    assert "label" in " ".join(pt.texts(plot, ".legendtitletext"))
+    svg = pt.boxes(plot, ".main-svg")[0]
+    assert all(pt.inside(b, svg) for b in pt.boxes(plot, ".legend .traces")), "legend cut off"
+    page_text = lab_page.evaluate("() => document.body.innerText")
+    assert "NMI_SHUFFLED" not in page_text, "raw key NMI_SHUFFLED on the page"
+    readout = root.locator(".plaml-readout").inner_text()
+    assert "NMI with shuffled labels" in readout, f"cluster readout: {readout!r}"
+    save_small_png(screenshot(root.locator(".plaml-view-embedding")),
+                   artifacts / "browser_fix_cluster_scatter.png")
+
+
+def test_no_dashboard_sticks_out_of_its_output_in_a_1000px_window(lab_page, artifacts):
+    with window_width(lab_page, NARROW):
+        found = {name: pt.parts_cut_off(app(lab_page, name)) for name in APPS}
+        for name in ("cluster-explorer", "teacher-compare"):
+            names = [p["name"] for p in found[name]]
+            assert any("plot" in n for n in names), f"{name}: no plotly figure ({names})"
+        cut = {name: [p for p in parts if p["cut"]] for name, parts in found.items()}
+        assert not any(cut.values()), f"cut off in a {NARROW} px window: " + "; ".join(
+            f"{name}: {p['name']} [{p['left']}, {p['right']}] beyond {p['cut'][0]}"
+            for name, parts in cut.items() for p in parts)
+        save_small_png(screenshot(app(lab_page, "cluster-explorer")),
+                       artifacts / "browser_fix_cluster_explorer_1000px.png")
+
+
+def test_attention_viewer_states_one_colour_scale_up_to_the_largest_weight(lab_page, artifacts):
+    """The caption is drawn into the PNG; the readout (DOM text) gives each panel's largest
+    weight: the image must state one scale from 0 to the largest of them."""
+    root = app(lab_page, "attention-viewer")
+    img = root.locator("img.plaml-view-figure")
+    maxima = [float(v) for v in re.findall(r"max:\s*([0-9.e+-]+)",
+                                           root.locator(".plaml-readout").inner_text())]
+    assert len(maxima) >= 2, root.locator(".plaml-readout").inner_text()
+    # the dropdowns' labels: 'block 2', 'mean of heads' or 'head 1'
+    layer = re.search(r"\d+", root.locator(".plaml-layer select").input_value()).group()
+    head = root.locator(".plaml-head select").input_value()
+    head = head if head.startswith("mean") else "head " + re.search(r"\d+", head).group()
+    top = max(maxima)  # 4 digits in the readout, 3 in the caption: either rounding of it
+    png = pt.shown_png(img)
+    captions = [f"class token -> patches, block {layer}, {head}; one colour scale, 0 to "
+                f"{v:.3g}" for v in {top, top * (1 - 5e-4), top * (1 + 5e-4)}]
+    assert any(pt.caption_drawn(png, c) for c in captions), (
+        f"the attention image states none of {captions}")
+    save_small_png(screenshot(img), artifacts / "browser_fix_attention_viewer.png")
+
+
+def test_teacher_comparison_shows_ema_panel_and_legend_at_1000px_without_fixed_width(
+        lab_page, artifacts):
+    plot = app(lab_page, "teacher-compare").locator(".plaml-view-compare .js-plotly-plot")
+    with window_width(lab_page, NARROW):
+        output = pt.element_box(plot.locator(  # the cell's output (its plotly view's own
+            # output area, an Output widget, grows with the figure)
+            "xpath=ancestor::*[contains(@class, 'jp-OutputArea-output')][last()]"))
+        svg = pt.boxes(plot, ".main-svg")[0]
+        titles = dict(zip(pt.texts(plot, ".annotation-text"),
+                          pt.boxes(plot, ".annotation-text")))
+        assert "EMA momentum schedule" in titles, f"subplot titles: {list(titles)}"
+        assert pt.inside(titles["EMA momentum schedule"], output), "EMA panel cut off"
+        # each panel's title whole and clear of its neighbours'
+        spans = sorted((b["left"], b["right"], t) for t, b in titles.items())
+        assert spans[0][0] >= svg["left"] - 1 and spans[-1][1] <= svg["right"] + 1, (
+            f"subplot titles cut off: {spans} in a figure [{svg['left']}, {svg['right']}]")
+        overlaps = [(a[2], b[2]) for a, b in zip(spans, spans[1:]) if a[1] > b[0]]
+        assert not overlaps, f"subplot titles overlap: {overlaps}"
+        legend = pt.boxes(plot, ".legend .traces")
+        assert legend and all(pt.inside(b, output) and pt.inside(b, svg) for b in legend), (
+            f"legend outside the output {output}: {legend}")
+        assert svg["width"] < 1100 and svg["right"] <= output["right"] + 1, (
+            f"figure {svg['width']:.0f} px wide in an output of "
+            f"{output['right'] - output['left']:.0f} px")
+        save_small_png(screenshot(plot), artifacts / "browser_fix_teacher_compare_1000px.png")
 
 
 # --- a run named by its path relative to the repo root ---------------------------------------------
