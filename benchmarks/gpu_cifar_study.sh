@@ -5,11 +5,12 @@
 # settings are fixed before it runs: experiments/configs/cifar_gpu.yaml and
 # experiments/grids/cifar_gpu.yaml. The table gets paired-by-seed 95% CIs (docs/evaluation.md).
 #
-# Step time. Measured on this project's 2-core CPU (AMD EPYC, shared, nice 10, 1 thread, bf16),
-# the cifar_cpu preset's token MAE at batch 64: 1.96 s a step wall clock, 0.67 s of CPU time
-# (26-35 images/s with four other sessions on the machine; docs/results.md, the
-# CIFAR-10 pilot); a 200-epoch table is out of a CPU's reach (25 runs x 31,250 steps x ~2.3 s
-# on average over the variants: about 500 hours).
+# Step time. Measured on this project's 2-core CPU (AMD EPYC, nice 10, 1 torch thread, bf16),
+# the cifar_cpu preset at batch 64, two runs side by side (docs/results.md, the CIFAR-10 table,
+# 2026-12-07): 0.65-0.66 s a step wall clock for the token MAE and dual with nothing else on the
+# machine, 1.25-1.6 s while other work shared it (1.96 s in the first pilot, 2026-12-02); a
+# 200-epoch table is out of a CPU's reach (25 runs x 31,250 steps x ~0.7 s, two at a time: about
+# 75 hours of the whole machine, far more with any other load).
 # Estimate for one H100/H200-class GPU: the dual variant at batch 256 is 228 GFLOP a step (2 x
 # the lab model's 114 GFLOP at batch 128, benchmarks/results/lab_cpu.csv); at the 228 TFLOP/s
 # that ViT-B/16 dual reached on an H100 (benchmarks/results/bench_vitb16_h100.csv) that is 1 ms,
