@@ -57,7 +57,7 @@ def compare_page(browser, lab_server, sign_in):
     page.on("pageerror", lambda e: errors.append(str(e)))
     try:
         sign_in(page, "/lab/tree/compare/compare_runs.ipynb")
-        wait_for_idle_notebook(page)
+        wait_for_idle_notebook(page, "/lab/tree/compare/compare_runs.ipynb")
         page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
         assert wait_for(page, """() => [...document.querySelectorAll('.jp-OutputArea-output')]
             .some(e => /compare_runs shown|Traceback/.test(e.innerText))""", None,

@@ -105,15 +105,25 @@ def diagnose(page, errors: list[str]) -> str:
             + "\nfailing outputs:\n  " + "\n  ".join(bad or ["none"]))
 
 
-def wait_for_idle_notebook(page) -> None:
-    """Until the notebook JupyterLab opened has its cells and an idle kernel."""
+def wait_for_idle_notebook(page, lab_path: str) -> None:
+    """Until the notebook of `lab_path` (/lab/tree/PATH) is JupyterLab's current widget, with its
+    cells and an idle kernel. JupyterLab restores the tabs of the server's saved workspace, so an
+    earlier test's notebook can come back in front of this one, and run-all acts on the current
+    widget: the notebook is opened (activated) by path until it is the current one."""
+    path = lab_path.removeprefix("/lab/tree/")
     page.wait_for_function(
-        """() => {
-            const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-            const k = w && w.sessionContext && w.sessionContext.session
+        """p => {
+            const app = window.jupyterapp;
+            const w = app && app.shell.currentWidget;
+            if (!app) return false;
+            if (!w || !w.context || w.context.path !== p) {
+                app.commands.execute('docmanager:open', {path: p});
+                return false;
+            }
+            const k = w.sessionContext && w.sessionContext.session
                       && w.sessionContext.session.kernel;
             return k && k.status === 'idle' && w.content && w.content.widgets.length > 0;
-        }""", timeout=RUN_ALL_S * 1000)
+        }""", arg=path, polling=1000, timeout=RUN_ALL_S * 1000)
 
 
 def wait_for(page, condition: str, arg, timeout_ms: int) -> bool:
@@ -148,7 +158,7 @@ def lab_page(browser, lab_server, sign_in, artifacts):
     page.on("pageerror", lambda e: errors.append(str(e)))
     try:
         sign_in(page, "/lab/tree/03_dashboards.ipynb")
-        wait_for_idle_notebook(page)
+        wait_for_idle_notebook(page, "/lab/tree/03_dashboards.ipynb")
         page.evaluate("""() => {
             window.jupyterapp.shell.collapseLeft();  // the file browser: room for the apps
             return window.jupyterapp.commands.execute('notebook:run-all-cells');
@@ -447,7 +457,7 @@ def test_monitor_and_teacher_comparison_open_a_run_by_its_repo_relative_path(
     page.on("pageerror", lambda e: errors.append(str(e)))
     try:
         sign_in(page, relative_run_notebook)
-        wait_for_idle_notebook(page)
+        wait_for_idle_notebook(page, relative_run_notebook)
         page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
         assert wait_for(page, """() => [...document.querySelectorAll('.jp-OutputArea-output')]
             .some(e => /teacher_compare:|Traceback/.test(e.innerText))""", None,
