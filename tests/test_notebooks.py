@@ -5,7 +5,6 @@ computed value changes. (nbval itself runs every notebook in `make test`.)"""
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
 import os
 import subprocess

@@ -12,7 +12,7 @@ from plaml_lab.viz import runset as S
 from plaml_lab.viz.compare import compare_runs
 from plaml_lab.viz.monitors import TrainingMonitor
 
-from fake_runs import write_fake_run
+from fake_runs import write_compare_folder, write_fake_run
 
 QUICK = str(Path(__file__).resolve().parents[1] / "experiments" / "configs" / "quick.yaml")
 
@@ -21,18 +21,7 @@ QUICK = str(Path(__file__).resolve().parents[1] / "experiments" / "configs" / "q
 def runs(tmp_path):
     """a (mask 0.75) x seeds 0, 1; b (mask 0.6) seed 0; c (single teacher) still training;
     the ablation's random-init row (eval.json only); a fine-tuning folder of a-s0."""
-    root = tmp_path / "runs"
-    write_fake_run(root / "a-s0", QUICK, [], knn=0.50, seed=0)
-    write_fake_run(root / "a-s1", QUICK, [], knn=0.54, seed=1)
-    write_fake_run(root / "b-s0", QUICK, ["mask.ratio=0.6"], knn=0.40, seed=0, rows=30)
-    write_fake_run(root / "c-s0", QUICK, ["method.teachers=single"], finished=False, rows=10)
-    (root / "random_init-s0").mkdir()
-    (root / "random_init-s0" / "eval.json").write_text(json.dumps({"knn_top1": 0.2}))
-    ft = root / "a-s0" / "finetune" / "student-all-f1"
-    write_fake_run(ft, QUICK, [])
-    (ft / "source.json").write_text("{}")
-    (ft / "summary.json").write_text(json.dumps({"finetune_top1": 0.9}))
-    return root
+    return write_compare_folder(tmp_path / "runs", QUICK)
 
 
 def test_finds_runs_but_not_finetune_or_checkpoint_folders(runs):

@@ -119,3 +119,17 @@ def caption_drawn(png_bytes: bytes, caption: str) -> bool:
     shown = np.asarray(Image.open(io.BytesIO(png_bytes)).convert("RGB"))
     return (shown.shape[1] >= width and shown.shape[0] >= top
             and np.array_equal(shown[:top, :width], ref[:top, :width]))
+
+
+def new_page(browser, height: int, timeout_ms: int, console: bool = False):
+    """(context, page, errors): a fresh browser context 1400 px wide and `height` tall, each
+    step's timeout, and the page's uncaught errors (and console errors with `console`) collected
+    for the failure message."""
+    context = browser.new_context(viewport={"width": 1400, "height": height})
+    context.set_default_timeout(timeout_ms)
+    page = context.new_page()
+    errors: list[str] = []
+    if console:
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    return context, page, errors

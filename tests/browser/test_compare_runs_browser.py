@@ -4,7 +4,6 @@ than a bar. Its runs are synthetic folders (tests/fake_runs.py): no training, no
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import nbformat
 import pytest
 
 import pagetools as pt
-from fake_runs import write_fake_run
+from fake_runs import write_compare_folder
 from test_dashboards_browser import (ACTION_MS, RUN_ALL_S, STEP_MS, diagnose, save_small_png,
                                      screenshot, wait_for, wait_for_idle_notebook)
 
@@ -36,25 +35,13 @@ def compare_page(browser, lab_server, sign_in):
     """Runs as in tests/test_viz_compare.py (a: mask 0.75 x seeds 0, 1 with a fine-tuning;
     b: mask 0.6; random_init-s0 with kNN 0.2) and a notebook showing them; yields the page."""
     runs = lab_server.root / "compare" / "runs"
-    write_fake_run(runs / "a-s0", QUICK, [], knn=0.50, seed=0)
-    write_fake_run(runs / "a-s1", QUICK, [], knn=0.54, seed=1)
-    write_fake_run(runs / "b-s0", QUICK, ["mask.ratio=0.6"], knn=0.40, seed=0, rows=30)
-    (runs / "random_init-s0").mkdir()
-    (runs / "random_init-s0" / "eval.json").write_text(json.dumps({"knn_top1": 0.2}))
-    ft = runs / "a-s0" / "finetune" / "student-all-f1"
-    write_fake_run(ft, QUICK, [])
-    (ft / "source.json").write_text("{}")
-    (ft / "summary.json").write_text(json.dumps({"finetune_top1": 0.9}))
+    write_compare_folder(runs, QUICK, still_training=False)
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
         NOTEBOOK.format(folder=str(runs)))])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
     nbformat.write(nb, lab_server.root / "compare" / "compare_runs.ipynb")
-    context = browser.new_context(viewport={"width": 1400, "height": 1400})
-    context.set_default_timeout(STEP_MS)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
+    context, page, errors = pt.new_page(browser, 1400, STEP_MS)
     try:
         sign_in(page, "/lab/tree/compare/compare_runs.ipynb")
         wait_for_idle_notebook(page, "/lab/tree/compare/compare_runs.ipynb")

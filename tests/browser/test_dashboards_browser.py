@@ -150,12 +150,7 @@ def lab_page(browser, lab_server, sign_in, artifacts):
     """The notebook open in JupyterLab with every cell run; yields the page."""
     # tall enough that the tallest dashboard (cluster explorer) fits: element screenshots of
     # JupyterLab's inner scroll area are cut to the viewport
-    context = browser.new_context(viewport={"width": 1400, "height": 1800})
-    context.set_default_timeout(STEP_MS)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
+    context, page, errors = pt.new_page(browser, 1800, STEP_MS, console=True)
     try:
         sign_in(page, "/lab/tree/03_dashboards.ipynb")
         wait_for_idle_notebook(page, "/lab/tree/03_dashboards.ipynb")
@@ -450,11 +445,7 @@ def test_monitor_and_teacher_comparison_open_a_run_by_its_repo_relative_path(
     """The issue's case: from a notebook in notebooks/, `run = "experiments/runs/..."` finds the
     project's run (current folder first, then the repo root: plaml_lab.paths.user_path) in the
     two dashboards over a run's history, as it does in the four image dashboards."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1800})
-    context.set_default_timeout(STEP_MS)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
+    context, page, errors = pt.new_page(browser, 1800, STEP_MS)
     try:
         sign_in(page, relative_run_notebook)
         wait_for_idle_notebook(page, relative_run_notebook)
