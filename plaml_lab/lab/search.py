@@ -165,16 +165,24 @@ def _interrupted(trial) -> None:
 
 # --- the study ----------------------------------------------------------------------------------
 
+STUDY_NAME = "search"  # one study per search folder, so one fixed name
+
+
+def study_storage(out: Path) -> str:
+    """The SQLite URL of a search folder's study (out/study.db)."""
+    return f"sqlite:///{Path(out).resolve() / 'study.db'}"
+
+
 def open_study(search: Search, out: Path):
     """The search's study in out/study.db, created or resumed; a study of another search (other
     config, overrides, params or objective) is refused, so no trial of it is mixed in."""
-    storage = f"sqlite:///{out / 'study.db'}"
+    storage = study_storage(out)
     sampler = optuna.samplers.TPESampler(seed=search.sampler_seed)
     p = search.pruner or {}
     pruner = optuna.pruners.MedianPruner(n_startup_trials=p.get("startup_trials", 2),
                                          n_warmup_steps=p.get("warmup_steps", 0),
                                          interval_steps=p.get("interval_steps", 1))
-    study = optuna.create_study(storage=storage, study_name="search", sampler=sampler,
+    study = optuna.create_study(storage=storage, study_name=STUDY_NAME, sampler=sampler,
                                 pruner=pruner, direction=search.direction, load_if_exists=True)
     ident = identity_json(search)
     held = study.user_attrs.get("search")

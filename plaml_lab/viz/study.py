@@ -12,8 +12,7 @@ import plotly.graph_objects as go
 from optuna.trial import TrialState
 
 from plaml_lab.errors import ConfigError
-
-STUDY_NAME = "search"  # plaml_lab.lab.search.open_study's name for every search's study
+from plaml_lab.lab.search import STUDY_NAME, study_storage
 
 
 def load_study(folder: str | Path) -> optuna.Study:
@@ -22,7 +21,7 @@ def load_study(folder: str | Path) -> optuna.Study:
     db = Path(folder).expanduser() / "study.db"
     if not db.is_file():
         raise ConfigError(f"{db}: no study here (plaml-lab search writes FOLDER/study.db)")
-    return optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{db.resolve()}")
+    return optuna.load_study(study_name=STUDY_NAME, storage=study_storage(db.parent))
 
 
 def _complete(study: optuna.Study) -> list:
@@ -47,7 +46,7 @@ def importance_figure(study: optuna.Study, metric: str = "objective") -> go.Figu
         fig = optuna.visualization.plot_param_importances(study, target_name=metric)
     except (RuntimeError, ValueError) as e:  # e.g. every complete trial has the same values
         return _notice(f"no importance: {e}", title)
-    fig.update_layout(title=title, height=max(240, 80 + 40 * len(study.best_params)))
+    fig.update_layout(title=title, height=max(240, 80 + 40 * len(done[0].distributions)))
     return fig
 
 
