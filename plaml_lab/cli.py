@@ -252,6 +252,9 @@ def _ablation(sub) -> None:
     p.add_argument("--split", choices=["val", "test"],
                    help="held-out split the table scores (default: the grid's `split`, else "
                    "val); report a table on test once its settings were chosen on val")
+    p.add_argument("--confidence", type=float, default=0.95,
+                   help="level of the paired Student-t intervals that give the verdicts "
+                   "(default 0.95; a second look at a question: a Bonferroni level, e.g. 0.975)")
     p.add_argument("--workers", type=int, default=1,
                    help="pretrain this many grid points at once (processes; default 1)")
     _executor(p, "the grid points are pretrained (one job per point and seed)")

@@ -116,6 +116,41 @@ def test_claims_csv_has_the_paired_columns(tmp_path):
     assert row["diffs"] == "0:+0.1 1:+0.1 2:+0.1" and row["paired_verdict"] == "held"
 
 
+def test_a_bonferroni_level_widens_every_interval_to_scipys_at_that_level(tmp_path):
+    """A table that is a second look at a question reads its verdicts at a Bonferroni level:
+    at 0.975 each interval is scipy.stats.ttest_rel's at 0.975, a gain held at 95% can turn
+    unresolved, and the markdown and claims CSV name the level (97.5%, not a rounded 98%)."""
+    from scipy import stats
+
+    base = {0: 0.424, 1: 0.422, 2: 0.426}
+    token = {s: base[s] + d for s, d in zip(base, (0.043, 0.021, 0.030))}
+    rows = [{"variant": v, "seed": s, "knn_top1": x, "linear_top1": x}
+            for v, by in (("token", token), ("random_init", base)) for s, x in by.items()]
+    agg = T.aggregate(rows)
+    at95 = {x["metric"]: x for x in T.baseline_verdicts(agg, rows)}
+    at975 = {x["metric"]: x for x in T.baseline_verdicts(agg, rows, 0.975)}
+    ref = stats.ttest_rel(list(token.values()), list(base.values())).confidence_interval(0.975)
+    v = at975["linear_top1"]
+    assert (v["ci_low"], v["ci_high"]) == pytest.approx((ref.low, ref.high), abs=1e-12)
+    assert at95["linear_top1"]["paired_verdict"] == "held" and v["paired_verdict"] == "unresolved"
+    T.write_markdown(agg, tmp_path / "t.md", rows=rows, confidence=0.975,
+                     header={"dataset": "folder", "command": "c", "preset": "p", "grid": "g",
+                             "seeds": [0, 1, 2], "split": "test", "date": "d", "machine": "m"})
+    md = (tmp_path / "t.md").read_text()
+    assert "97.5% CI" in md and "95% CI" not in md and "98%" not in md
+    T.write_claims_csv(T.baseline_verdicts(agg, rows, 0.975), tmp_path / "c.csv")
+    with open(tmp_path / "c.csv") as f:
+        assert {r["confidence"] for r in csv.DictReader(f)} == {"0.975"}
+
+
+def test_a_confidence_outside_0_1_exits_2_naming_the_flag(tmp_path, capsys):
+    for bad in ("1.5", "0", "95"):
+        assert _main(tmp_path, "--confidence", bad) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"--confidence {float(bad)}" in err[0]
+    assert not (tmp_path / "runs").exists()  # refused before any run started
+
+
 # --- end to end ---------------------------------------------------------------------------------
 
 def _main(tmp_path, *extra):

@@ -39,13 +39,12 @@ from plaml_lab.errors import RunError
 from plaml_lab.evaluate import evaluate
 from plaml_lab.finetune import finetune
 from plaml_lab.lab import submit
-from plaml_lab.lab.ablation_table import (BASELINE, METRICS, aggregate, baseline_verdicts,
-                                          claim_verdicts, write_claims_csv, write_csv,
-                                          write_markdown, write_plot)
+from plaml_lab.lab.ablation_table import BASELINE, METRICS, aggregate, write_tables
 from plaml_lab.lab.cluster import (ClusterSettings, check_kind, cluster_settings,
                                    split_cluster_overrides)
 from plaml_lab.lab.eval_files import cached_eval, eval_file, save_eval
 from plaml_lab.lab.grids import Grid, load_grid, threads_per_worker
+from plaml_lab.lab.paired import CONFIDENCE
 from plaml_lab.runs.folder import (EVAL_CONFIG, check_random_init_dir,
                                    run_config_changes, save_eval_config, shown_keys)
 from plaml_lab.train import pretrain
@@ -284,8 +283,11 @@ def run_ablation(grid_path: str | Path = DEFAULT_GRID, *, preset: str | None = N
                  overrides: list[str] | None = None, probes: list[str] | None = None,
                  device: str = "cpu", command: str = "plaml-lab ablation",
                  workers: int = 1, executor: str = "local", detach: bool = False,
-                 split: str | None = None, log=print) -> dict:
+                 split: str | None = None, confidence: float = CONFIDENCE,
+                 log=print) -> dict:
     """Run (or resume) the whole table; returns {rows, aggregate, failed, outputs}.
+    `confidence`: the level of the paired intervals that give the claims' verdicts (0.95; a
+    table that is a second look at a question reads a Bonferroni level, e.g. 0.975).
 
     workers > 1 pretrains that many grid points at once in spawned processes, each with
     max(1, cpu_count // workers) torch threads (small models use several cores poorly, so on a
@@ -367,23 +369,12 @@ def run_ablation(grid_path: str | Path = DEFAULT_GRID, *, preset: str | None = N
             rows.append(_row(name, seed, result))
 
     agg = aggregate(rows)
-    out_dir = Path(out_dir)
-    stem = f"ablation_{dataset}" + ("" if split == "val" else f"_{split}")
-    outputs = {"csv": out_dir / f"{stem}.csv", "md": out_dir / f"{stem}.md",
-               "png": out_dir / f"{stem}.png", "claims_csv": out_dir / f"{stem}_claims.csv"}
-    write_csv(rows, outputs["csv"])
-    write_claims_csv([{"claim": v.get("claim", f"beats {BASELINE}"), **v}
-                      for v in claim_verdicts(agg, rows) + baseline_verdicts(agg, rows)],
-                     outputs["claims_csv"])
     header = {"dataset": dataset, "command": command, "preset": _shown(preset),
               "grid": _shown(grid.path),
               "seeds": seeds, "split": split, "date": datetime.now().strftime("%Y-%m-%d"),
               "machine": f"{platform.machine()}, {platform.system()}, device {device}",
               "failed": failed}
-    write_markdown(agg, outputs["md"], header=header, rows=rows)
-    if rows:
-        write_plot(rows, agg, outputs["png"],
-                   title=f"{stem} ({split} split; mean ± std over seeds {seeds})")
+    outputs = write_tables(rows, agg, Path(out_dir), header, confidence)
     return {"rows": rows, "aggregate": agg, "failed": failed, "outputs": outputs,
             "seconds": round(time.perf_counter() - t0, 1)}
 
@@ -399,13 +390,17 @@ def cmd_ablation(args) -> int:
         raise ConfigError(f"--seeds {args.seeds}: expected comma-separated integers") from None
     if args.workers < 1:
         raise ConfigError(f"--workers {args.workers}: expected an integer >= 1")
+    confidence = getattr(args, "confidence", CONFIDENCE)
+    if not 0 < confidence < 1:
+        raise ConfigError(f"--confidence {confidence}: expected a level between 0 and 1, "
+                          "e.g. 0.95")
     command = " ".join(["plaml-lab ablation", *getattr(args, "argv", [])])
     result = run_ablation(args.grid, preset=args.preset, seeds=seeds,
                           variants=split(args.variants), runs_root=args.runs,
                           out_dir=args.out, overrides=args.overrides,
                           probes=split(args.probes), device=args.device, command=command,
                           workers=args.workers, executor=args.executor, detach=args.detach,
-                          split=getattr(args, "split", None),
+                          split=getattr(args, "split", None), confidence=confidence,
                           log=lambda m: print(m, file=sys.stderr, flush=True))
     if result.get("submitted"):
         print(f"{len(result['submitted'])} run(s) queued (job.json in each run folder); the same "

@@ -4,8 +4,9 @@ rows ablation.py collects.
 
 A seed fixes a run's init, data order, augmentations and masks for every variant, so two
 variants' runs of one seed are a pair: a claim's verdict comes from the per-seed paired
-differences (their mean and a 95% Student-t confidence interval: held when it lies above 0,
-reversed below, unresolved when it spans 0). The unpaired difference of means against the
+differences (their mean and a Student-t confidence interval, 95% unless the caller asks for
+another level, e.g. a Bonferroni-corrected one: held when it lies above 0, reversed below,
+unresolved when it spans 0). The unpaired difference of means against the
 pooled seed spread stays beside it."""
 
 from __future__ import annotations
@@ -110,12 +111,12 @@ def _fmt(mean: float, std: float, metric: str) -> str:
 
 
 def compare(agg: dict, better: str, worse: str, metric: str,
-            rows: list[dict] | None = None) -> dict | None:
+            rows: list[dict] | None = None, confidence: float = CONFIDENCE) -> dict | None:
     """Difference of means of `better` minus `worse` on `metric` and a verdict against the seed
     spread s = sqrt(std_a^2 + std_b^2): held (difference > s), reversed (< -s), within seed
     spread; no verdict with fewer than two seeds. None when either side lacks the metric.
     With `rows` (the per-run rows), also the paired view: `diffs` {seed: difference} and
-    paired_interval's mean_diff, ci_low, ci_high, pairs and paired_verdict."""
+    paired_interval's mean_diff, ci_low, ci_high, pairs and paired_verdict at `confidence`."""
     if better not in agg or worse not in agg:
         return None
     (ma, sa, na), (mb, sb, nb) = agg[better][metric], agg[worse][metric]
@@ -131,7 +132,8 @@ def compare(agg: dict, better: str, worse: str, metric: str,
            "spread": spread, "seeds": min(na, nb), "verdict": verdict}
     if rows is not None:
         diffs = paired_differences(rows, better, worse, metric)
-        out.update(diffs=diffs, **paired_interval(list(diffs.values())))
+        out.update(diffs=diffs, confidence=confidence,
+                   **paired_interval(list(diffs.values()), confidence))
     return out
 
 
@@ -145,19 +147,21 @@ def stand_in(agg: dict, variant: str) -> str:
     return tagged[0] if len(tagged) == 1 else variant
 
 
-def claim_verdicts(agg: dict, rows: list[dict] | None = None) -> list[dict]:
+def claim_verdicts(agg: dict, rows: list[dict] | None = None,
+                   confidence: float = CONFIDENCE) -> list[dict]:
     """Each CLAIMS comparison present in `agg` (by name or by `stand_in`), scored by `compare`
     (paired too, given the per-run `rows`)."""
     out = []
     for claim, better, worse, metrics in CLAIMS:
         for m in metrics:
-            v = compare(agg, stand_in(agg, better), stand_in(agg, worse), m, rows)
+            v = compare(agg, stand_in(agg, better), stand_in(agg, worse), m, rows, confidence)
             if v is not None:
                 out.append({"claim": claim, **v})
     return out
 
 
-def baseline_verdicts(agg: dict, rows: list[dict] | None = None) -> list[dict]:
+def baseline_verdicts(agg: dict, rows: list[dict] | None = None,
+                      confidence: float = CONFIDENCE) -> list[dict]:
     """Every pretrained variant against the random-init row on BASELINE_METRICS ("held" = it
     beats random init by more than the seed spread; paired too, given `rows`)."""
     out = []
@@ -165,19 +169,19 @@ def baseline_verdicts(agg: dict, rows: list[dict] | None = None) -> list[dict]:
         if variant == BASELINE:
             continue
         for m in BASELINE_METRICS:
-            v = compare(agg, variant, BASELINE, m, rows)
+            v = compare(agg, variant, BASELINE, m, rows, confidence)
             if v is not None:
                 out.append(v)
     return out
 
 
 CLAIM_COLUMNS = ("claim", "better", "worse", "metric", "pairs", "diffs", "mean_diff", "ci_low",
-                 "ci_high", "paired_verdict", "diff", "spread", "verdict")
+                 "ci_high", "confidence", "paired_verdict", "diff", "spread", "verdict")
 
 
 def write_claims_csv(verdicts: list[dict], path: Path) -> None:
     """One row per claim (or baseline comparison) and metric: the paired columns (per-seed
-    differences as seed:value pairs, their mean, the 95% CI, the paired verdict), then the
+    differences as seed:value pairs, their mean, the CI and its level, the paired verdict), then the
     unpaired difference of means, the seed spread and its verdict."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
@@ -207,7 +211,13 @@ def _paired_cells(v: dict) -> str:
     return f"{diffs} | {mean} | {_ci(v)} | {v.get('paired_verdict', 'n/a')}"
 
 
-def write_markdown(agg: dict, path: Path, *, header: dict, rows: list[dict] | None = None) -> None:
+def level_text(confidence: float) -> str:
+    """0.95 -> '95%', 0.975 -> '97.5%' (a Bonferroni level must not round to 98%)."""
+    return f"{confidence * 100:.4g}%"
+
+
+def write_markdown(agg: dict, path: Path, *, header: dict, rows: list[dict] | None = None,
+                   confidence: float = CONFIDENCE) -> None:
     """The table (mean ± std per variant), then the claims and the comparisons with the
     random-init encoder, paired by seed when `rows` are given."""
     metrics = [m for m in TABLE_METRICS if any(not math.isnan(v[m][0]) for v in agg.values())]
@@ -223,8 +233,8 @@ def write_markdown(agg: dict, path: Path, *, header: dict, rows: list[dict] | No
         n = max(v[2] for v in stats.values())
         lines.append(f"| {variant} | {n} | "
                      + " | ".join(_fmt(*stats[m][:2], m) for m in metrics) + " |")
-    level = f"{CONFIDENCE:.0%}"
-    verdicts = claim_verdicts(agg, rows)
+    level = level_text(confidence)
+    verdicts = claim_verdicts(agg, rows, confidence)
     if verdicts:
         lines += ["", f"## Claims: paired by seed ({level} Student-t CI of the per-seed "
                   "differences), the unpaired difference of means beside", "",
@@ -235,7 +245,7 @@ def write_markdown(agg: dict, path: Path, *, header: dict, rows: list[dict] | No
             lines.append(f"| {v['claim']} ({v['better']} vs {v['worse']}) | {v['metric']} | "
                          f"{_paired_cells(v)} | {v['diff']:+.3f} ± {v['spread']:.3f} | "
                          f"{v['verdict']} |")
-    against = baseline_verdicts(agg, rows)
+    against = baseline_verdicts(agg, rows, confidence)
     if against:
         lines += ["", "## Against the random-init encoder (paired by seed)", "",
                   f"| variant | metric | per-seed differences | mean | {level} CI | beats random "
@@ -277,3 +287,23 @@ def write_plot(rows: list[dict], agg: dict, path: Path, title: str = "") -> None
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
+
+
+def write_tables(rows: list[dict], agg: dict, out_dir: Path, header: dict,
+                 confidence: float = CONFIDENCE) -> dict[str, Path]:
+    """The table's four files in `out_dir`, named by dataset and split
+    (ablation_<dataset>[_<split>].csv, .md, .png and _claims.csv); returns {kind: path}."""
+    split, seeds = header.get("split", "val"), header.get("seeds")
+    stem = f"ablation_{header['dataset']}" + ("" if split == "val" else f"_{split}")
+    outputs = {"csv": out_dir / f"{stem}.csv", "md": out_dir / f"{stem}.md",
+               "png": out_dir / f"{stem}.png", "claims_csv": out_dir / f"{stem}_claims.csv"}
+    write_csv(rows, outputs["csv"])
+    write_claims_csv([{"claim": v.get("claim", f"beats {BASELINE}"), **v}
+                      for v in claim_verdicts(agg, rows, confidence)
+                      + baseline_verdicts(agg, rows, confidence)],
+                     outputs["claims_csv"])
+    write_markdown(agg, outputs["md"], header=header, rows=rows, confidence=confidence)
+    if rows:
+        write_plot(rows, agg, outputs["png"],
+                   title=f"{stem} ({split} split; mean ± std over seeds {seeds})")
+    return outputs
