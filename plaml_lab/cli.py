@@ -19,6 +19,7 @@ import warnings
 
 from plaml_lab.config import PROBES, ConfigError
 from plaml_lab.errors import USER_ERRORS, NonFiniteLossError
+from plaml_lab.lab.paired import CONFIDENCE
 from plaml_lab.method.rules import VARIANTS
 
 ENCODERS = ["student", "labelling", "reconstruction"]
@@ -252,9 +253,9 @@ def _ablation(sub) -> None:
     p.add_argument("--split", choices=["val", "test"],
                    help="held-out split the table scores (default: the grid's `split`, else "
                    "val); report a table on test once its settings were chosen on val")
-    p.add_argument("--confidence", type=float, default=0.95,
+    p.add_argument("--confidence", type=float, default=CONFIDENCE,
                    help="level of the paired Student-t intervals that give the verdicts "
-                   "(default 0.95; a second look at a question: a Bonferroni level, e.g. 0.975)")
+                   f"(default {CONFIDENCE}; a second look at a question: a Bonferroni level, e.g. 0.975)")
     p.add_argument("--workers", type=int, default=1,
                    help="pretrain this many grid points at once (processes; default 1)")
     _executor(p, "the grid points are pretrained (one job per point and seed)")

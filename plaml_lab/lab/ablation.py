@@ -303,6 +303,8 @@ def run_ablation(grid_path: str | Path = DEFAULT_GRID, *, preset: str | None = N
     split: the held-out split every probe scores (default the grid's `split`, else val); the
     table's files and header name it."""
 
+    if not 0 < confidence < 1:  # checked before any run starts, for the CLI and callers alike
+        raise ConfigError(f"--confidence {confidence}: expected a level between 0 and 1, e.g. 0.95")
     grid = load_grid(grid_path)
     if BASELINE in grid.variants:
         raise ConfigError(f"{grid.path}: points.{BASELINE}: the name is reserved for the baseline")
@@ -390,17 +392,13 @@ def cmd_ablation(args) -> int:
         raise ConfigError(f"--seeds {args.seeds}: expected comma-separated integers") from None
     if args.workers < 1:
         raise ConfigError(f"--workers {args.workers}: expected an integer >= 1")
-    confidence = getattr(args, "confidence", CONFIDENCE)
-    if not 0 < confidence < 1:
-        raise ConfigError(f"--confidence {confidence}: expected a level between 0 and 1, "
-                          "e.g. 0.95")
     command = " ".join(["plaml-lab ablation", *getattr(args, "argv", [])])
     result = run_ablation(args.grid, preset=args.preset, seeds=seeds,
                           variants=split(args.variants), runs_root=args.runs,
                           out_dir=args.out, overrides=args.overrides,
                           probes=split(args.probes), device=args.device, command=command,
                           workers=args.workers, executor=args.executor, detach=args.detach,
-                          split=getattr(args, "split", None), confidence=confidence,
+                          split=getattr(args, "split", None), confidence=args.confidence,
                           log=lambda m: print(m, file=sys.stderr, flush=True))
     if result.get("submitted"):
         print(f"{len(result['submitted'])} run(s) queued (job.json in each run folder); the same "
